@@ -1,0 +1,1 @@
+"""Serving app for the churn example model."""

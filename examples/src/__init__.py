@@ -1,0 +1,1 @@
+"""Training code for the churn example (run by the DVC pipeline)."""

@@ -1,0 +1,1 @@
+"""DVC pipeline stages: prepare -> train -> evaluate."""

@@ -1,0 +1,182 @@
+"""The ``loopline`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipelines.config import ConfigError
+
+
+def _settings() -> Any:
+    from loopline.settings import Settings
+
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+class _Group(click.Group):
+    """Every failure is one clear line and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, OSError, RuntimeError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="loopline")
+def main() -> None:
+    """Loopline: push code or drop data; get a tested, registered, deployed model."""
+    logging.basicConfig(level=os.environ.get("LOOPLINE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Run the web process (for production use gunicorn "service:create_app()")."""
+    from werkzeug.serving import run_simple
+
+    from service import create_app
+
+    run_simple(host, port, create_app(), threaded=True, use_reloader=False)
+
+
+@main.command()
+@click.option("--queue", type=click.Choice(["default", "training"]), default="default", show_default=True)
+@click.option("--concurrency", "-c", type=int, default=None, help="Processes (training defaults to 1).")
+@click.option("--beat/--no-beat", default=False, help="Also run the periodic reconcile schedule.")
+def worker(queue: str, concurrency: int | None, beat: bool) -> None:
+    """Run a Celery worker for one queue (the default one also relays the outbox)."""
+    from loopline.processes import celery_worker_argv
+
+    settings = _settings()
+    argv = celery_worker_argv(queue, concurrency=concurrency or (1 if queue == "training" else 2),
+                              relay=queue == "default", beat=beat, home=settings.home)
+    os.execv(argv[0], argv)
+
+
+@main.command()
+@click.option("--interval", default=0.5, show_default=True, help="Seconds between scans.")
+def watch(interval: float) -> None:
+    """Watch the registered drop folders and turn complete new files into data events."""
+    from store.db import Database
+    from workers.watcher import FolderWatcher
+
+    settings = _settings()
+    db = Database(settings.database_url)
+    db.migrate()
+    stop = threading.Event()
+    try:
+        FolderWatcher(settings, db).run(stop, interval)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@main.command()
+@click.option("--port", default=8080, show_default=True, type=int)
+def up(port: int) -> None:
+    """Run web, workers and watcher together until Ctrl-C (embedded broker unless configured)."""
+    from loopline.processes import Stack
+
+    _settings()
+    stack = Stack(dict(os.environ), port)
+    click.echo("starting Loopline …")
+    with stack:
+        click.echo(f"Loopline is up at {stack.url}  (logs: {stack.settings.home / 'logs'}; Ctrl-C stops)")
+        try:
+            while True:
+                stack.check()
+                threading.Event().wait(1)
+        except KeyboardInterrupt:
+            click.echo("stopping …")
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Keep the demo's directory for inspection.")
+@click.option("--example", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The sample project to use (default: examples/ of this checkout).")
+def demo(keep: bool, example: Path | None) -> None:
+    """Push the sample project, retrain on dropped data, and print what happened."""
+    from loopline.demo import run_demo
+
+    sys.exit(run_demo(example=example, keep=keep))
+
+
+@main.command()
+@click.option("--repo", "repo_path", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--before", required=True, help="Old commit (or a zero SHA for a new branch).")
+@click.option("--after", required=True, help="New commit.")
+@click.option("--branch", default="main", show_default=True, help="Branch the push is for (decides deploy).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def explain(repo_path: Path, before: str, after: str, branch: str, as_json: bool) -> None:
+    """Dry run: every changed file, the rule that classified it, the kinds and the stages."""
+    from loopline.explain import explain_push
+
+    result = explain_push(repo_path, before, after, branch)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for f in result["files"]:
+        click.echo(f"{f['status']}  {f['path']:<50} {f['kind']:<14} ({f['rule']})")
+    click.echo(f"kinds:  {', '.join(result['kinds']) or '(none)'}")
+    click.echo(f"stages: {' → '.join(result['stages']) or '(none: ' + result['reason'] + ')'}")
+
+
+@main.command()
+@click.argument("run_id", required=False, type=int)
+@click.option("--repo", default=None)
+@click.option("--status", default=None)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(run_id: int | None, repo: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """List runs, or show one run with its stages."""
+    from loopline.report import list_runs, show_run
+
+    click.echo(show_run(_settings(), run_id, as_json) if run_id else list_runs(_settings(), repo, status, limit,
+                                                                               as_json))
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def models(name: str | None, as_json: bool) -> None:
+    """List registered models, or the versions of one with their lineage."""
+    from loopline.report import show_models
+
+    click.echo(show_models(_settings(), name, as_json))
+
+
+@main.command()
+@click.argument("event_id")
+def events(event_id: str) -> None:
+    """Show one delivery: its normalized event, status and runs."""
+    from loopline.report import show_event
+
+    click.echo(show_event(_settings(), event_id))
+
+
+@main.command("install-hook")
+@click.argument("bare_repo", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--url", required=True, help="Loopline's generic hook URL, e.g. http://127.0.0.1:8080/hooks/git")
+@click.option("--repository", default=None, help="Name sent in the payload (default: the repo's directory name).")
+@click.option("--secret-env", default="LOOPLINE_HOOK_SECRET", show_default=True,
+              help="Environment variable the hook signs with, when set.")
+def install_hook_cmd(bare_repo: Path, url: str, repository: str | None, secret_env: str) -> None:
+    """Write a post-receive hook into BARE_REPO that notifies Loopline of every push."""
+    from loopline.hook import install_hook
+
+    path = install_hook(bare_repo, url, repository, secret_env)
+    click.echo(f"installed {path}")

@@ -1,0 +1,192 @@
+"""``loopline demo``: the whole loop on this machine, with nothing installed by hand.
+
+A throw-away bare repository receives the sample project; Loopline (embedded Redis, SQLite)
+tests, trains, registers and deploys it; a dropped data file retrains it; then a report.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import requests
+import yaml
+
+from loopline.hook import install_hook
+from loopline.processes import Stack
+from loopline.report import format_run, show_models
+from loopline.settings import Settings
+from workers import serving
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples"
+_COPY_IGNORE = shutil.ignore_patterns("__pycache__", ".pytest_cache", "models", "prepared", "metrics.json",
+                                      "dvc.lock", "cache", "tmp", "config.local")
+TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "gate_failed", "awaiting_approval"}
+
+
+def _git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def prepare_project(example: Path, work: Path, remote: Path) -> None:
+    """Copy the sample project into a fresh repository whose remote is a local bare repo."""
+    shutil.copytree(example, work, ignore=_COPY_IGNORE)
+    remote.parent.mkdir(parents=True, exist_ok=True)
+    _git("init", "--bare", "-b", "main", str(remote), cwd=remote.parent)
+    _git("init", "-b", "main", cwd=work)
+    _git("config", "user.email", "demo@loopline.invalid", cwd=work)
+    _git("config", "user.name", "Loopline demo", cwd=work)
+    _git("add", "-A", cwd=work)
+    _git("commit", "-q", "-m", "Churn model: first version", cwd=work)
+    _git("remote", "add", "origin", str(remote), cwd=work)
+
+
+def wait_for_run(api: str, repo: str, after_id: int, timeout: float = 600) -> dict[str, Any]:
+    """Follow the next run of ``repo`` to its end, printing each stage as it finishes."""
+    deadline = time.monotonic() + timeout
+    shown: set[str] = set()
+    run: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        runs = requests.get(f"{api}/api/runs", params={"repo": repo}, timeout=5).json()["runs"]
+        newer = [r for r in runs if r["id"] > after_id]
+        if newer:
+            run = requests.get(f"{api}/api/runs/{min(r['id'] for r in newer)}", timeout=5).json()
+            if not shown:
+                click.echo(f"  run #{run['id']}: {', '.join(run['kinds']) or 'no changes'} → "
+                           f"{' → '.join(run['plan']) or '(nothing to do)'}")
+            for stage in run["stages"]:
+                key = f"{stage['name']}:{stage['status']}"
+                if key not in shown and stage["status"] not in ("queued",):
+                    shown.add(key)
+                    took = f" {stage['duration_seconds']:.1f}s" if stage["duration_seconds"] else ""
+                    click.echo(f"    {stage['status']:<10} {stage['name']}{took}")
+            shown.add("started")
+            if run["status"] in TERMINAL:
+                return run
+        else:
+            click.echo("  waiting for Loopline to pick up the event …") if not shown else None
+            shown.add("waiting")
+        time.sleep(0.3)
+    raise click.ClickException(f"timed out waiting for a run of {repo}" + (f" (#{run['id']})" if run else ""))
+
+
+def predict(api: str, model: str) -> tuple[dict[str, Any], list[int]]:
+    from sklearn.datasets import load_breast_cancer
+
+    current = requests.get(f"{api}/api/deployments/current", params={"model": model}, timeout=5).json()
+    url = current["deployment"]["url"]
+    rows = load_breast_cancer().data[:5].tolist()
+    answer = requests.post(f"{url}/predict", json={"instances": rows}, timeout=10).json()
+    return current, answer["predictions"]
+
+
+def run_demo(example: Path | None = None, keep: bool = False) -> int:
+    example = example or EXAMPLE
+    if not (example / "loopline.yml").exists():
+        raise click.ClickException(f"{example} is not a Loopline sample project (no loopline.yml)")
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="loopline-demo-"))
+    work, remote, lake = root / "churn", root / "remote" / "churn.git", root / "lake"
+    lake.mkdir()
+    config = root / "loopline.yaml"
+    config.write_text(yaml.safe_dump({"repositories": [{
+        "name": "churn", "provider": "git", "match": "churn", "url": str(remote),
+        "secret_env": "LOOPLINE_HOOK_SECRET", "branches": ["main"], "data_lake": [{"folder": str(lake)}]}]}))
+    env = {k: v for k, v in os.environ.items() if k not in ("LOOPLINE_BROKER_URL", "LOOPLINE_DATABASE_URL")}
+    env.update(LOOPLINE_HOME=str(root / "home"), LOOPLINE_CONFIG=str(config),
+               LOOPLINE_HOOK_SECRET=secrets.token_hex(16))
+    click.echo(f"demo directory: {root}")
+    stack = Stack(env, serving.free_port())
+    ok = False
+    try:
+        prepare_project(example, work, remote)
+        click.echo("starting Loopline (embedded Redis, SQLite, web, 2 workers, watcher) …")
+        stack.start()
+        install_hook(remote, f"{stack.url}/hooks/git", "churn")
+        click.echo(f"Loopline is up at {stack.url}\n\n1. git push: the sample project's first version")
+        push = subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, env=env, capture_output=True,
+                              text=True, check=True)
+        click.echo("  " + (push.stdout + push.stderr).strip().replace("\n", "\n  "))
+        first = wait_for_run(stack.url, "churn", 0)
+        if first["status"] != "succeeded":
+            return _fail(stack, first)
+        current, predictions = predict(stack.url, "churn")
+        click.echo(f"  /predict on v{current['deployment']['version']}: {predictions}")
+
+        click.echo("\n2. a new data file lands in the drop folder")
+        batch = lake / "batch-001.csv"
+        subprocess.run([sys.executable, "scripts/make_batch.py", "200", str(batch) + ".part"], cwd=work,
+                       check=True, capture_output=True)
+        os.replace(str(batch) + ".part", batch)  # writers use temp names; the watcher ignores *.part
+        click.echo(f"  dropped {batch.name}")
+        second = wait_for_run(stack.url, "churn", first["id"])
+        if second["status"] != "succeeded":
+            return _fail(stack, second)
+        current, predictions = predict(stack.url, "churn")
+        click.echo(f"  /predict on v{current['deployment']['version']}: {predictions}")
+
+        settings = Settings.from_env(stack.env)
+        click.echo("\nRuns")
+        for run in (first, second):
+            click.echo(format_run(requests.get(f"{stack.url}/api/runs/{run['id']}", timeout=5).json()))
+        click.echo("\nModel versions")
+        click.echo(show_models(settings, "churn", as_json=False))
+        click.echo("\nServing now: lineage")
+        _print_lineage(current)
+        ok = True
+        click.echo(f"\ndemo finished in {time.monotonic() - started:.1f}s")
+        return 0
+    finally:
+        _stop_deployments(stack)
+        stack.stop()
+        if keep or not ok:
+            click.echo(f"(kept {root} for inspection)")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _print_lineage(current: dict[str, Any]) -> None:
+    dep, mv, run = current["deployment"], current["model_version"], current["run"]
+    for delivery in current["deliveries"]:
+        event = delivery["event"]
+        what = f"{event['ref']} {event['after'][:10]}" if event["type"] != "data" else \
+            ", ".join(o["key"] for o in event["objects"])
+        click.echo(f"  delivery {delivery['id'][:12]} ({delivery['provider']}, {event['type']}: {what})")
+    click.echo(f"  → commit {mv['commit'][:12]}  data {', '.join(f'{k}={v[:8]}' for k, v in mv['data_version'].items() if isinstance(v, str))}")
+    click.echo(f"  → run #{run['id']} ({' → '.join(s['name'] for s in run['stages'])})")
+    click.echo(f"  → {mv['name']} v{mv['version']}  sha256 {mv['sha256'][:16]}…  {mv['metrics']}")
+    click.echo(f"  → deployment #{dep['id']} at {dep['url']}")
+
+
+def _fail(stack: Stack, run: dict[str, Any]) -> int:
+    click.echo(f"\nrun #{run['id']} ended {run['status']}: {run.get('reason')}", err=True)
+    for stage in run["stages"]:
+        if stage["status"] in ("failed", "gate_failed"):
+            log = requests.get(f"{stack.url}/api/runs/{run['id']}/stages/{stage['name']}/log", timeout=5).text
+            click.echo(f"--- log of {stage['name']} (last lines) ---\n" + "\n".join(log.splitlines()[-30:]), err=True)
+    return 1
+
+
+def _stop_deployments(stack: Stack) -> None:
+    from sqlalchemy import select
+
+    from store.db import Database
+    from store.models import Deployment
+
+    try:
+        db = Database(Settings.from_env(stack.env).database_url)
+        with db.session() as s:
+            for dep in s.scalars(select(Deployment).where(Deployment.pid.is_not(None))):
+                serving.stop(dep.pid, grace=2) if dep.pid else None
+                if dep.status == "active":
+                    dep.status = "stopped"
+    except Exception as exc:  # never mask the demo's own outcome
+        click.echo(f"(could not stop deployments: {exc})", err=True)

@@ -1,0 +1,53 @@
+"""Plan the ordered stages of a run from the kinds of change (SPEC §4).
+
+A pure function of its inputs, so "kinds in → stages out" is a table test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Every stage in canonical order; a plan is always a subsequence of this.
+CANONICAL = ("validate_data", "unit_tests", "retrain", "evaluate", "register",
+             "integration_tests", "approval", "deploy")
+
+_BY_KIND = {
+    "training_code": {"unit_tests", "retrain", "evaluate", "register", "integration_tests", "deploy"},
+    "app_code": {"unit_tests", "integration_tests", "deploy"},
+    "data": {"validate_data", "retrain", "evaluate", "register", "integration_tests", "deploy"},
+}
+
+#: Stages that run on the training queue, so app-code runs never wait behind a retrain.
+TRAINING_STAGES = frozenset({"retrain"})
+
+
+@dataclass(frozen=True)
+class Plan:
+    stages: tuple[str, ...]
+    reason: str
+
+
+def plan(kinds: tuple[str, ...] | list[str], *, deployable: bool, approval: bool = False) -> Plan:
+    """Return the stages to run for ``kinds``.
+
+    :param deployable: the ref is a configured deploy branch; otherwise the run stops
+        after integration tests.
+    :param approval: a human must approve before deploying.
+    """
+    wanted: set[str] = set()
+    for kind in kinds:
+        wanted |= _BY_KIND.get(kind, set())
+    if not wanted:
+        return Plan(stages=(), reason="nothing to build: only ignored files changed")
+    if not deployable:
+        wanted.discard("deploy")
+        reason = "not a deploy branch: stops after integration tests"
+    else:
+        reason = "changes: " + ", ".join(kinds)
+        if approval:
+            wanted.add("approval")
+    return Plan(stages=tuple(s for s in CANONICAL if s in wanted), reason=reason)
+
+
+def queue_for(stage: str) -> str:
+    return "training" if stage in TRAINING_STAGES else "default"

@@ -1,0 +1,124 @@
+"""``/api``: runs, stages and logs, deliveries, the model registry and deployments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
+
+from service.errors import ApiError, NotFound
+from service.state import loopline
+from store import views
+from store.models import Delivery, Deployment, ModelVersion, Run, Stage
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _int_arg(name: str, default: int, maximum: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise ApiError(f"{name} must be a positive integer", "bad_parameter")
+    return min(int(raw), maximum)
+
+
+@bp.get("/events/<event_id>")
+def event(event_id: str) -> Response:
+    with loopline().db.session() as s:
+        delivery = s.get(Delivery, event_id[:64])
+        if delivery is None:
+            raise NotFound(f"no event {event_id[:64]!r}")
+        return jsonify(views.delivery_dict(s, delivery))
+
+
+@bp.get("/runs")
+def runs() -> Response:
+    query = select(Run).order_by(Run.id.desc()).limit(_int_arg("limit", 50, 500))
+    if repo := request.args.get("repo"):
+        query = query.where(Run.repository == repo)
+    if branch := request.args.get("branch"):
+        query = query.where(Run.ref == f"refs/heads/{branch}")
+    if status := request.args.get("status"):
+        query = query.where(Run.status == status)
+    with loopline().db.session() as s:
+        return jsonify(runs=[views.run_dict(r) for r in s.scalars(query)])
+
+
+def _run(s: Any, run_id: int) -> Run:
+    run = s.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    return run
+
+
+@bp.get("/runs/<int:run_id>")
+def run(run_id: int) -> Response:
+    with loopline().db.session() as s:
+        return jsonify(views.run_dict(_run(s, run_id)))
+
+
+@bp.get("/runs/<int:run_id>/stages/<name>/log")
+def stage_log(run_id: int, name: str) -> Response:
+    with loopline().db.session() as s:
+        stage = s.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
+        if stage is None:
+            raise NotFound(f"run {run_id} has no stage {name[:40]!r}")
+        text = stage.log
+    if not text:  # still running: the worker streams to a file; read what is there so far
+        live = Path(loopline().settings.home) / "logs" / str(run_id) / f"{stage.name}.log"
+        text = live.read_text(errors="replace") if live.exists() else ""
+    return Response(text, mimetype="text/plain")
+
+
+@bp.get("/models")
+def models() -> Response:
+    with loopline().db.session() as s:
+        rows = s.scalars(select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc())).all()
+        latest: dict[str, dict[str, Any]] = {}
+        for mv in rows:
+            latest.setdefault(mv.name, {"name": mv.name, "latest_version": mv.version, "versions": 0})
+            latest[mv.name]["versions"] += 1
+        for name, entry in latest.items():
+            dep = _current(s, name)
+            entry["production_version"] = dep.version if dep else None
+        return jsonify(models=list(latest.values()))
+
+
+@bp.get("/models/<name>/versions")
+def versions(name: str) -> Response:
+    with loopline().db.session() as s:
+        rows = s.scalars(select(ModelVersion).where(ModelVersion.name == name)
+                         .order_by(ModelVersion.version.desc())).all()
+        if not rows:
+            raise NotFound(f"no model {name[:64]!r}")
+        return jsonify(versions=[views.model_dict(mv) for mv in rows])
+
+
+@bp.get("/models/<name>/versions/<int:version>")
+def version(name: str, version: int) -> Response:
+    with loopline().db.session() as s:
+        mv = s.scalars(select(ModelVersion).where(ModelVersion.name == name,
+                                                  ModelVersion.version == version)).one_or_none()
+        if mv is None:
+            raise NotFound(f"no version {version} of model {name[:64]!r}")
+        return jsonify(views.model_dict(mv))
+
+
+def _current(s: Any, model: str) -> Deployment | None:
+    return s.scalars(select(Deployment).where(Deployment.model_name == model, Deployment.status == "active")
+                     .order_by(Deployment.id.desc()).limit(1)).one_or_none()
+
+
+@bp.get("/deployments/current")
+def current_deployment() -> Response:
+    model = request.args.get("model")
+    if not model:
+        raise ApiError("query parameter 'model' is required", "missing_parameter")
+    with loopline().db.session() as s:
+        dep = _current(s, model)
+        if dep is None:
+            raise NotFound(f"model {model[:64]!r} is not deployed")
+        return jsonify(views.lineage(s, dep))

@@ -1,0 +1,114 @@
+"""SQLAlchemy models; the Alembic migrations in ``store/migrations`` create the same schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Delivery(Base):
+    """One accepted webhook or storage event: the outbox row the relay publishes from."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("provider", "delivery_id", name="uq_delivery"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    delivery_id: Mapped[str] = mapped_column(String(200))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    repository: Mapped[str] = mapped_column(String(64), index=True)
+    event: Mapped[dict[str, Any]]
+    # pending → dispatched → processed | failed
+    status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dispatched_at: Mapped[datetime | None]
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("dedupe_key", name="uq_run_dedupe"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    repository: Mapped[str] = mapped_column(String(64), index=True)
+    ref: Mapped[str | None] = mapped_column(String(255))
+    commit: Mapped[str | None] = mapped_column(String(64))
+    before: Mapped[str | None] = mapped_column(String(64))
+    trigger: Mapped[str] = mapped_column(String(16))  # push | tag | data
+    kinds: Mapped[list[Any]] = mapped_column(default=list)
+    classification: Mapped[dict[str, Any] | None]
+    plan: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(20), index=True, default="queued")
+    reason: Mapped[str | None] = mapped_column(Text)
+    workspace: Mapped[str | None] = mapped_column(Text)
+    dedupe_key: Mapped[str] = mapped_column(String(400))
+    model_version: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    stages: Mapped[list[Stage]] = relationship(order_by="Stage.position", back_populates="run")
+
+
+class Stage(Base):
+    __tablename__ = "stages"
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(32))
+    position: Mapped[int]
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    exit_code: Mapped[int | None]
+    log: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any] | None]
+
+    run: Mapped[Run] = relationship(back_populates="stages")
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int]
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    repository: Mapped[str] = mapped_column(String(64))
+    commit: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str | None] = mapped_column(String(255))
+    data_version: Mapped[dict[str, Any]]
+    params: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]
+    artifact_path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int]
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    target: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None]
+    release_dir: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | retired | failed
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,122 @@
+"""Git plumbing: a bare mirror per repository, diffs and worktrees.
+
+Always argv lists, never a shell; refs and SHAs were validated when the event was parsed, and
+``--`` separates options from revisions wherever git accepts it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.classify import Change
+
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+
+
+class GitError(RuntimeError):
+    pass
+
+
+def git(*args: str, cwd: Path | None = None, git_dir: Path | None = None, timeout: float = 600,
+        check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    argv = ["git"]
+    if git_dir is not None:
+        argv += ["--git-dir", str(git_dir)]
+    argv += list(args)
+    env = {**os.environ, **_GIT_ENV}
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=timeout, env=env, check=False)
+    if check and proc.returncode != 0:
+        raise GitError(f"git {args[0]} failed: {proc.stderr.decode(errors='replace').strip()[:2000]}")
+    return proc
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A bare ``--mirror`` clone of a registered repository, fetched from its configured URL only."""
+
+    path: Path
+    url: str
+
+    def update(self) -> None:
+        if not (self.path / "HEAD").exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # No submodules, no hooks from the remote: a mirror is data, not code.
+            git("clone", "--mirror", "--no-recurse-submodules", "--", self.url, str(self.path))
+        else:
+            git("remote", "set-url", "origin", self.url, git_dir=self.path)
+            git("fetch", "--prune", "--no-recurse-submodules", "origin", git_dir=self.path)
+
+    def has_commit(self, sha: str) -> bool:
+        return git("cat-file", "-e", f"{sha}^{{commit}}", git_dir=self.path, check=False).returncode == 0
+
+    def resolve(self, ref: str) -> str | None:
+        proc = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", git_dir=self.path, check=False)
+        return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        return git("merge-base", "--is-ancestor", older, newer, git_dir=self.path, check=False).returncode == 0
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        proc = git("merge-base", a, b, git_dir=self.path, check=False)
+        return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+    def base_for(self, before: str, after: str, default_ref: str) -> str:
+        """What to diff ``after`` against: the previous tip, or for a new branch the default
+        branch's merge base, or for a force push the merge base of old and new tips."""
+        if set(before) != {"0"} and self.has_commit(before):
+            if self.is_ancestor(before, after):
+                return before
+            return self.merge_base(before, after) or EMPTY_TREE
+        default = self.resolve(default_ref)
+        if default and default != after:
+            return self.merge_base(default, after) or EMPTY_TREE
+        return EMPTY_TREE
+
+    def changed_files(self, base: str, after: str) -> list[Change]:
+        out = git("diff", "-z", "--name-status", "-M", "--no-ext-diff", "--no-textconv", base, after, "--",
+                  git_dir=self.path).stdout.decode("utf-8", errors="surrogateescape")
+        return parse_name_status(out)
+
+    def show(self, commit: str, path: str) -> bytes | None:
+        proc = git("show", f"{commit}:{path}", git_dir=self.path, check=False)
+        return proc.stdout if proc.returncode == 0 else None
+
+    def message(self, commit: str) -> str:
+        return git("log", "-1", "--format=%B", commit, "--", git_dir=self.path).stdout.decode(errors="replace")
+
+    def add_worktree(self, path: Path, commit: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        git("worktree", "add", "--detach", "--force", str(path), commit, git_dir=self.path)
+
+    def remove_worktree(self, path: Path) -> None:
+        git("worktree", "remove", "--force", str(path), git_dir=self.path, check=False)
+        git("worktree", "prune", git_dir=self.path, check=False)
+
+    def export(self, commit: str, dest: Path) -> None:
+        """Write the tree of ``commit`` to ``dest`` (a release directory), without .git."""
+        data = git("archive", "--format=tar", commit, git_dir=self.path).stdout
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(dest, filter="data")
+
+
+def parse_name_status(out: str) -> list[Change]:
+    """Parse ``git diff -z --name-status -M``: ``STATUS\\0path\\0`` or ``RNNN\\0old\\0new\\0``."""
+    fields = out.split("\0")
+    changes: list[Change] = []
+    i = 0
+    while i < len(fields) and fields[i]:
+        status = fields[i]
+        if status[0] in "RC":
+            changes.append(Change(path=fields[i + 2], status=status[0], old_path=fields[i + 1]))
+            i += 3
+        else:
+            changes.append(Change(path=fields[i + 1], status=status[0]))
+            i += 2
+    return changes

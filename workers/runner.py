@@ -1,0 +1,102 @@
+"""Walk one stage of a planned run: mark it, call its step, record the result.
+
+A stage that does not succeed ends the run (later stages become ``skipped``); the last stage
+to succeed ends it ``succeeded``. Either way the worktree is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import select
+
+from loopline.settings import Settings
+from pipelines.config import ConfigError
+from pipelines.events import DataObject, Event
+from store.db import Database
+from store.models import Delivery, Run, Stage, utcnow
+from workers.projects import log_path, mirror, project_in
+from workers.steps import StepContext, StepError, StepResult, registry
+
+log = logging.getLogger(__name__)
+TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "gate_failed"}
+MAX_LOG = 2 * 1024 * 1024
+
+
+def execute(settings: Settings, db: Database, run_id: int, name: str) -> str:
+    """Run stage ``name`` of run ``run_id``; returns the stage's final status."""
+    with db.session() as s:
+        run = s.get(Run, run_id)
+        stage = s.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
+        if run is None or stage is None:
+            return "skipped"
+        if stage.status in TERMINAL:  # a redelivered message for a stage already done
+            return stage.status
+        if run.status in TERMINAL:
+            return "cancelled"
+        stage.status, stage.started_at = "running", utcnow()
+        run.status = "running"
+        run.started_at = run.started_at or stage.started_at
+        repo_name, commit, ref, workspace = run.repository, run.commit, run.ref, run.workspace
+        objects = [o for d in s.scalars(select(Delivery).where(Delivery.run_id == run_id))
+                   for o in Event.from_dict(d.event).objects]
+    path = log_path(settings, run_id, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as fh:
+        result = _call(settings, db, run_id, name, repo_name, commit or "", ref, Path(workspace or ""), fh, objects)
+    text = path.read_bytes()[-MAX_LOG:].decode("utf-8", errors="replace")
+    _record(settings, db, run_id, name, result, text)
+    return result.status
+
+
+def _call(settings: Settings, db: Database, run_id: int, name: str, repo_name: str, commit: str,
+          ref: str | None, worktree: Path, fh: IO[bytes], objects: list[DataObject]) -> StepResult:
+    try:
+        repo = settings.repo(repo_name)
+        if repo is None:
+            raise StepError(f"repository {repo_name!r} is no longer registered")
+        ctx = StepContext(settings=settings, db=db, run_id=run_id, repo=repo, project=project_in(worktree),
+                          worktree=worktree, commit=commit, ref=ref, log=fh, objects=objects)
+        return registry()[name](ctx)
+    except (StepError, ConfigError) as exc:
+        fh.write(f"[loopline] {exc}\n".encode())
+        return StepResult(status="failed", exit_code=1, detail={"error": str(exc)})
+    except Exception as exc:
+        log.exception("stage %s of run %s crashed", name, run_id)
+        fh.write(traceback.format_exc().encode())
+        return StepResult(status="failed", exit_code=1, detail={"error": f"internal error: {exc}"})
+
+
+def _record(settings: Settings, db: Database, run_id: int, name: str, result: StepResult, text: str) -> None:
+    now = utcnow()
+    with db.session() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        stage = next(st for st in run.stages if st.name == name)
+        stage.status, stage.exit_code, stage.log, stage.detail = result.status, result.exit_code, text, result.detail
+        if result.status != "awaiting_approval":
+            stage.finished_at = now
+        later = [st for st in run.stages if st.position > stage.position]
+        if result.status == "succeeded":
+            if later:
+                return
+            run.status, run.finished_at = "succeeded", now
+        elif result.status == "awaiting_approval":
+            run.status = "awaiting_approval"
+            return
+        else:
+            run.status, run.finished_at = result.status, now
+            run.reason = f"stage {name} {result.status.replace('_', ' ')}"
+            for st in later:
+                st.status = "skipped"
+        workspace, repo_name = run.workspace, run.repository
+    cleanup(settings, repo_name, workspace)
+
+
+def cleanup(settings: Settings, repo_name: str, workspace: str | None) -> None:
+    repo = settings.repo(repo_name)
+    if workspace and repo is not None:
+        mirror(settings, repo).remove_worktree(Path(workspace))

@@ -1,0 +1,89 @@
+"""Start, health-check and stop model-serving processes (integration tests and deploys)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from workers.process import argv_for, kill_group, project_env
+
+BUILTIN_SERVER = [sys.executable, "-m", "workers.model_server"]
+
+
+class ServeError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Server:
+    pid: int
+    url: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(*, cwd: Path, command: str | None, model_path: Path, sha256: str, log_file: Path,
+          health_path: str = "/healthz", timeout: float = 60) -> Server:
+    """Start a server for ``model_path`` on a free port and wait until it answers healthy.
+
+    The process gets its own session so that it outlives the worker that started it.
+    """
+    port = free_port()
+    argv = argv_for(command) if command else list(BUILTIN_SERVER)
+    env = project_env({"PORT": str(port), "LOOPLINE_MODEL_PATH": str(model_path),
+                       "LOOPLINE_MODEL_SHA256": sha256})
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServeError(f"server exited with status {proc.returncode} before it was healthy; "
+                             f"see {log_file}")
+        try:
+            if requests.get(url + health_path, timeout=1).status_code == 200:
+                return Server(pid=proc.pid, url=url)
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    stop(proc.pid)
+    raise ServeError(f"server did not become healthy within {timeout:.0f}s; see {log_file}")
+
+
+def stop(pid: int, grace: float = 5) -> None:
+    """Stop a server's process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    kill_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return
+        time.sleep(0.05)
+    kill_group(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,66 @@
+"""Thin Celery tasks: each loads its inputs and calls a plain function.
+
+Order comes from a canvas chain built once per run; no task ever waits on another.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import chain
+from celery.exceptions import Ignore
+
+from pipelines.plan import queue_for
+from store import deliveries
+from workers import runner
+from workers.celery_app import app
+from workers.context import current
+from workers.intake import prepare_run
+
+log = logging.getLogger(__name__)
+
+
+class StageFailed(Exception):
+    """Raised to stop a run's chain after a stage did not succeed (shown in Flower)."""
+
+
+def publish_stages(run_id: int, stages: tuple[str, ...] | list[str]) -> None:
+    """Send the run's stages as one chain, each on its queue (training stages on ``training``)."""
+    if stages:
+        chain(*(run_stage.si(run_id, s).set(queue=queue_for(s)) for s in stages)).apply_async()
+
+
+# Intake does git fetches and diffs: acks_late + reject_on_worker_lost so a crash mid-intake
+# redelivers it; prepare_run is idempotent, so a second delivery finds the run already made.
+@app.task(name="loopline.intake", acks_late=True, reject_on_worker_lost=True)
+def intake(delivery_ids: list[str]) -> int | None:
+    settings, db = current()
+    prepared = prepare_run(settings, db, delivery_ids)
+    if prepared.run_id is not None:
+        publish_stages(prepared.run_id, prepared.stages)
+    return prepared.run_id
+
+
+# Stages run for minutes (retrain: up to the stage timeout). acks_late + reject_on_worker_lost:
+# a worker killed mid-stage gives the message back and the stage runs again; the broker's
+# visibility timeout (celery_app) is set above the longest stage so it is never handed out twice.
+@app.task(name="loopline.stage", acks_late=True, reject_on_worker_lost=True, throws=(StageFailed,))
+def run_stage(run_id: int, stage: str) -> str:
+    settings, db = current()
+    status = runner.execute(settings, db, run_id, stage)
+    if status == "awaiting_approval":
+        raise Ignore()  # the chain stops here without holding a worker; approval resumes it
+    if status not in ("succeeded",):
+        raise StageFailed(f"run {run_id}: stage {stage} {status}")
+    return status
+
+
+# Periodic and idempotent: acks early is fine, a lost tick is redone 30 s later.
+@app.task(name="loopline.reconcile")
+def reconcile() -> int:
+    settings, db = current()
+    moved = deliveries.requeue_stuck(db, older_than=timedelta(minutes=5))
+    if moved:
+        log.warning("reconcile: %d deliveries were dispatched but never processed; re-queued", moved)
+    return moved
