@@ -1,0 +1,115 @@
+"""Shared fixtures: real stores (SQLite and PostgreSQL), real git repositories, settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loopline.settings import Settings
+from pipelines.config import RepoConfig
+from store.db import Database
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples"
+PAYLOADS = Path(__file__).parent / "payloads"
+PG_ADMIN_URL = os.environ.get("LOOPLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_available() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=2):
+            return None
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL} ({type(exc).__name__}): PostgreSQL tests SKIPPED"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'loopline.db'}"
+        return
+    reason = _pg_available()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+
+    name = f"loopline_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_settings(tmp_path: Path, repos: tuple[RepoConfig, ...] = (), *, db_url: str | None = None,
+                  secrets: dict[str, bytes] | None = None, **kwargs: object) -> Settings:
+    home = tmp_path / "home"
+    return Settings(home=home, config_path=tmp_path / "loopline.yaml",
+                    database_url=db_url or f"sqlite:///{home / 'loopline.db'}",
+                    broker_url=f"redis+socket://{home / 'redis.sock'}", repositories=repos,
+                    secrets=secrets or {}, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def git(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env).stdout.strip()
+
+
+class Project:
+    """A working clone of the sample project with a bare remote, for real pushes."""
+
+    def __init__(self, root: Path) -> None:
+        self.work = root / "work"
+        self.remote = root / "remote.git"
+        ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache", "models", "prepared", "metrics.json",
+                                        "dvc.lock", "cache", "tmp", "config.local")
+        shutil.copytree(EXAMPLE, self.work, ignore=ignore)
+        git("init", "--bare", "-b", "main", str(self.remote), cwd=root)
+        git("init", "-b", "main", cwd=self.work)
+        git("add", "-A", cwd=self.work)
+        git("commit", "-qm", "initial", cwd=self.work)
+        git("remote", "add", "origin", str(self.remote), cwd=self.work)
+
+    def head(self) -> str:
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+    def commit(self, files: dict[str, str], message: str = "change") -> str:
+        for rel, text in files.items():
+            path = self.work / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        git("add", "-A", cwd=self.work)
+        git("commit", "-qm", message, cwd=self.work)
+        return self.head()
+
+    def push(self, branch: str = "main", env: dict[str, str] | None = None) -> str:
+        proc = subprocess.run(["git", "push", "-q", "origin", f"HEAD:refs/heads/{branch}"], cwd=self.work,
+                              capture_output=True, text=True, check=True, env={**os.environ, **(env or {})})
+        return proc.stdout + proc.stderr
+
+    def repo_config(self, name: str = "churn", **kwargs: object) -> RepoConfig:
+        return RepoConfig(name=name, provider="git", match=name, url=str(self.remote), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
