@@ -1,0 +1,135 @@
+"""From a stored delivery to a planned run, on real git repositories, without Celery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loopline.settings import Settings
+from pipelines.events import ZERO_SHA, Event
+from store.db import Database
+from store.deliveries import record_delivery
+from store.models import Delivery, Run
+from workers import runner
+from workers.intake import prepare_run
+from workers.watcher import FolderWatcher
+from tests.conftest import Project, make_settings
+
+
+def deliver(db: Database, project: Project, before: str, after: str, ref: str = "refs/heads/main") -> str:
+    event = Event(type="push", repository="churn", ref=ref, before=before, after=after, created=set(before) == {"0"})
+    return record_delivery(db, provider="git", delivery_id=f"{ref}:{after}", body=after.encode(),
+                           repository="churn", event=event).event_id
+
+
+@pytest.fixture
+def settings(tmp_path: Path, project: Project, db: Database) -> Settings:
+    return make_settings(tmp_path, (project.repo_config(),), db_url=db.url)
+
+
+def run_of(db: Database, run_id: int) -> Run:
+    with db.session() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        _ = run.stages
+        return run
+
+
+def test_docs_only_push_is_a_skipped_run(settings: Settings, db: Database, project: Project) -> None:
+    first = project.head()
+    project.push()
+    after = project.commit({"docs/overview.md": "more words\n", "README.md": "# hi\n"})
+    project.push()
+    delivery = deliver(db, project, first, after)
+    prepared = prepare_run(settings, db, [delivery])
+    run = run_of(db, prepared.run_id)
+    assert prepared.stages == () and run.status == "skipped" and run.stages == []
+    assert "ignored" in (run.reason or "")
+    assert {f["path"]: f["kind"] for f in run.classification["files"]} == {"docs/overview.md": "ignore",
+                                                                            "README.md": "ignore"}
+    with db.session() as s:
+        row = s.get(Delivery, delivery)
+        assert row.status == "processed" and row.run_id == run.id
+    # A redelivered intake finds the same run and publishes nothing again.
+    assert prepare_run(settings, db, [delivery]) == type(prepared)(run.id)
+
+
+def test_failing_unit_test_stops_before_retraining(settings: Settings, db: Database, project: Project) -> None:
+    first = project.head()
+    after = project.commit({"src/train/train.py": (project.work / "src/train/train.py").read_text() + "\n",
+                            "tests/unit/test_broken.py": "def test_broken():\n    assert 1 == 2\n"})
+    project.push()
+    prepared = prepare_run(settings, db, [deliver(db, project, first, after)])
+    assert prepared.stages[:2] == ("unit_tests", "retrain")
+    statuses = [runner.execute(settings, db, prepared.run_id, stage) for stage in prepared.stages[:2]]
+    assert statuses == ["failed", "skipped"]
+    run = run_of(db, prepared.run_id)
+    assert run.status == "failed" and run.reason == "stage unit_tests failed"
+    assert [(s.name, s.status) for s in run.stages] == [("unit_tests", "failed")] + [
+        (name, "skipped") for name in prepared.stages[1:]]
+    assert "test_broken" in run.stages[0].log and run.stages[0].exit_code == 1
+    assert not Path(run.workspace).exists()  # the worktree is removed when the run ends
+
+
+def test_new_branch_diffs_against_the_default_branch(settings: Settings, db: Database, project: Project) -> None:
+    project.push()
+    after = project.commit({"app/extra.py": "X = 1\n"})
+    project.push("feature")
+    prepared = prepare_run(settings, db, [deliver(db, project, ZERO_SHA, after, "refs/heads/feature")])
+    run = run_of(db, prepared.run_id)
+    assert [f["path"] for f in run.classification["files"]] == ["app/extra.py"]
+    assert run.kinds == ["app_code"]
+    assert prepared.stages == ("unit_tests", "integration_tests")  # not a deploy branch
+
+
+def test_skip_marker_in_commit_message(settings: Settings, db: Database, project: Project) -> None:
+    first = project.head()
+    after = project.commit({"app/x.py": "1\n"}, message="tweak [skip ci]")
+    project.push()
+    run = run_of(db, prepare_run(settings, db, [deliver(db, project, first, after)]).run_id)
+    assert run.status == "skipped" and "skip" in run.reason
+
+
+def test_broken_project_config_is_a_failed_config_stage(settings: Settings, db: Database, project: Project) -> None:
+    first = project.head()
+    after = project.commit({"loopline.yml": "stages:\n  deploy: {target: moon}\n"})
+    project.push()
+    run = run_of(db, prepare_run(settings, db, [deliver(db, project, first, after)]).run_id)
+    assert run.status == "failed" and [(s.name, s.status) for s in run.stages] == [("config", "failed")]
+    assert "loopline.yml: stages.deploy.target: must be" in run.stages[0].log
+
+
+def test_unknown_commit_fails_the_delivery_clearly(settings: Settings, db: Database, project: Project) -> None:
+    project.push()
+    delivery = deliver(db, project, project.head(), "f" * 40)
+    assert prepare_run(settings, db, [delivery]).run_id is None
+    with db.session() as s:
+        row = s.get(Delivery, delivery)
+        assert row.status == "failed" and "not in" in row.error
+
+
+def test_data_drop_lands_in_the_worktree(tmp_path: Path, project: Project, db: Database) -> None:
+    from pipelines.config import DataLakeEntry
+
+    lake = tmp_path / "lake"
+    (lake / "sub").mkdir(parents=True)
+    repo = project.repo_config(data_lake=(DataLakeEntry(folder=str(lake)),))
+    settings = make_settings(tmp_path, (repo,), db_url=db.url)
+    project.push()
+    (lake / "sub" / "batch.csv").write_text("a,b\n1,2\n")
+    (lake / "batch2.csv.part").write_text("still being written")
+    (lake / ".hidden.csv").write_text("x")
+    (lake / "link.csv").symlink_to(tmp_path / "loopline.yaml")
+    watcher = FolderWatcher(settings, db, settle=0)
+    assert watcher.scan_once(now=0) == 0  # first sight: not yet known to be complete
+    assert watcher.scan_once(now=1) == 1  # unchanged since: recorded once
+    assert watcher.scan_once(now=2) == 0
+    with db.session() as s:
+        ids = [d.id for d in s.query(Delivery).all()]
+    prepared = prepare_run(settings, db, ids)
+    run = run_of(db, prepared.run_id)
+    assert run.trigger == "data" and run.kinds == ["data"]
+    assert prepared.stages[0] == "validate_data" and "retrain" in prepared.stages
+    assert (Path(run.workspace) / "data/raw/sub/batch.csv").read_text() == "a,b\n1,2\n"
+    assert [f["path"] for f in run.classification["files"]] == ["data/raw/sub/batch.csv"]
