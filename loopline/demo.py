@@ -145,7 +145,6 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
         click.echo(f"\ndemo finished in {time.monotonic() - started:.1f}s")
         return 0
     finally:
-        _stop_deployments(stack)
         stack.stop()
         if keep or not ok:
             click.echo(f"(kept {root} for inspection)")
@@ -173,20 +172,3 @@ def _fail(stack: Stack, run: dict[str, Any]) -> int:
             log = requests.get(f"{stack.url}/api/runs/{run['id']}/stages/{stage['name']}/log", timeout=5).text
             click.echo(f"--- log of {stage['name']} (last lines) ---\n" + "\n".join(log.splitlines()[-30:]), err=True)
     return 1
-
-
-def _stop_deployments(stack: Stack) -> None:
-    from sqlalchemy import select
-
-    from store.db import Database
-    from store.models import Deployment
-
-    try:
-        db = Database(Settings.from_env(stack.env).database_url)
-        with db.session() as s:
-            for dep in s.scalars(select(Deployment).where(Deployment.pid.is_not(None))):
-                serving.stop(dep.pid, grace=2) if dep.pid else None
-                if dep.status == "active":
-                    dep.status = "stopped"
-    except Exception as exc:  # never mask the demo's own outcome
-        click.echo(f"(could not stop deployments: {exc})", err=True)

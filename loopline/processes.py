@@ -60,9 +60,9 @@ class Stack:
             "watcher": [sys.executable, "-m", "loopline", "watch"],
         }
         for name, argv in commands.items():
-            log = (home / "logs" / f"{name}.log").open("ab")
-            self.procs[name] = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True)
+            with (home / "logs" / f"{name}.log").open("ab") as log:
+                self.procs[name] = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                    stdin=subprocess.DEVNULL, start_new_session=True)
         self._wait_ready(timeout)
         return self
 
@@ -91,6 +91,9 @@ class Stack:
                 raise StackError(f"{name} exited with {proc.returncode}")
 
     def stop(self) -> None:
+        """Stop the model servers Loopline started, then its own processes and broker."""
+        if self.procs:
+            self.stop_deployments()
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -104,6 +107,22 @@ class Stack:
         self.procs.clear()
         if self.redis:
             self.redis.stop()
+
+    def stop_deployments(self) -> None:
+        from sqlalchemy import select
+
+        from store.models import Deployment
+        from workers import serving
+
+        db = Database(self.settings.database_url)
+        try:
+            with db.session() as s:
+                for dep in s.scalars(select(Deployment).where(Deployment.status == "active")):
+                    if dep.pid:
+                        serving.stop(dep.pid, grace=2)
+                    dep.status = "stopped"
+        finally:
+            db.dispose()
 
     def __enter__(self) -> Stack:
         return self.start()

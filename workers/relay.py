@@ -1,12 +1,17 @@
 """The outbox relay: publishes stored deliveries to the broker, debouncing data drops.
 
-It runs as a thread inside each ``default`` worker (a Celery bootstep); an atomic claim in
-the store makes several relays safe. The web process never talks to the broker.
+Each ``default`` worker starts one beside itself (a Celery bootstep); an atomic claim in the
+store makes several relays safe. The web process never talks to the broker.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -85,38 +90,55 @@ def relay_once(settings: Settings, db: Database, publish: Callable[[list[str]], 
 
 
 class RelayStep(bootsteps.StartStopStep):
-    """Runs :func:`relay_once` in a thread for the worker's lifetime (``--relay/--no-relay``)."""
+    """Runs the relay beside the worker for its lifetime (``--relay/--no-relay``).
+
+    A separate process, not a thread: the prefork pool forks children at any time, and a
+    fork taken while a thread holds an import or logging lock deadlocks the child.
+    """
 
     def __init__(self, parent: Any, relay: bool = True, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.enabled = relay
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, parent: Any) -> None:
-        self._thread = threading.Thread(target=self._loop, name="loopline-relay", daemon=True)
-        self._thread.start()
+        self.proc = subprocess.Popen([sys.executable, "-m", "workers.relay", "--parent", str(os.getpid())],
+                                     stdin=subprocess.DEVNULL)
 
     def stop(self, parent: Any) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        from workers.context import current
-        from workers.tasks import intake
-
-        settings, db = current()
-        log.info("relay: publishing the outbox every %.1fs", POLL_SECONDS)
-        while not self._stop.is_set():
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
             try:
-                relay_once(settings, db, lambda ids: intake.apply_async(args=[ids], queue="default"))
-            except Exception:  # the relay must outlive a store hiccup
-                log.exception("relay: pass failed")
-            self._stop.wait(POLL_SECONDS)
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 def install(app: Celery) -> None:
     app.user_options["worker"].add(click.Option(["--relay/--no-relay"], default=True,
                                                 help="Publish Loopline's outbox from this worker."))
     app.steps["worker"].add(RelayStep)
+
+
+def main(parent: int | None = None) -> None:
+    """Relay until stopped, or until the worker that started it is gone."""
+    from workers.context import current
+    from workers.tasks import intake
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/Relay] %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    settings, db = current()
+    log.info("relay: publishing the outbox every %.1fs", POLL_SECONDS)
+    while not stop.is_set() and (parent is None or os.getppid() == parent):
+        try:
+            relay_once(settings, db, lambda ids: intake.apply_async(args=[ids], queue="default"))
+        except Exception:  # the relay must outlive a store or broker hiccup
+            log.exception("relay: pass failed")
+        stop.wait(POLL_SECONDS)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Loopline outbox relay")
+    parser.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
+    main(parser.parse_args().parent)

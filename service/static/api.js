@@ -1,0 +1,53 @@
+// The JSON API client: every failure becomes an ApiError carrying the server's {error, message}.
+
+const BASE = new URL("api/", document.baseURI);
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function url(path, params) {
+  const u = new URL(path, BASE);
+  for (const [key, value] of Object.entries(params || {})) {
+    if (value !== null && value !== undefined && value !== "") u.searchParams.set(key, value);
+  }
+  return u;
+}
+
+async function request(path, params, accept) {
+  let response;
+  try {
+    response = await fetch(url(path, params), { headers: { Accept: accept }, cache: "no-store" });
+  } catch {
+    throw new ApiError(0, "network_error", "cannot reach the Loopline server");
+  }
+  if (!response.ok) {
+    let body = null;
+    try { body = await response.json(); } catch { /* not JSON: fall back to the status line */ }
+    const code = body && typeof body.error === "string" ? body.error : `http_${response.status}`;
+    const message = body && typeof body.message === "string" ? body.message : response.statusText || "request failed";
+    throw new ApiError(response.status, code, message);
+  }
+  return response;
+}
+
+export async function getJSON(path, params) {
+  const response = await request(path, params, "application/json");
+  try {
+    return await response.json();
+  } catch {
+    throw new ApiError(response.status, "bad_response", "the server did not answer with JSON");
+  }
+}
+
+export async function getText(path, params) {
+  const response = await request(path, params, "text/plain");
+  return response.text();
+}
+
+/** A path segment, encoded (names come from data). */
+export const seg = (value) => encodeURIComponent(String(value));

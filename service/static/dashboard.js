@@ -1,0 +1,683 @@
+// Loopline dashboard: polls the JSON API and renders runs, stages, logs, models and lineage.
+// Everything from the API is rendered as text (see dom.js); the page state lives in the URL hash.
+import { ApiError, getJSON, getText, seg } from "./api.js";
+import { lineChart } from "./chart.js";
+import { h, renderIfChanged, replace } from "./dom.js";
+import * as f from "./format.js";
+
+const POLL_MS = 2000;
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  route: { run: null, stage: null, model: null, repo: "", status: "", metric: null },
+  live: true,
+  runs: null, runsError: null, repos: new Set(),
+  run: null, runError: null,
+  log: null, logError: null, logKey: null,
+  models: null, modelsError: null,
+  versions: null, versionsError: null, versionsFor: null,
+  lineage: null, lineageError: null,
+  lastOk: null, offline: false,
+};
+
+// ---------------------------------------------------------------- routing (the URL hash)
+
+function readRoute() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  const run = p.get("run");
+  return {
+    run: run && /^\d{1,12}$/.test(run) ? Number(run) : null,
+    stage: p.get("stage") || null,
+    model: p.get("model") || null,
+    repo: p.get("repo") || "",
+    status: p.get("status") || "",
+    metric: p.get("metric") || null,
+  };
+}
+
+function hrefWith(changes) {
+  const p = new URLSearchParams(location.hash.slice(1));
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === null || value === undefined || value === "") p.delete(key);
+    else p.set(key, String(value));
+  }
+  return `#${p.toString()}`;
+}
+
+function navigate(changes) {
+  const target = hrefWith(changes);
+  if (target !== location.hash && !(target === "#" && !location.hash)) location.hash = target;
+}
+
+/** An in-page link that keeps the rest of the state (filters, model) when followed. */
+function link(changes, props, ...children) {
+  return h("a", {
+    ...props, href: hrefWith(changes),
+    onclick: (event) => {
+      if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      event.preventDefault();
+      navigate(changes);
+    },
+  }, ...children);
+}
+
+// ---------------------------------------------------------------- small view helpers
+
+const badge = (status) => h("span", { class: `badge ${f.statusClass(status)}` }, f.statusLabel(status));
+const chips = (items) => (Array.isArray(items) && items.length
+  ? h("span", { class: "chips" }, items.map((k) => h("span", { class: "chip" }, String(k))))
+  : h("span", { class: "muted" }, "—"));
+const code = (text, title) => h("code", { title: title || null }, text);
+const time = (iso) => (f.parseTime(iso) === null ? h("span", { class: "muted" }, "—")
+  : h("time", { datetime: iso, title: f.dateTime(iso), dataset: { ago: iso } }, f.ago(iso)));
+
+/** A run's or stage's duration; a running one ticks (see tick()). */
+function elapsed(start, end, status) {
+  if (!end && start && (status === "running" || status === "awaiting_approval")) {
+    return h("span", { class: "elapsed", dataset: { since: start } }, f.duration(f.seconds(start, null)));
+  }
+  return h("span", { class: "elapsed" }, f.duration(f.seconds(start, end)));
+}
+
+function errorBox(err, what) {
+  if (!err) return null;
+  const code_ = err instanceof ApiError ? err.code : "error";
+  return h("div", { class: "error", role: "alert" },
+    h("strong", {}, `Could not load ${what}`), " ", h("code", {}, code_), " — ", String(err.message || err));
+}
+
+function empty(text, hint) {
+  return h("div", { class: "empty" }, h("p", {}, text), hint ? h("p", { class: "muted" }, hint) : null);
+}
+
+function facts(entries) {
+  return entries.filter(Boolean).map(([term, value, wide]) =>
+    h("div", { class: wide ? "wide" : null }, h("dt", {}, term), h("dd", {}, value)));
+}
+
+// ---------------------------------------------------------------- runs list
+
+function renderRunFilters() {
+  const repoSelect = $("filter-repo");
+  const repos = [...state.repos].sort();
+  if (state.route.repo && !state.repos.has(state.route.repo)) repos.unshift(state.route.repo);
+  renderIfChanged(repoSelect, JSON.stringify(repos), () => {
+    replace(repoSelect, h("option", { value: "" }, "All repositories"),
+      repos.map((r) => h("option", { value: r }, r)));
+  });
+  repoSelect.value = state.route.repo;
+  $("filter-status").value = state.route.status;
+}
+
+function runRow(run) {
+  const selected = run.id === state.route.run;
+  const select = () => navigate({ run: run.id, stage: null });
+  return h("tr", {
+    class: selected ? "selected" : null, dataset: { key: String(run.id) },
+    onclick: (event) => { if (!event.target.closest("a, button")) select(); },
+  },
+  h("td", { class: "num" }, link({ run: run.id, stage: null },
+    { "aria-current": selected ? "true" : null, "aria-label": `Run ${run.id}`, dataset: { focusKey: `run-${run.id}` } },
+    `#${run.id}`)),
+  h("td", {}, run.repository ?? "—"),
+  h("td", {}, h("span", { class: "branch" }, f.branchOf(run.ref))),
+  h("td", {}, code(f.shortSha(run.commit), run.commit)),
+  h("td", {}, run.trigger ?? "—"),
+  h("td", {}, chips(run.kinds)),
+  h("td", {}, badge(run.status)),
+  h("td", {}, time(run.created_at)),
+  h("td", { class: "num" }, elapsed(run.started_at, run.finished_at, run.status)));
+}
+
+/** Rows keyed by run id: unchanged rows are kept, so focus and hover survive polling. */
+function renderRunRows(tbody, runs) {
+  const active = document.activeElement;
+  const focusKey = active && tbody.contains(active) ? active.dataset.focusKey : undefined;
+  const existing = new Map([...tbody.children].map((tr) => [tr.dataset.key, tr]));
+  const sigs = tbody._sigs || (tbody._sigs = new Map());
+  runs.forEach((run, i) => {
+    const key = String(run.id);
+    const sig = JSON.stringify([run, run.id === state.route.run]);
+    let row = existing.get(key);
+    if (!row || sigs.get(key) !== sig) {
+      const fresh = runRow(run);
+      if (row) row.replaceWith(fresh);
+      row = fresh;
+      sigs.set(key, sig);
+    }
+    existing.delete(key);
+    if (tbody.children[i] !== row) tbody.insertBefore(row, tbody.children[i] || null);
+  });
+  for (const [key, row] of existing) { row.remove(); sigs.delete(key); }
+  if (focusKey && !tbody.contains(document.activeElement)) {
+    [...tbody.querySelectorAll("[data-focus-key]")].find((el) => el.dataset.focusKey === focusKey)?.focus({ preventScroll: true });
+  }
+}
+
+let revealed = null;
+
+/** Keep the selected run's row visible inside the scrolling runs table (not the page). */
+function revealSelectedRun() {
+  const wrap = $("runs-wrap");
+  const row = $("runs-body").querySelector("tr.selected");
+  if (!row) return;
+  const top = row.offsetTop - $("runs-table").tHead.offsetHeight;
+  if (top < wrap.scrollTop) wrap.scrollTop = top;
+  else if (row.offsetTop + row.offsetHeight > wrap.scrollTop + wrap.clientHeight) {
+    wrap.scrollTop = row.offsetTop + row.offsetHeight - wrap.clientHeight;
+  }
+}
+
+function renderRuns() {
+  renderRunFilters();
+  const filtered = Boolean(state.route.repo || state.route.status);
+  renderIfChanged($("runs-error"), state.runsError ? state.runsError.message : "", () =>
+    replace($("runs-error"), errorBox(state.runsError, "runs")));
+  const runs = state.runs || [];
+  $("runs-table").hidden = runs.length === 0;
+  renderRunRows($("runs-body"), runs);
+  const emptyBox = $("runs-empty");
+  const none = state.runs !== null && runs.length === 0;
+  emptyBox.hidden = !none;
+  renderIfChanged(emptyBox, `${none}|${filtered}`, () => replace(emptyBox, none ? (filtered
+    ? empty("No runs match these filters.", "Clear the repository or status filter to see every run.")
+    : empty("No runs yet.", "Push to a registered repository, or drop data into a watched bucket, and the run appears here within seconds."))
+    : null));
+  $("runs-count").textContent = state.runs === null ? "" : `${runs.length} shown`;
+  if (revealed !== state.route.run && $("runs-body").querySelector("tr.selected")) {
+    revealed = state.route.run;
+    revealSelectedRun();
+  }
+}
+
+// ---------------------------------------------------------------- run detail
+
+/** The stage whose log is shown: the chosen one, else the running or first failing one. */
+function currentStage(run) {
+  const stages = Array.isArray(run?.stages) ? run.stages : [];
+  if (state.route.stage) return stages.find((st) => st.name === state.route.stage) || null;
+  return stages.find((st) => st.status === "running")
+    || stages.find((st) => st.status === "failed" || st.status === "gate_failed") || null;
+}
+
+function gateSummary(run) {
+  const evaluate = (run.stages || []).find((st) => st.name === "evaluate");
+  const d = evaluate?.detail;
+  if (!d || typeof d !== "object" || d.passed === undefined) return null;
+  return ["Gate", [h("span", { class: d.passed ? "gate-pass" : "gate-fail" }, d.passed ? "✓ passed" : "✗ failed"),
+    typeof d.verdict === "string" ? h("span", { class: "verdict-line" }, d.verdict) : null], "wide"];
+}
+
+function renderRunSummary(run) {
+  replace($("run-facts"), facts([
+    ["Repository", run.repository ?? "—"],
+    ["Branch", h("span", { class: "branch" }, f.branchOf(run.ref))],
+    ["Commit", code(typeof run.commit === "string" ? run.commit : "—"), "wide"],
+    run.before ? ["Before", code(f.shortSha(run.before), run.before)] : null,
+    ["Trigger", run.trigger ?? "—"],
+    ["Kinds", chips(run.kinds)],
+    ["Created", time(run.created_at)],
+    ["Started", time(run.started_at)],
+    ["Finished", time(run.finished_at)],
+    ["Duration", elapsed(run.started_at, run.finished_at, run.status)],
+    run.model_version != null ? ["Model version", `v${run.model_version}`] : null,
+    gateSummary(run),
+  ]));
+  replace($("run-reason"), run.reason ? [h("span", { class: "label" }, "Reason"), " ", String(run.reason)] : null);
+  $("run-reason").hidden = !run.reason;
+}
+
+function renderPipeline(run, chosen) {
+  const stages = Array.isArray(run.stages) ? run.stages : [];
+  if (!stages.length) {
+    replace($("pipeline"), h("li", { class: "muted no-stages" }, "This run has no stages."));
+    return;
+  }
+  replace($("pipeline"), stages.map((st, i) => {
+    const selected = chosen && chosen.name === st.name;
+    return h("li", { class: `stage ${f.statusClass(st.status)}${selected ? " selected" : ""}` },
+      h("button", {
+        type: "button", "aria-pressed": selected ? "true" : "false", dataset: { focusKey: `stage-${i}` },
+        "aria-label": `Stage ${i + 1}: ${st.name}, ${f.statusLabel(st.status)}. Show its log.`,
+        onclick: () => navigate({ stage: st.name }),
+      },
+      h("span", { class: "stage-name" }, st.name),
+      h("span", { class: "stage-meta" }, badge(st.status),
+        h("span", { class: "stage-time" }, elapsed(st.started_at, st.finished_at, st.status)))));
+  }));
+}
+
+function detailValue(value, depth = 0) {
+  if (value === null || value === undefined) return h("span", { class: "muted" }, "—");
+  if (typeof value === "boolean") return h("span", { class: value ? "gate-pass" : "gate-fail" }, value ? "yes" : "no");
+  if (typeof value === "number") return h("span", { class: "num" }, f.num(value));
+  if (typeof value !== "object") return String(value);
+  if (depth > 3) return code(JSON.stringify(value));
+  if (Array.isArray(value)) {
+    if (!value.length) return h("span", { class: "muted" }, "none");
+    if (value.every((v) => v && typeof v === "object" && !Array.isArray(v))) {
+      const cols = [...new Set(value.flatMap((v) => Object.keys(v)))];
+      return h("div", { class: "table-wrap" }, h("table", { class: "compact" },
+        h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, value.map((row) => h("tr", {}, cols.map((c) => h("td", {}, detailValue(row[c], depth + 1))))))));
+    }
+    return h("span", {}, value.map((v, i) => [i ? ", " : "", detailValue(v, depth + 1)]));
+  }
+  const keys = Object.keys(value);
+  if (!keys.length) return h("span", { class: "muted" }, "—");
+  return h("dl", { class: "kv" }, keys.map((k) => h("div", {}, h("dt", {}, k), h("dd", {}, detailValue(value[k], depth + 1)))));
+}
+
+/** The evaluate stage's verdict and every number the gate compared. */
+function gateDetail(d) {
+  const checks = Array.isArray(d.checks) ? d.checks : [];
+  const metrics = d.metrics && typeof d.metrics === "object" ? Object.entries(d.metrics) : [];
+  return h("div", { class: "gate" },
+    h("p", { class: `verdict ${d.passed ? "pass" : "fail"}` },
+      h("strong", {}, d.passed ? "✓ Gate passed" : "✗ Gate failed"), " ",
+      typeof d.verdict === "string" ? d.verdict : ""),
+    h("dl", { class: "facts" }, facts([
+      ["Gate metric", d.metric != null ? code(String(d.metric)) : "—"],
+      ["Candidate value", detailValue(d.value)],
+      ["Production version", d.production_version != null ? `v${d.production_version}` : "none yet"],
+    ])),
+    checks.length ? h("div", { class: "table-wrap" }, h("table", { class: "compact checks" },
+      h("caption", {}, "Checks"),
+      h("thead", {}, h("tr", {}, ["Check", "Candidate", "Production", "Threshold", "Result"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, checks.map((c) => h("tr", {},
+        h("td", {}, String(c?.check ?? "—")),
+        h("td", { class: "num" }, f.num(c?.value)),
+        h("td", { class: "num" }, c?.production === undefined ? "—" : f.num(c.production)),
+        h("td", { class: "num" }, f.num(c?.threshold)),
+        h("td", {}, c?.passed ? h("span", { class: "gate-pass" }, "✓ pass") : h("span", { class: "gate-fail" }, "✗ fail"))))))) : null,
+    metrics.length ? h("div", { class: "table-wrap" }, h("table", { class: "compact metrics" },
+      h("caption", {}, "Candidate metrics"),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Metric"), h("th", { scope: "col" }, "Value"))),
+      h("tbody", {}, metrics.map(([k, v]) => h("tr", { class: k === d.metric ? "hl" : null },
+        h("td", {}, k), h("td", { class: "num" }, f.num(v))))))) : null);
+}
+
+function renderStagePanel(run, stage) {
+  const panel = $("stage-panel");
+  panel.hidden = !stage;
+  if (!stage) return;
+  replace($("stage-title"), "Stage ", h("code", {}, stage.name));
+  replace($("stage-meta"), badge(stage.status),
+    h("span", {}, "duration ", elapsed(stage.started_at, stage.finished_at, stage.status)),
+    stage.exit_code != null ? h("span", {}, "exit code ", code(String(stage.exit_code))) : null,
+    stage.started_at ? h("span", {}, "started ", time(stage.started_at)) : null);
+  const d = stage.detail;
+  const hasDetail = d && typeof d === "object" && Object.keys(d).length > 0;
+  replace($("stage-detail"), hasDetail
+    ? (stage.name === "evaluate" && "passed" in d ? gateDetail(d) : h("div", { class: "detail" }, detailValue(d)))
+    : null);
+  $("stage-detail").hidden = !hasDetail;
+}
+
+function renderLog(stage) {
+  const pre = $("stage-log");
+  const status = $("log-state");
+  if (!stage) return;
+  if (state.logError) {
+    status.textContent = `could not load the log: ${state.logError.message}`;
+    status.className = "log-state error-text";
+  } else {
+    status.className = "log-state";
+    status.textContent = stage.status === "running" ? "live — refreshing every 2 s"
+      : stage.status === "queued" ? "waiting to start" : "";
+  }
+  const text = state.log ?? "";
+  const shown = text || (stage.status === "queued" ? "(not started yet)" : "(empty log)");
+  if (pre.textContent !== shown) {
+    const follow = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 24;
+    pre.textContent = shown;
+    pre.classList.toggle("empty-log", !text);
+    if (follow) pre.scrollTop = pre.scrollHeight;
+  }
+}
+
+function renderClassification(run) {
+  const c = run.classification;
+  const files = c && Array.isArray(c.files) ? c.files : [];
+  replace($("classification"),
+    h("p", { class: "kinds-line" }, h("span", { class: "label" }, "Kinds"), " ", chips(c?.kinds ?? run.kinds)),
+    files.length ? h("div", { class: "table-wrap scroll-y" }, h("table", { class: "compact files" },
+      h("caption", { class: "sr-only" }, "Changed files and how they were classified"),
+      h("thead", {}, h("tr", {}, ["Path", "Status", "Kind", "Rule"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, files.map((file) => h("tr", {},
+        h("td", {}, h("code", { class: "path" }, String(file?.path ?? "—"))),
+        h("td", {}, String(file?.status ?? "—")),
+        h("td", {}, h("span", { class: "chip" }, String(file?.kind ?? "—"))),
+        h("td", {}, file?.rule ? code(String(file.rule)) : h("span", { class: "muted" }, "—")))))))
+      : h("p", { class: "muted" }, c ? "No changed files." : "No classification recorded for this run."));
+}
+
+function renderRunDetail() {
+  const run = state.run;
+  const id = state.route.run;
+  $("run-detail").hidden = id === null;
+  if (id === null) return;
+  replace($("run-title"), `Run #${id}`);
+  replace($("run-status"), run && run.id === id ? badge(run.status) : null);
+  renderIfChanged($("run-error"), state.runError ? state.runError.message : "", () =>
+    replace($("run-error"), errorBox(state.runError, `run #${id}`)));
+  const body = $("run-body");
+  const ready = Boolean(run && run.id === id);
+  body.hidden = !ready;
+  $("run-loading").hidden = ready || Boolean(state.runError);
+  if (!ready) return;
+  const stage = currentStage(run);
+  const sig = JSON.stringify([run, stage?.name ?? null, location.hash]);
+  renderIfChanged(body, sig, () => {
+    renderRunSummary(run);
+    renderPipeline(run, stage);
+    renderStagePanel(run, stage);
+    renderClassification(run);
+  });
+  renderLog(stage);
+}
+
+// ---------------------------------------------------------------- models, versions, chart, lineage
+
+function selectedModel() {
+  const models = state.models || [];
+  return models.find((m) => m.name === state.route.model)?.name
+    ?? models.find((m) => m.production_version != null)?.name ?? models[0]?.name ?? null;
+}
+
+function renderModelPicker() {
+  const models = state.models || [];
+  const chosen = selectedModel();
+  replace($("model-picker"), models.map((m, i) => h("button", {
+    type: "button", class: "model-tab", "aria-pressed": m.name === chosen ? "true" : "false",
+    dataset: { focusKey: `model-${i}` }, onclick: () => navigate({ model: m.name, metric: null }),
+  },
+  h("span", { class: "model-name" }, m.name),
+  h("span", { class: "model-sub" }, `${m.versions} version${m.versions === 1 ? "" : "s"}`,
+    m.production_version != null ? ` · v${m.production_version} in production` : " · not deployed"))));
+}
+
+function metricKeys(versions) {
+  const keys = new Set();
+  for (const v of versions) {
+    for (const [k, value] of Object.entries(v.metrics && typeof v.metrics === "object" ? v.metrics : {})) {
+      if (f.isNumber(value)) keys.add(k);
+    }
+  }
+  return [...keys].sort();
+}
+
+function chosenMetric(keys) {
+  if (state.route.metric && keys.includes(state.route.metric)) return state.route.metric;
+  return keys.find((k) => k === "accuracy") || keys.find((k) => /acc|f1|auc|score/i.test(k)) || keys[0] || null;
+}
+
+function productionVersion(name) {
+  return (state.models || []).find((m) => m.name === name)?.production_version ?? null;
+}
+
+function renderVersions(name, versions) {
+  const keys = metricKeys(versions);
+  const metric = chosenMetric(keys);
+  const shownKeys = metric ? [metric, ...keys.filter((k) => k !== metric)].slice(0, 3) : [];
+  const prod = productionVersion(name);
+  replace($("versions"), h("div", { class: "table-wrap scroll-y" }, h("table", { class: "compact versions-table" },
+    h("caption", { class: "sr-only" }, `Versions of model ${name}`),
+    h("thead", {}, h("tr", {},
+      h("th", { scope: "col" }, "Version"),
+      shownKeys.map((k) => h("th", { scope: "col", class: "num" }, k)),
+      ["Commit", "Run", "sha256", "Registered"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, versions.map((v) => h("tr", { class: v.version === prod ? "production" : null },
+      h("th", { scope: "row" }, `v${v.version}`, v.version === prod ? h("span", { class: "badge prod-badge" }, "production") : null),
+      shownKeys.map((k) => h("td", { class: "num" }, f.num(v.metrics?.[k]))),
+      h("td", {}, code(f.shortSha(v.commit), v.commit)),
+      h("td", {}, v.run_id != null ? link({ run: v.run_id, stage: null }, {}, `#${v.run_id}`) : "—"),
+      h("td", {}, code(f.shortSha(v.sha256, 10), v.sha256)),
+      h("td", {}, time(v.created_at))))))),
+  keys.length > shownKeys.length
+    ? h("p", { class: "muted small" }, `${keys.length - shownKeys.length} more metric(s) — pick one in the chart.`) : null);
+
+  const select = $("metric-select");
+  renderIfChanged(select, JSON.stringify(keys), () => replace(select, keys.map((k) => h("option", { value: k }, k))));
+  select.value = metric ?? "";
+  select.disabled = keys.length === 0;
+  const points = metric ? versions.filter((v) => f.isNumber(v.metrics?.[metric])).map((v) => ({ x: v.version, y: v.metrics[metric] })) : [];
+  replace($("chart"), points.length
+    ? lineChart(points, { metric, production: prod })
+    : empty("No numeric metrics recorded yet."));
+}
+
+function lineageNode(title, cls, ...content) {
+  return h("li", { class: `lineage-node ${cls}` }, h("h4", {}, title), ...content);
+}
+
+function renderLineage(lin) {
+  const dep = lin.deployment || {};
+  const mv = lin.model_version;
+  const run = lin.run;
+  const deliveries = Array.isArray(lin.deliveries) ? lin.deliveries : [];
+  const data = mv && mv.data_version && typeof mv.data_version === "object" ? mv.data_version : {};
+  const dataFiles = Object.entries(data).filter(([k]) => k !== "_stages");
+  const dvcStages = Array.isArray(data._stages) ? data._stages : [];
+  const objects = deliveries.flatMap((d) => (Array.isArray(d.event?.objects) ? d.event.objects : []));
+  const depHref = typeof dep.url === "string" && /^https?:\/\//i.test(dep.url) ? dep.url : null;
+  replace($("serving"), h("ol", { class: "lineage", "aria-label": "Lineage of the serving model" },
+    lineageNode("Delivery", "n-delivery", deliveries.length
+      ? h("ul", { class: "plain" }, deliveries.map((d) => h("li", {},
+        h("span", { class: "strong" }, String(d.provider ?? "?")), " ", String(d.event?.type ?? "event"),
+        d.event?.ref ? [" ", h("span", { class: "branch" }, f.branchOf(d.event.ref))] : null,
+        h("div", { class: "muted small" }, code(f.shortSha(String(d.delivery_id ?? d.id ?? ""), 18), String(d.delivery_id ?? "")),
+          " · ", time(d.received_at)))))
+      : h("p", { class: "muted" }, "no delivery recorded (manual run)")),
+    lineageNode("Commit", "n-commit",
+      h("p", {}, String(mv?.repository ?? run?.repository ?? "—")),
+      h("p", {}, h("span", { class: "branch" }, f.branchOf(mv?.ref ?? run?.ref)), " ",
+        code(f.shortSha(mv?.commit ?? run?.commit), mv?.commit ?? run?.commit))),
+    lineageNode("Data", "n-data",
+      dataFiles.length || objects.length ? h("ul", { class: "plain data-list" },
+        dataFiles.map(([path, md5]) => h("li", {}, h("code", { class: "path" }, path), " ",
+          h("span", { class: "muted" }, "md5 "), code(f.shortSha(String(md5), 10), String(md5)))),
+        objects.map((o) => h("li", {}, h("code", { class: "path" }, `${o?.bucket ?? ""}/${o?.key ?? ""}`),
+          o?.version ? [" ", h("span", { class: "muted" }, `@${o.version}`)] : null)))
+        : h("p", { class: "muted" }, "no data version recorded"),
+      dvcStages.length ? h("p", { class: "muted small" }, `DVC stages: ${dvcStages.join(", ")}`) : null),
+    lineageNode("Run", "n-run", run
+      ? [h("p", {}, link({ run: run.id, stage: null }, {}, `Run #${run.id}`), " ", badge(run.status)),
+        h("p", { class: "muted small" }, `${run.trigger ?? ""} · `, time(run.created_at))]
+      : h("p", { class: "muted" }, `run #${dep.run_id ?? "?"}`)),
+    lineageNode("Model version", "n-model", mv
+      ? [h("p", {}, h("span", { class: "strong" }, `${mv.name} v${mv.version}`)),
+        h("p", { class: "small" }, h("span", { class: "muted" }, "sha256 "), code(f.shortSha(mv.sha256, 12), mv.sha256)),
+        Object.entries(mv.metrics || {}).filter(([, v]) => f.isNumber(v)).slice(0, 3)
+          .map(([k, v]) => h("p", { class: "small" }, h("span", { class: "muted" }, `${k} `), f.num(v)))]
+      : h("p", {}, `v${dep.version ?? "?"}`)),
+    lineageNode("Deployment", "n-deploy",
+      h("p", {}, depHref ? h("a", { href: depHref, rel: "noopener noreferrer", target: "_blank" }, depHref)
+        : code(String(dep.url ?? "no URL"))),
+      h("p", { class: "muted small" }, `${dep.target ?? ""} · ${dep.status ?? ""} · since `, time(dep.created_at)))));
+}
+
+function renderModels() {
+  renderIfChanged($("models-error"), state.modelsError ? state.modelsError.message : "", () =>
+    replace($("models-error"), errorBox(state.modelsError, "models")));
+  const models = state.models;
+  const none = models !== null && models.length === 0;
+  $("models-empty").hidden = !none;
+  $("model-body").hidden = !models || none;
+  if (!models || none) return;
+  const name = selectedModel();
+  renderIfChanged($("model-picker"), JSON.stringify([models, name]), renderModelPicker);
+  $("model-heading").textContent = name;
+
+  const vSig = JSON.stringify([state.versions, state.versionsError?.message, state.route.metric, productionVersion(name), name]);
+  renderIfChanged($("versions"), vSig, () => {
+    if (state.versionsError && state.versionsFor === name) {
+      replace($("versions"), errorBox(state.versionsError, `versions of ${name}`));
+      replace($("chart"));
+    } else if (state.versions && state.versionsFor === name) {
+      renderVersions(name, state.versions);
+    }
+  });
+
+  const lSig = JSON.stringify([state.lineage, state.lineageError?.message, state.lineageError?.status, location.hash]);
+  renderIfChanged($("serving"), lSig, () => {
+    const err = state.lineageError;
+    if (err && err.status === 404) {
+      replace($("serving"), empty(`${name} is not deployed.`, "Promote a version, or push to a deploy branch, to serve it."));
+    } else if (err) {
+      replace($("serving"), errorBox(err, "the current deployment"));
+    } else if (state.lineage) {
+      renderLineage(state.lineage);
+    }
+  });
+}
+
+// ---------------------------------------------------------------- loading
+
+async function attempt(fn) {
+  try {
+    await fn();
+    return null;
+  } catch (err) {
+    return err instanceof ApiError ? err : new ApiError(0, "client_error", String(err?.message || err));
+  }
+}
+
+async function loadRuns() {
+  const err = await attempt(async () => {
+    const data = await getJSON("runs", { repo: state.route.repo, status: state.route.status, limit: 100 });
+    state.runs = Array.isArray(data.runs) ? data.runs : [];
+    for (const r of state.runs) if (typeof r.repository === "string") state.repos.add(r.repository);
+  });
+  state.runsError = err;
+  return err;
+}
+
+async function loadRun() {
+  const id = state.route.run;
+  if (id === null) { state.run = null; state.runError = null; return null; }
+  const err = await attempt(async () => { state.run = await getJSON(`runs/${id}`); });
+  state.runError = err;
+  if (err && err.status === 404) state.run = null;
+  const stage = currentStage(state.run);
+  if (!state.run || state.run.id !== id || !stage) { state.log = null; state.logKey = null; return err; }
+  const key = `${id}|${stage.name}|${stage.status}|${stage.finished_at}`;
+  if (key !== state.logKey || stage.status === "running") {
+    const logErr = await attempt(async () => { state.log = await getText(`runs/${id}/stages/${seg(stage.name)}/log`); });
+    state.logError = logErr;
+    if (!logErr) state.logKey = key;
+  }
+  return err;
+}
+
+async function loadModels() {
+  let err = await attempt(async () => {
+    const data = await getJSON("models");
+    state.models = Array.isArray(data.models) ? data.models : [];
+  });
+  state.modelsError = err;
+  const name = selectedModel();
+  if (!name) return err;
+  const [vErr, lErr] = await Promise.all([
+    attempt(async () => {
+      const data = await getJSON(`models/${seg(name)}/versions`);
+      state.versions = Array.isArray(data.versions) ? data.versions : [];
+    }),
+    attempt(async () => { state.lineage = await getJSON("deployments/current", { model: name }); }),
+  ]);
+  state.versionsFor = name;
+  state.versionsError = vErr;
+  if (vErr) state.versions = null;
+  state.lineageError = lErr;
+  if (lErr) state.lineage = null;
+  err = err || (vErr && vErr.status !== 404 ? vErr : null) || (lErr && lErr.status !== 404 ? lErr : null);
+  return err;
+}
+
+function renderConnection() {
+  const el = $("conn");
+  el.classList.toggle("offline", state.offline);
+  el.classList.toggle("paused", !state.live);
+  const when = state.lastOk ? new Date(state.lastOk).toLocaleTimeString() : null;
+  el.textContent = state.offline ? "Server unreachable — retrying"
+    : !state.live ? `Paused${when ? ` · updated ${when}` : ""}`
+      : when ? `Live · updated ${when}` : "Connecting…";
+}
+
+function renderAll() {
+  // One section failing to render (unexpected data) must not blank the others.
+  for (const render of [renderRuns, renderRunDetail, renderModels, renderConnection]) {
+    try {
+      render();
+    } catch (err) {
+      console.error(`dashboard: ${render.name} failed`, err);
+    }
+  }
+}
+
+let timer = null;
+let inflight = null;
+let again = false;
+
+async function refresh() {
+  if (inflight) { again = true; return inflight; }
+  inflight = (async () => {
+    do {
+      again = false;
+      const errors = await Promise.all([loadRuns(), loadRun(), loadModels()]);
+      state.offline = errors.some((e) => e && e.status === 0 && e.code === "network_error");
+      if (!state.offline) state.lastOk = Date.now();
+      renderAll();
+    } while (again);
+  })().finally(() => { inflight = null; });
+  return inflight;
+}
+
+async function poll() {
+  clearTimeout(timer);
+  if (state.live && !document.hidden) await refresh();
+  if (state.live) timer = setTimeout(poll, POLL_MS);
+}
+
+/** Running durations and "n min ago" labels tick without re-rendering anything. */
+function tick() {
+  const now = Date.now();
+  for (const el of document.querySelectorAll("[data-since]")) el.textContent = f.duration(f.seconds(el.dataset.since, null, now));
+  for (const el of document.querySelectorAll("[data-ago]")) el.textContent = f.ago(el.dataset.ago, now);
+}
+
+function onRoute() {
+  const before = state.route;
+  state.route = readRoute();
+  if (before.run !== state.route.run) { state.run = null; state.runError = null; state.log = null; state.logKey = null; }
+  if (before.stage !== state.route.stage) { state.log = null; state.logKey = null; }
+  if (before.repo !== state.route.repo || before.status !== state.route.status) state.runs = null;
+  renderAll();
+  if (before.run !== state.route.run && state.route.run !== null) {
+    $("run-detail").scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
+  refresh();
+}
+
+function init() {
+  state.route = readRoute();
+  $("filter-repo").addEventListener("change", (e) => navigate({ repo: e.target.value, run: null, stage: null }));
+  $("filter-status").addEventListener("change", (e) => navigate({ status: e.target.value, run: null, stage: null }));
+  $("run-filters").addEventListener("submit", (e) => e.preventDefault());
+  $("metric-select").addEventListener("change", (e) => navigate({ metric: e.target.value }));
+  $("run-close").addEventListener("click", () => navigate({ run: null, stage: null }));
+  const toggle = $("live-toggle");
+  toggle.addEventListener("click", () => {
+    state.live = !state.live;
+    toggle.textContent = state.live ? "Pause updates" : "Resume updates";
+    renderConnection();
+    if (state.live) poll(); else clearTimeout(timer);
+  });
+  window.addEventListener("hashchange", onRoute);
+  document.addEventListener("visibilitychange", () => { if (!document.hidden && state.live) poll(); });
+  setInterval(tick, 1000);
+  renderAll();
+  poll();
+}
+
+init();

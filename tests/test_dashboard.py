@@ -1,0 +1,218 @@
+"""The dashboard (``GET /``) in a real headless Chromium, against the real app and a seeded store.
+
+Each check loads the page with ``--dump-dom`` after a virtual-time budget, so the assertions see the
+DOM the page's JavaScript built from the JSON API (the HTML template alone contains no data).
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from dashboard_fixtures import (
+    DEPLOY_URL,
+    LIVE_LOG,
+    XSS_BRANCH,
+    XSS_LOG,
+    XSS_PATH,
+    XSS_REASON,
+    XSS_STAGE,
+    chromium,
+    chromium_binary,
+    serve,
+)
+
+NO_CHROMIUM = ("chromium is not installed: the dashboard browser tests were SKIPPED. "
+               "Install the Debian packages with `apt-get install -y chromium chromium-driver`.")
+
+
+@pytest.fixture(scope="module")
+def browser() -> None:
+    if chromium_binary() is None:
+        pytest.skip(NO_CHROMIUM)
+
+
+class Page:
+    """A live server plus a way to render one of its URLs in Chromium."""
+
+    def __init__(self, base: str, ids: dict[str, Any], profiles: Path) -> None:
+        self.base, self.ids, self._profiles, self._n = base, ids, profiles, itertools.count()
+
+    def dom(self, fragment: str = "", budget_ms: int = 5000) -> str:
+        profile = self._profiles / f"profile-{next(self._n)}"
+        try:
+            return chromium(f"{self.base}/{fragment}", profile, "--dump-dom", budget_ms=budget_ms)
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+
+    def screenshot(self, fragment: str, path: Path, size: str = "1440,2400") -> None:
+        profile = self._profiles / f"profile-{next(self._n)}"
+        try:
+            chromium(f"{self.base}/{fragment}", profile, f"--screenshot={path}", f"--window-size={size}")
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+class LogGrows:
+    """WSGI middleware: after the first read of the running stage's log, the worker "writes" more.
+
+    The extra line can only reach the DOM if the page fetched the log again, i.e. auto-refreshed it.
+    """
+
+    LINE = "epoch 5/10 loss=0.171 (appended after the first read)\n"
+
+    def __init__(self, app: Callable[..., Any], home: Path) -> None:
+        self.app, self.home, self.reads = app, home, 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.endswith("/stages/retrain/log") and "/runs/" in path:
+            self.reads += 1
+            if self.reads == 2:
+                run_id = path.split("/runs/")[1].split("/")[0]
+                with (self.home / "logs" / run_id / "retrain.log").open("a") as fh:
+                    fh.write(self.LINE)
+        return self.app(environ, start_response)
+
+
+@pytest.fixture(scope="module")
+def seeded(browser: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    root = tmp_path_factory.mktemp("dashboard")
+    home = root / "home"
+    with serve(home, wrap=lambda app: LogGrows(app, home)) as (base, ids):
+        yield Page(base, ids, root)
+
+
+class Elements(HTMLParser):
+    """Every element of a serialized DOM: (tag, attributes)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, dict(attrs)))
+
+    def tags(self, tag: str) -> list[dict[str, str | None]]:
+        return [attrs for t, attrs in self.elements if t == tag]
+
+
+def text(value: str) -> str:
+    """How a text node holding ``value`` is serialized by --dump-dom."""
+    return html.escape(value, quote=False)
+
+
+def assert_no_injection(dom: str) -> None:
+    """Hostile strings stayed text: no element, no handler, nothing executed."""
+    els = Elements(dom)
+    assert "data-pwned" not in dom, "a seeded payload executed"
+    assert not els.tags("img") and not els.tags("b") and not els.tags("i")
+    assert [a.get("type") for a in els.tags("script")] == ["module"], "only the dashboard's own script"
+    for tag, attrs in els.elements:
+        assert not any(name.startswith("on") for name in attrs), f"event-handler attribute on <{tag}>"
+    assert all(a.get("class") in ("logo", "chart") for a in els.tags("svg"))
+
+
+def test_runs_models_and_lineage_render(seeded: Page) -> None:
+    dom = seeded.dom()
+    assert "Live · updated" in dom, "the page never completed a poll of the API"
+    for run_id in seeded.ids["all"]:
+        assert f'aria-label="Run {run_id}"' in dom
+    assert ">iris-demo<" in dom and ">fraud-detector<" in dom
+    assert ">experiment/wider-trees<" in dom, "branch shown without refs/heads/"
+    assert text(XSS_BRANCH.removeprefix("refs/heads/")) in dom
+    for status in ("queued", "running", "succeeded", "failed", "skipped", "cancelled",
+                   "awaiting_approval", "gate_failed"):
+        assert f'class="badge status-{status}"' in dom, status
+    assert ">awaiting approval<" in dom and ">gate failed<" in dom
+    assert "12 shown" in dom
+
+    # Models: the deployed model is chosen by default; versions, production marker, chart.
+    assert re.search(r'class="model-tab" aria-pressed="true"[^>]*><span class="model-name">iris-classifier<', dom)
+    for v in range(1, 6):
+        assert f'<th scope="row">v{v}' in dom
+    assert '<tr class="production"><th scope="row">v5<span class="badge prod-badge">production</span>' in dom
+    els = Elements(dom)
+    chart = [a for a in els.tags("g") if (a.get("class") or "").startswith("point")]
+    assert len(chart) == 5 and [a["class"] for a in chart].count("point production") == 1
+    assert '<option value="accuracy">accuracy</option>' in dom
+
+    # Serving now: delivery → commit → data → run → model version → deployment URL.
+    assert "8f14e45f-ceea-467f" in dom
+    assert ">data/prepared.csv<" in dom and "DVC stages: prepare, train" in dom
+    assert f'href="#run={seeded.ids["deployed"]}"' in dom
+    assert "iris-classifier v5" in dom
+    assert f'<a href="{DEPLOY_URL}" rel="noopener noreferrer" target="_blank">{DEPLOY_URL}</a>' in dom
+    assert_no_injection(dom)
+
+
+def test_run_detail_escapes_hostile_data(seeded: Page) -> None:
+    run_id = seeded.ids["hostile"]
+    dom = seeded.dom(f"#run={run_id}&stage={quote(XSS_STAGE, safe='')}")
+    assert f">Run #{run_id}<" in dom
+    assert text(XSS_REASON) in dom
+    assert f'<span class="stage-name">{text(XSS_STAGE)}</span>' in dom
+    assert f"<code>{text(XSS_STAGE)}</code>" in dom, "the chosen stage's panel"
+    assert text(XSS_LOG) in dom, "the stage log, as text"
+    assert text(XSS_PATH) in dom, "the classification table"
+    assert_no_injection(dom)
+
+
+def test_running_stage_log_refreshes(seeded: Page) -> None:
+    dom = seeded.dom(f"#run={seeded.ids['hostile']}", budget_ms=7000)
+    # No stage chosen: the running one is shown, and its log keeps being re-read while it runs.
+    assert '<li class="stage status-running selected">' in dom
+    assert "live — refreshing every 2 s" in dom
+    assert text(LIVE_LOG + LogGrows.LINE) in dom
+
+
+def test_evaluate_stage_shows_gate_verdict_and_numbers(seeded: Page) -> None:
+    dom = seeded.dom(f"#run={seeded.ids['gate_failed']}&stage=evaluate")
+    assert '<li class="stage status-gate_failed selected"><button type="button" aria-pressed="true"' in dom
+    assert "✗ Gate failed" in dom
+    assert "accuracy=0.9030 below max_drop_vs_production threshold 0.9410" in dom
+    assert "<td>max_drop_vs_production</td><td class=\"num\">0.903</td><td class=\"num\">0.951</td>" in dom
+    assert "Production version</dt><dd>v3</dd>" in dom
+    assert "<pre id=\"stage-log\"" in dom and "gate: accuracy=0.9030 below" in dom
+    assert ">src/train.py<" in dom and ">training_code<" in dom, "classification table"
+
+
+def test_filters_query_the_api(seeded: Page) -> None:
+    dom = seeded.dom("#repo=fraud-detector&status=failed")
+    assert 'aria-label="Run 7"' in dom
+    assert dom.count('aria-label="Run ') == 1
+    assert '<option value="failed">failed</option>' in dom and "1 shown" in dom
+    dom = seeded.dom("#status=cancelled&repo=nope")
+    assert "No runs match these filters." in dom
+
+
+def test_screenshot(seeded: Page, tmp_path: Path) -> None:
+    png = tmp_path / "dashboard.png"
+    seeded.screenshot(f"#run={seeded.ids['gate_failed']}&stage=evaluate", png)
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
+    if target := os.environ.get("LOOPLINE_DASHBOARD_SCREENSHOT"):
+        shutil.copyfile(png, target)
+
+
+def test_empty_store_and_api_errors(browser: None, tmp_path: Path) -> None:
+    with serve(tmp_path / "home", seeded=False) as (base, ids):
+        page = Page(base, ids, tmp_path)
+        dom = page.dom()
+        assert "No runs yet." in dom and "No models registered yet." in dom
+        assert "Live · updated" in dom
+        dom = page.dom("#run=999")
+        # The API's JSON error {"error": "not_found", "message": "no run 999"} is shown, not a crash.
+        assert 'role="alert"' in dom and "<code>not_found</code>" in dom and "no run 999" in dom
+        assert "No runs yet." in dom

@@ -1,0 +1,146 @@
+"""End to end with real processes: a bare repo and its installed hook, the web process, Celery
+workers over a real Redis, real ``dvc repro``, a deployed model answering ``/predict``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+import yaml
+
+from loopline.hook import install_hook
+from loopline.processes import Stack
+from workers.serving import free_port
+from tests.conftest import ROOT, Project
+
+pytestmark = pytest.mark.e2e
+SYSTEM_REDIS = os.environ.get("LOOPLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "gate_failed"}
+
+
+def _system_redis() -> str | None:
+    try:
+        client = redis.Redis.from_url(SYSTEM_REDIS, socket_connect_timeout=1)
+        client.flushdb()
+        client.close()
+        return SYSTEM_REDIS
+    except redis.RedisError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Project, Path]]:
+    root = tmp_path_factory.mktemp("e2e")
+    project = Project(root)
+    lake = root / "lake"
+    lake.mkdir()
+    config = root / "loopline.yaml"
+    config.write_text(yaml.safe_dump({"repositories": [{
+        "name": "churn", "provider": "git", "url": str(project.remote), "secret_env": "HOOK_SECRET",
+        "branches": ["main"], "data_lake": [{"folder": str(lake)}]}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env.update(LOOPLINE_HOME=str(root / "home"), LOOPLINE_CONFIG=str(config), HOOK_SECRET="e2e-secret")
+    broker = _system_redis()
+    if broker:  # the Procfile shape: a real Redis over TCP; else the embedded one
+        env["LOOPLINE_BROKER_URL"] = broker
+    else:
+        print("system Redis not reachable: e2e runs on the embedded broker", file=sys.stderr)
+    stack = Stack(env, free_port())
+    stack.start(timeout=90)
+    install_hook(project.remote, f"{stack.url}/hooks/git", "churn", secret_env="HOOK_SECRET")
+    try:
+        yield stack, project, lake
+    finally:
+        stack.stop()
+
+
+def wait_run(stack: Stack, after_id: int, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.check()
+        runs = [r for r in requests.get(f"{stack.url}/api/runs", timeout=5).json()["runs"] if r["id"] > after_id]
+        if runs and runs[-1]["status"] in TERMINAL:
+            return requests.get(f"{stack.url}/api/runs/{runs[-1]['id']}", timeout=5).json()
+        time.sleep(0.25)
+    raise AssertionError(f"no finished run after #{after_id} within {timeout}s; logs: {stack.settings.home}/logs")
+
+
+def test_push_trains_registers_and_deploys(stack: tuple[Stack, Project, Path]) -> None:
+    s, project, _lake = stack
+    out = project.push(env={"HOOK_SECRET": "e2e-secret"})
+    assert "loopline: refs/heads/main accepted" in out
+    run = wait_run(s, 0)
+    assert run["status"] == "succeeded", run
+    assert [st["name"] for st in run["stages"]] == ["validate_data", "unit_tests", "retrain", "evaluate",
+                                                    "register", "integration_tests", "deploy"]
+    assert all(st["status"] == "succeeded" and st["exit_code"] in (0, None) for st in run["stages"])
+    starts = [st["started_at"] for st in run["stages"]]
+    assert starts == sorted(starts)
+    assert run["commit"] == project.head() and run["ref"] == "refs/heads/main"
+
+    mv = requests.get(f"{s.url}/api/models/churn/versions/1", timeout=5).json()
+    assert mv["commit"] == project.head() and mv["run_id"] == run["id"]
+    assert mv["params"]["train"] == yaml.safe_load((project.work / "params.yaml").read_text())["train"]
+    assert mv["metrics"]["accuracy"] > 0.9
+    assert {"data/raw", "src/train/train.py", "models/model.pkl"} <= set(mv["data_version"])
+    assert hashlib.sha256(Path(mv["artifact_path"]).read_bytes()).hexdigest() == mv["sha256"]
+
+    current = requests.get(f"{s.url}/api/deployments/current", params={"model": "churn"}, timeout=5).json()
+    assert current["model_version"]["version"] == 1 and current["run"]["id"] == run["id"]
+    assert current["deliveries"][0]["event"]["after"] == project.head()
+    answer = requests.post(current["deployment"]["url"] + "/predict",
+                           json={"instances": [[14.0] * 30, [20.0] * 30]}, timeout=5).json()
+    assert len(answer["predictions"]) == 2 and answer["model_sha256"] == mv["sha256"]
+
+    event = requests.get(f"{s.url}/api/events/{current['deliveries'][0]['id']}", timeout=5).json()
+    assert event["run_ids"] == [run["id"]] and "training_code" in event["classification"]["kinds"]
+
+
+def test_docs_only_push_is_skipped(stack: tuple[Stack, Project, Path]) -> None:
+    s, project, _lake = stack
+    last = requests.get(f"{s.url}/api/runs", timeout=5).json()["runs"][0]["id"]
+    project.commit({"docs/overview.md": "Updated docs.\n"})
+    project.push(env={"HOOK_SECRET": "e2e-secret"})
+    run = wait_run(s, last, timeout=60)
+    assert run["status"] == "skipped" and run["stages"] == [] and run["kinds"] == []
+
+
+def test_dropped_data_retrains_and_redeploys(stack: tuple[Stack, Project, Path]) -> None:
+    s, project, lake = stack
+    last = requests.get(f"{s.url}/api/runs", timeout=5).json()["runs"][0]["id"]
+    old = requests.get(f"{s.url}/api/deployments/current", params={"model": "churn"}, timeout=5).json()
+    subprocess.run([sys.executable, "scripts/make_batch.py", "150", str(lake / "new.csv")], cwd=project.work,
+                   check=True, capture_output=True)
+    run = wait_run(s, last)
+    assert run["status"] == "succeeded" and run["trigger"] == "data", run
+    assert run["stages"][0]["name"] == "validate_data"
+    current = requests.get(f"{s.url}/api/deployments/current", params={"model": "churn"}, timeout=5).json()
+    assert current["model_version"]["version"] == 2
+    assert current["model_version"]["data_version"]["data/raw"] != old["model_version"]["data_version"]["data/raw"]
+    assert current["deliveries"][0]["event"]["objects"][0]["key"] == "new.csv"
+    assert requests.post(current["deployment"]["url"] + "/predict", json={"instances": [[14.0] * 30]},
+                         timeout=5).ok
+    with pytest.raises(requests.ConnectionError):  # the previous release was stopped
+        requests.get(old["deployment"]["url"] + "/healthz", timeout=2)
+
+
+def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env["HOME"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "loopline", "demo"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    for heading in ("Runs", "Model versions", "Serving now: lineage", "demo finished"):
+        assert heading in out
+    assert out.index("✓ unit_tests") < out.index("✓ retrain") < out.index("✓ deploy")
+    assert "churn v2  (production)" in out
