@@ -371,6 +371,8 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per target (10)")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load first (3)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measured runs per target, alternating a/b; the median is reported (1)")
     ap.add_argument("--max-requests", type=int, default=200_000,
                     help="upper bound on measured requests per target (200000; 0 = time only)")
     ap.add_argument("--connections", "-c", type=int, default=8, help="concurrent connections (8)")
@@ -458,32 +460,52 @@ def main() -> int:
     print(f"  loopline store : {store_desc}")
     print(f"  body           : {args.payload.name} ({len(body)} bytes), repository {repo_full_name}, "
           "valid X-Hub-Signature-256")
-    print(f"  per target     : {args.warmup:g} s warm-up, then {args.duration:g} s "
-          f"(at most {args.max_requests or 'unbounded'} requests)")
+    print(f"  per target     : {args.warmup:g} s warm-up, then {args.rounds} x {args.duration:g} s "
+          f"(at most {args.max_requests or 'unbounded'} requests each)")
     sys.stdout.flush()
 
-    results: dict[str, Result] = {}
-    warm: dict[str, Result] = {}
-    run_tag = uuid.uuid4().hex[:8]
+    # Both servers run side by side (an idle one costs nothing); each is warmed up, then the
+    # measured runs alternate a, b, a, b, ... so that a burst of foreign load on a shared
+    # machine hits both, and the median round is reported.
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     for key, label, app, cwd, env, health, is_loopline in targets:
         proc, port = start_gunicorn(f"server-{key}", app, cwd=cwd, env=env, args=args, logdir=logs, health=health)
         sanity(label, port, body, signature, loopline=is_loopline)
-        load = (lambda secs, prefix, port=port: run_wrk(port, seconds=secs, args=args, prefix=prefix,
-                                                       signature=signature, body_path=body_path, script=script)
-                ) if client == "wrk" else (
-                lambda secs, prefix, port=port: run_python(port, seconds=secs, args=args, prefix=prefix,
-                                                          signature=signature, body=body))
-        if args.warmup > 0:
-            warm[key] = load(args.warmup, f"bench-{run_tag}-{key}-warm")
-        cpu0 = server_cpu_seconds(proc.pid)
-        results[key] = load(args.duration, f"bench-{run_tag}-{key}-run")
-        cpu1 = server_cpu_seconds(proc.pid)
-        if cpu0 is not None and cpu1 is not None:
-            results[key].cpu_s = cpu1 - cpu0
+        servers[key] = (proc, port)
+
+    def load(key: str, seconds: float, prefix: str) -> Result:
+        port = servers[key][1]
+        if client == "wrk":
+            return run_wrk(port, seconds=seconds, args=args, prefix=prefix, signature=signature,
+                           body_path=body_path, script=script)
+        return run_python(port, seconds=seconds, args=args, prefix=prefix, signature=signature, body=body)
+
+    run_tag = uuid.uuid4().hex[:8]
+    warm: dict[str, Result] = {}
+    rounds: dict[str, list[Result]] = {key: [] for key, *_ in targets}
+    if args.warmup > 0:
+        for key, *_ in targets:
+            warm[key] = load(key, args.warmup, f"bench-{run_tag}-{key}-warm")
+    for n in range(args.rounds):
+        for key, *_ in targets:
+            proc = servers[key][0]
+            cpu0 = server_cpu_seconds(proc.pid)
+            result = load(key, args.duration, f"bench-{run_tag}-{key}-run{n}")
+            cpu1 = server_cpu_seconds(proc.pid)
+            if cpu0 is not None and cpu1 is not None:
+                result.cpu_s = cpu1 - cpu0
+            rounds[key].append(result)
+    for proc, _port in servers.values():
         stop_server(proc)
         CLEANUP.procs.remove(proc)
+    # The median round by req/s stands for the target (all of them with --rounds 1).
+    results = {key: sorted(rs, key=lambda r: r.rps)[(len(rs) - 1) // 2] for key, rs in rounds.items()}
 
     print()
+    if args.rounds > 1:
+        for key, label, *_ in targets:
+            print(f"  ({key}) req/s per round: " + ", ".join(f"{r.rps:.0f}" for r in rounds[key]))
+        print("  median round:")
     print(f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} {'requests':>9} "
           f"{'202':>8} {'200':>5} {'other':>5} {'errors':>6}")
     for key, label, *_ in targets:
@@ -496,20 +518,25 @@ def main() -> int:
         ratio = results["a"].rps / results["b"].rps
         verdict = "meets" if ratio >= 0.5 else "BELOW"
         print(f"\n  ratio (a)/(b) req/s: {ratio:.2f}  ({verdict} the aim of >= 0.50)")
+        ca, cb = results["a"].cpu_ms_per_req, results["b"].cpu_ms_per_req
+        if ca and cb:
+            print(f"  server CPU per request (b)/(a): {cb / ca:.2f}  (what the ratio tends to when the servers "
+                  "are CPU-bound; steadier on a busy machine)")
     stored = None
     if "a" in results:
         stored = count_deliveries(database_url)
-        accepted = results["a"].s202 + (warm["a"].s202 if "a" in warm else 0)
-        # Requests still in flight when wrk's clock stops are stored but not counted as answered.
-        slack = 2 * args.connections
+        accepted = sum(r.s202 for r in rounds["a"]) + (warm["a"].s202 if "a" in warm else 0)
+        duplicates = sum(r.s200 for r in rounds["a"])
+        # Requests still in flight when wrk's clock stops are stored but never counted as answered.
+        slack = args.connections * (args.rounds + 1)
         verdict = ("every 202 is a stored row" if accepted <= stored <= accepted + slack
                    else "MISMATCH: stored rows and 202 answers disagree")
-        print(f"  (a) deliveries stored during warm-up + run: {stored}; 202 answers: {accepted} ({verdict}); "
-              f"'duplicate' answers: {results['a'].s200}")
-    for key, r in results.items():
-        if r.other or r.errors:
-            print(f"  warning: ({key}) had {r.other} unexpected statuses and {r.errors} socket errors; "
-                  f"see the server log (kept only for this run)")
+        print(f"  (a) deliveries stored (warm-up + runs): {stored}; 202 answers: {accepted} ({verdict}); "
+              f"'duplicate' answers: {duplicates}")
+    for key, rs in rounds.items():
+        other, errors = sum(r.other for r in rs), sum(r.errors for r in rs)
+        if other or errors:
+            print(f"  warning: ({key}) had {other} unexpected statuses and {errors} socket errors")
     if args.json:
         print("JSON " + json.dumps({
             "client": client, "server": gunicorn_desc, "store": "postgresql" if args.postgres else "sqlite",

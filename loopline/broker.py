@@ -47,14 +47,32 @@ class EmbeddedRedis:
                 raise BrokerError(f"a Redis already serves {self.socket}; is another Loopline running here?")
             except redis.ConnectionError:
                 self.socket.unlink()
-        argv = [redis_executable(), "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-                "--save", "", "--appendonly", "no", "--dir", str(self.home), "--logfile", str(self.home / "redis.log")]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        argv = [
+            redis_executable(),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.home),
+            "--logfile",
+            str(self.home / "redis.log"),
+        ]
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BrokerError(f"redis-server exited with {self.proc.returncode}; see {self.home / 'redis.log'}")
+                raise BrokerError(
+                    f"redis-server exited with {self.proc.returncode}; see {self.home / 'redis.log'}"
+                )
             try:
                 if self.socket.exists() and redis.Redis(unix_socket_path=str(self.socket)).ping():
                     return self

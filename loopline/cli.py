@@ -38,8 +38,10 @@ class _Group(click.Group):
 @click.version_option(package_name="loopline")
 def main() -> None:
     """Loopline: push code or drop data; get a tested, registered, deployed model."""
-    logging.basicConfig(level=os.environ.get("LOOPLINE_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOOPLINE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 @main.command()
@@ -63,9 +65,14 @@ def worker(queue: str, concurrency: int | None, beat: bool) -> None:
     from loopline.processes import celery_worker_argv
 
     settings = _settings()
-    argv = celery_worker_argv(queue, concurrency=concurrency or (1 if queue == "training" else 2),
-                              relay=queue == "default", beat=beat, home=settings.home)
-    os.execv(argv[0], argv)
+    argv = celery_worker_argv(
+        queue,
+        concurrency=concurrency or (1 if queue == "training" else 2),
+        relay=queue == "default",
+        beat=beat,
+        home=settings.home,
+    )
+    os.execv(argv[0], argv)  # noqa: S606  (argv list, no shell: become the worker)
 
 
 @main.command()
@@ -106,8 +113,12 @@ def up(port: int) -> None:
 
 @main.command()
 @click.option("--keep", is_flag=True, help="Keep the demo's directory for inspection.")
-@click.option("--example", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="The sample project to use (default: examples/ of this checkout).")
+@click.option(
+    "--example",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The sample project to use (default: examples/ of this checkout).",
+)
 def demo(keep: bool, example: Path | None) -> None:
     """Push the sample project, retrain on dropped data, and print what happened."""
     from loopline.demo import run_demo
@@ -116,7 +127,9 @@ def demo(keep: bool, example: Path | None) -> None:
 
 
 @main.command()
-@click.option("--repo", "repo_path", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--repo", "repo_path", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 @click.option("--before", required=True, help="Old commit (or a zero SHA for a new branch).")
 @click.option("--after", required=True, help="New commit.")
 @click.option("--branch", default="main", show_default=True, help="Branch the push is for (decides deploy).")
@@ -145,8 +158,11 @@ def runs(run_id: int | None, repo: str | None, status: str | None, limit: int, a
     """List runs, or show one run with its stages."""
     from loopline.report import list_runs, show_run
 
-    click.echo(show_run(_settings(), run_id, as_json) if run_id else list_runs(_settings(), repo, status, limit,
-                                                                               as_json))
+    click.echo(
+        show_run(_settings(), run_id, as_json)
+        if run_id
+        else list_runs(_settings(), repo, status, limit, as_json)
+    )
 
 
 @main.command()
@@ -170,10 +186,18 @@ def events(event_id: str) -> None:
 
 @main.command("install-hook")
 @click.argument("bare_repo", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--url", required=True, help="Loopline's generic hook URL, e.g. http://127.0.0.1:8080/hooks/git")
-@click.option("--repository", default=None, help="Name sent in the payload (default: the repo's directory name).")
-@click.option("--secret-env", default="LOOPLINE_HOOK_SECRET", show_default=True,
-              help="Environment variable the hook signs with, when set.")
+@click.option(
+    "--url", required=True, help="Loopline's generic hook URL, e.g. http://127.0.0.1:8080/hooks/git"
+)
+@click.option(
+    "--repository", default=None, help="Name sent in the payload (default: the repo's directory name)."
+)
+@click.option(
+    "--secret-env",
+    default="LOOPLINE_HOOK_SECRET",
+    show_default=True,
+    help="Environment variable the hook signs with, when set.",
+)
 def install_hook_cmd(bare_repo: Path, url: str, repository: str | None, secret_env: str) -> None:
     """Write a post-receive hook into BARE_REPO that notifies Loopline of every push."""
     from loopline.hook import install_hook

@@ -22,13 +22,22 @@ import yaml
 
 from loopline.hook import install_hook
 from loopline.processes import Stack
-from loopline.report import format_run, show_models
+from loopline.report import format_data_version, format_run, show_models
 from loopline.settings import Settings
 from workers import serving
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples"
-_COPY_IGNORE = shutil.ignore_patterns("__pycache__", ".pytest_cache", "models", "prepared", "metrics.json",
-                                      "dvc.lock", "cache", "tmp", "config.local")
+_COPY_IGNORE = shutil.ignore_patterns(
+    "__pycache__",
+    ".pytest_cache",
+    "models",
+    "prepared",
+    "metrics.json",
+    "dvc.lock",
+    "cache",
+    "tmp",
+    "config.local",
+)
 TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "gate_failed", "awaiting_approval"}
 
 
@@ -60,8 +69,10 @@ def wait_for_run(api: str, repo: str, after_id: int, timeout: float = 600) -> di
         if newer:
             run = requests.get(f"{api}/api/runs/{min(r['id'] for r in newer)}", timeout=5).json()
             if not shown:
-                click.echo(f"  run #{run['id']}: {', '.join(run['kinds']) or 'no changes'} → "
-                           f"{' → '.join(run['plan']) or '(nothing to do)'}")
+                click.echo(
+                    f"  run #{run['id']}: {', '.join(run['kinds']) or 'no changes'} → "
+                    f"{' → '.join(run['plan']) or '(nothing to do)'}"
+                )
             for stage in run["stages"]:
                 key = f"{stage['name']}:{stage['status']}"
                 if key not in shown and stage["status"] not in ("queued",):
@@ -97,12 +108,29 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
     work, remote, lake = root / "churn", root / "remote" / "churn.git", root / "lake"
     lake.mkdir()
     config = root / "loopline.yaml"
-    config.write_text(yaml.safe_dump({"repositories": [{
-        "name": "churn", "provider": "git", "match": "churn", "url": str(remote),
-        "secret_env": "LOOPLINE_HOOK_SECRET", "branches": ["main"], "data_lake": [{"folder": str(lake)}]}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "repositories": [
+                    {
+                        "name": "churn",
+                        "provider": "git",
+                        "match": "churn",
+                        "url": str(remote),
+                        "secret_env": "LOOPLINE_HOOK_SECRET",
+                        "branches": ["main"],
+                        "data_lake": [{"folder": str(lake)}],
+                    }
+                ]
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("LOOPLINE_BROKER_URL", "LOOPLINE_DATABASE_URL")}
-    env.update(LOOPLINE_HOME=str(root / "home"), LOOPLINE_CONFIG=str(config),
-               LOOPLINE_HOOK_SECRET=secrets.token_hex(16))
+    env.update(
+        LOOPLINE_HOME=str(root / "home"),
+        LOOPLINE_CONFIG=str(config),
+        LOOPLINE_HOOK_SECRET=secrets.token_hex(16),
+    )
     click.echo(f"demo directory: {root}")
     stack = Stack(env, serving.free_port())
     ok = False
@@ -112,8 +140,14 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
         stack.start()
         install_hook(remote, f"{stack.url}/hooks/git", "churn")
         click.echo(f"Loopline is up at {stack.url}\n\n1. git push: the sample project's first version")
-        push = subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, env=env, capture_output=True,
-                              text=True, check=True)
+        push = subprocess.run(
+            ["git", "push", "-q", "origin", "main"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         click.echo("  " + (push.stdout + push.stderr).strip().replace("\n", "\n  "))
         first = wait_for_run(stack.url, "churn", 0)
         if first["status"] != "succeeded":
@@ -123,8 +157,12 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
 
         click.echo("\n2. a new data file lands in the drop folder")
         batch = lake / "batch-001.csv"
-        subprocess.run([sys.executable, "scripts/make_batch.py", "200", str(batch) + ".part"], cwd=work,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "scripts/make_batch.py", "200", str(batch) + ".part"],
+            cwd=work,
+            check=True,
+            capture_output=True,
+        )
         os.replace(str(batch) + ".part", batch)  # writers use temp names; the watcher ignores *.part
         click.echo(f"  dropped {batch.name}")
         second = wait_for_run(stack.url, "churn", first["id"])
@@ -156,10 +194,13 @@ def _print_lineage(current: dict[str, Any]) -> None:
     dep, mv, run = current["deployment"], current["model_version"], current["run"]
     for delivery in current["deliveries"]:
         event = delivery["event"]
-        what = f"{event['ref']} {event['after'][:10]}" if event["type"] != "data" else \
-            ", ".join(o["key"] for o in event["objects"])
+        what = (
+            f"{event['ref']} {event['after'][:10]}"
+            if event["type"] != "data"
+            else ", ".join(o["key"] for o in event["objects"])
+        )
         click.echo(f"  delivery {delivery['id'][:12]} ({delivery['provider']}, {event['type']}: {what})")
-    click.echo(f"  → commit {mv['commit'][:12]}  data {', '.join(f'{k}={v[:8]}' for k, v in mv['data_version'].items() if isinstance(v, str))}")
+    click.echo(f"  → commit {mv['commit'][:12]}  data {format_data_version(mv['data_version'], 8)}")
     click.echo(f"  → run #{run['id']} ({' → '.join(s['name'] for s in run['stages'])})")
     click.echo(f"  → {mv['name']} v{mv['version']}  sha256 {mv['sha256'][:16]}…  {mv['metrics']}")
     click.echo(f"  → deployment #{dep['id']} at {dep['url']}")
@@ -170,5 +211,7 @@ def _fail(stack: Stack, run: dict[str, Any]) -> int:
     for stage in run["stages"]:
         if stage["status"] in ("failed", "gate_failed"):
             log = requests.get(f"{stack.url}/api/runs/{run['id']}/stages/{stage['name']}/log", timeout=5).text
-            click.echo(f"--- log of {stage['name']} (last lines) ---\n" + "\n".join(log.splitlines()[-30:]), err=True)
+            click.echo(
+                f"--- log of {stage['name']} (last lines) ---\n" + "\n".join(log.splitlines()[-30:]), err=True
+            )
     return 1

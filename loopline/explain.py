@@ -12,8 +12,9 @@ from workers.gitops import GitError, Mirror, git
 from workers.projects import PROJECT_FILE, load_project
 
 
-def explain_push(repo_path: Path, before: str, after: str, branch: str = "main",
-                 default_branch: str = "main") -> dict[str, Any]:
+def explain_push(
+    repo_path: Path, before: str, after: str, branch: str = "main", default_branch: str = "main"
+) -> dict[str, Any]:
     git_dir = Path(git("rev-parse", "--absolute-git-dir", cwd=repo_path).stdout.decode().strip())
     repo = Mirror(path=git_dir, url="")
     after_sha = repo.resolve(after)
@@ -25,7 +26,15 @@ def explain_push(repo_path: Path, before: str, after: str, branch: str = "main",
     base = repo.base_for(before_sha, after_sha, f"refs/heads/{default_branch}")
     project = load_project(repo.show(after_sha, PROJECT_FILE))
     classification = classify(repo.changed_files(base, after_sha), project.rules)
-    planned = plan(classification.kinds, deployable=branch == default_branch,
-                   approval=project.deploy.approval == "required")
-    return {**classification.to_dict(), "stages": list(planned.stages), "reason": planned.reason,
-            "base": base, "after": after_sha}
+    planned = plan(
+        classification.kinds,
+        deployable=branch == default_branch,
+        approval=project.deploy.approval == "required",
+    )
+    return {
+        **classification.to_dict(),
+        "stages": list(planned.stages),
+        "reason": planned.reason,
+        "base": base,
+        "after": after_sha,
+    }

@@ -6,7 +6,7 @@ import stat
 import sys
 from pathlib import Path
 
-HOOK = '''#!{python}
+HOOK = """#!{python}
 # Installed by `loopline install-hook`: posts each ref update to Loopline, signed when
 # ${secret_env} is set. Git ignores a hook's exit status after the push; we report failures.
 import hashlib, hmac, json, os, sys, urllib.request, uuid
@@ -32,11 +32,15 @@ for line in sys.stdin:
             print("loopline: %s %s (%s)" % (ref, answer.get("status"), answer.get("event_id", "")))
     except Exception as exc:  # the push has happened; say clearly that Loopline did not hear of it
         print("loopline: could not notify %s: %s" % (URL, exc), file=sys.stderr)
-'''
+"""
 
 
-def install_hook(bare_repo: Path, url: str, repository: str | None = None,
-                 secret_env: str = "LOOPLINE_HOOK_SECRET") -> Path:
+DEFAULT_SECRET_ENV = "LOOPLINE_HOOK_SECRET"  # the name of a variable, not a secret
+
+
+def install_hook(
+    bare_repo: Path, url: str, repository: str | None = None, secret_env: str = DEFAULT_SECRET_ENV
+) -> Path:
     """Write ``hooks/post-receive`` into ``bare_repo``; ``repository`` defaults to its name."""
     if not (bare_repo / "HEAD").exists() or not (bare_repo / "objects").is_dir():
         raise ValueError(f"{bare_repo} is not a bare git repository")

@@ -24,9 +24,23 @@ class StackError(RuntimeError):
 
 
 def celery_worker_argv(queue: str, *, concurrency: int, relay: bool, beat: bool, home: Path) -> list[str]:
-    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queue,
-            "-c", str(concurrency), "-n", f"{queue}@%h", "--loglevel", "INFO",
-            "--relay" if relay else "--no-relay"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-Q",
+        queue,
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{queue}@%h",
+        "--loglevel",
+        "INFO",
+        "--relay" if relay else "--no-relay",
+    ]
     if beat:
         argv += ["--beat", "--schedule", str(home / "celerybeat-schedule")]
     return argv
@@ -61,8 +75,14 @@ class Stack:
         }
         for name, argv in commands.items():
             with (home / "logs" / f"{name}.log").open("ab") as log:
-                self.procs[name] = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                self.procs[name] = subprocess.Popen(
+                    argv,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
         self._wait_ready(timeout)
         return self
 
@@ -71,15 +91,19 @@ class Stack:
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise StackError(f"{name} exited with {proc.returncode}; see "
-                                     f"{self.settings.home / 'logs' / (name + '.log')}")
+                    raise StackError(
+                        f"{name} exited with {proc.returncode}; see "
+                        f"{self.settings.home / 'logs' / (name + '.log')}"
+                    )
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok and self._workers_ready():
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.2)
-        raise StackError(f"Loopline did not come up within {timeout:.0f}s; logs in {self.settings.home / 'logs'}")
+        raise StackError(
+            f"Loopline did not come up within {timeout:.0f}s; logs in {self.settings.home / 'logs'}"
+        )
 
     def _workers_ready(self) -> bool:
         logs = self.settings.home / "logs"

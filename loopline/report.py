@@ -12,8 +12,16 @@ from store import views
 from store.db import Database
 from store.models import Delivery, Deployment, ModelVersion, Run
 
-MARK = {"succeeded": "✓", "failed": "✗", "gate_failed": "✗", "skipped": "·", "cancelled": "⊘",
-        "running": "▶", "queued": "…", "awaiting_approval": "?"}
+MARK = {
+    "succeeded": "✓",
+    "failed": "✗",
+    "gate_failed": "✗",
+    "skipped": "·",
+    "cancelled": "⊘",
+    "running": "▶",
+    "queued": "…",
+    "awaiting_approval": "?",
+}
 
 
 def _db(settings: Settings) -> Database:
@@ -22,9 +30,11 @@ def _db(settings: Settings) -> Database:
 
 def format_run(run: dict[str, Any]) -> str:
     ref = (run["ref"] or "").removeprefix("refs/heads/")
-    lines = [f"run #{run['id']}  {run['repository']}  {ref}@{(run['commit'] or '')[:10]}  "
-             f"[{run['trigger']}: {', '.join(run['kinds']) or '-'}]  {run['status'].upper()}"
-             + (f"  ({run['reason']})" if run.get("reason") else "")]
+    lines = [
+        f"run #{run['id']}  {run['repository']}  {ref}@{(run['commit'] or '')[:10]}  "
+        f"[{run['trigger']}: {', '.join(run['kinds']) or '-'}]  {run['status'].upper()}"
+        + (f"  ({run['reason']})" if run.get("reason") else "")
+    ]
     for stage in run.get("stages", []):
         took = f"{stage['duration_seconds']:7.2f}s" if stage["duration_seconds"] is not None else "        "
         lines.append(f"   {MARK.get(stage['status'], ' ')} {stage['name']:<18} {took}  {stage['status']}")
@@ -53,13 +63,21 @@ def show_run(settings: Settings, run_id: int, as_json: bool) -> str:
     return json.dumps(data, indent=2) if as_json else format_run(data)
 
 
+def format_data_version(data_version: dict[str, Any], width: int = 10) -> str:
+    """``path=md5…`` for every DVC input and output of a model version."""
+    return ", ".join(f"{k}={v[:width]}" for k, v in sorted(data_version.items()) if isinstance(v, str))
+
+
 def format_version(mv: dict[str, Any], serving: bool = False) -> str:
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(mv["metrics"].items()) if isinstance(v, float))
-    return (f"{mv['name']} v{mv['version']}{'  (production)' if serving else ''}\n"
-            f"   commit {mv['commit'][:12]} on {(mv['ref'] or '').removeprefix('refs/heads/')}, run #{mv['run_id']}\n"
-            f"   metrics: {metrics}\n   params: {json.dumps(mv['params'], sort_keys=True)}\n"
-            f"   data: {', '.join(f'{k}={v[:10]}' for k, v in mv['data_version'].items() if isinstance(v, str))}\n"
-            f"   artifact: {mv['artifact_path']}  sha256={mv['sha256'][:16]}…")
+    branch = (mv["ref"] or "").removeprefix("refs/heads/")
+    return (
+        f"{mv['name']} v{mv['version']}{'  (production)' if serving else ''}\n"
+        f"   commit {mv['commit'][:12]} on {branch}, run #{mv['run_id']}\n"
+        f"   metrics: {metrics}\n   params: {json.dumps(mv['params'], sort_keys=True)}\n"
+        f"   data: {format_data_version(mv['data_version'])}\n"
+        f"   artifact: {mv['artifact_path']}  sha256={mv['sha256'][:16]}…"
+    )
 
 
 def show_models(settings: Settings, name: str | None, as_json: bool) -> str:
@@ -68,12 +86,17 @@ def show_models(settings: Settings, name: str | None, as_json: bool) -> str:
         if name:
             query = query.where(ModelVersion.name == name)
         rows = [views.model_dict(mv) for mv in s.scalars(query)]
-        active = {(d.model_name, d.version) for d in s.scalars(select(Deployment).where(Deployment.status == "active"))}
+        active = {
+            (d.model_name, d.version)
+            for d in s.scalars(select(Deployment).where(Deployment.status == "active"))
+        }
     if name and not rows:
         raise ValueError(f"no model {name!r}")
     if as_json:
         return json.dumps(rows, indent=2)
-    return "\n".join(format_version(mv, (mv["name"], mv["version"]) in active) for mv in rows) or "no models yet"
+    return (
+        "\n".join(format_version(mv, (mv["name"], mv["version"]) in active) for mv in rows) or "no models yet"
+    )
 
 
 def show_event(settings: Settings, event_id: str) -> str:

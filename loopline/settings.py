@@ -53,8 +53,11 @@ class Settings:
             if repo.secret_env:
                 value = env.get(repo.secret_env)
                 if not value:
-                    raise ConfigError(str(config_path), f"{repo.name}.secret_env",
-                                      f"environment variable {repo.secret_env} is not set")
+                    raise ConfigError(
+                        str(config_path),
+                        f"{repo.name}.secret_env",
+                        f"environment variable {repo.secret_env} is not set",
+                    )
                 secrets[repo.name] = value.encode()
         return cls(
             home=home,

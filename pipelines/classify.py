@@ -71,7 +71,9 @@ def match_kind(path: str, rules: tuple[tuple[str, str], ...]) -> tuple[str, str]
     return "app_code", "default: app_code"
 
 
-def classify(changes: list[Change] | tuple[Change, ...], rules: tuple[tuple[str, str], ...]) -> Classification:
+def classify(
+    changes: list[Change] | tuple[Change, ...], rules: tuple[tuple[str, str], ...]
+) -> Classification:
     """Classify every changed path; a rename counts under both its old and new path."""
     files: list[FileClass] = []
     kinds: set[str] = set()

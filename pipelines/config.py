@@ -79,10 +79,16 @@ class ProjectConfig:
 
 KINDS = ("ignore", "data", "training_code", "app_code")
 DEFAULT_RULES: tuple[tuple[str, str], ...] = (
-    ("ignore", "docs/**"), ("ignore", "**/*.md"), ("ignore", "LICENSE*"),
-    ("data", "data/**"), ("data", "**/*.dvc"),
-    ("training_code", "dvc.yaml"), ("training_code", "params.yaml"), ("training_code", "src/train/**"),
-    ("training_code", "train/**"), ("training_code", "loopline.yml"),
+    ("ignore", "docs/**"),
+    ("ignore", "**/*.md"),
+    ("ignore", "LICENSE*"),
+    ("data", "data/**"),
+    ("data", "**/*.dvc"),
+    ("training_code", "dvc.yaml"),
+    ("training_code", "params.yaml"),
+    ("training_code", "src/train/**"),
+    ("training_code", "train/**"),
+    ("training_code", "loopline.yml"),
 )
 DEFAULT_STAGES = {
     "unit_tests": "pytest -q tests/unit",
@@ -157,14 +163,22 @@ def parse_server_config(raw: Any, source: str = "loopline.yaml") -> tuple[RepoCo
             unknown = set(lake_map) - {"folder", "s3", "azure"}
             if unknown or not lake_map:
                 raise ConfigError(source, f"{key}.data_lake[{j}]", "expected one of folder, s3, azure")
-            lake_entries.append(DataLakeEntry(folder=lake_map.get("folder"), s3=lake_map.get("s3"),
-                                              azure=lake_map.get("azure")))
-        result.append(RepoConfig(
-            name=name, provider=provider,
-            match=_string(entry.get("match"), source, f"{key}.match") or name,
-            url=url or "", secret_env=_string(entry.get("secret_env"), source, f"{key}.secret_env"),
-            branches=tuple(branches), data_lake=tuple(lake_entries),
-        ))
+            lake_entries.append(
+                DataLakeEntry(
+                    folder=lake_map.get("folder"), s3=lake_map.get("s3"), azure=lake_map.get("azure")
+                )
+            )
+        result.append(
+            RepoConfig(
+                name=name,
+                provider=provider,
+                match=_string(entry.get("match"), source, f"{key}.match") or name,
+                url=url or "",
+                secret_env=_string(entry.get("secret_env"), source, f"{key}.secret_env"),
+                branches=tuple(branches),
+                data_lake=tuple(lake_entries),
+            )
+        )
     return tuple(result)
 
 
@@ -198,10 +212,13 @@ def parse_project_config(raw: Any, source: str = "loopline.yml") -> ProjectConfi
             canary = d.get("canary_percent", 0)
             if isinstance(canary, bool) or not isinstance(canary, int) or not 0 <= canary <= 100:
                 raise ConfigError(source, "stages.deploy.canary_percent", "expected an integer 0-100")
-            deploy = DeployConfig(target=target, approval=approval, canary_percent=canary,
-                                  command=_string(d.get("command"), source, "stages.deploy.command"),
-                                  health_path=_string(d.get("health"), source, "stages.deploy.health")
-                                  or "/healthz")
+            deploy = DeployConfig(
+                target=target,
+                approval=approval,
+                canary_percent=canary,
+                command=_string(d.get("command"), source, "stages.deploy.command"),
+                health_path=_string(d.get("health"), source, "stages.deploy.health") or "/healthz",
+            )
         elif name in ("unit_tests", "retrain", "integration_tests"):
             cmd = _string(value, source, f"stages.{name}", required=True)
             assert cmd is not None
@@ -215,18 +232,26 @@ def parse_project_config(raw: Any, source: str = "loopline.yml") -> ProjectConfi
         raise ConfigError(source, "data.debounce_seconds", "expected 0 to 3600 seconds")
     return ProjectConfig(
         model_name=_string(model.get("name"), source, "model.name") or "model",
-        artifact=_relative_path(_string(model.get("artifact"), source, "model.artifact")
-                                or "models/model.pkl", source, "model.artifact"),
-        metrics=_relative_path(_string(model.get("metrics"), source, "model.metrics") or "metrics.json",
-                               source, "model.metrics"),
+        artifact=_relative_path(
+            _string(model.get("artifact"), source, "model.artifact") or "models/model.pkl",
+            source,
+            "model.artifact",
+        ),
+        metrics=_relative_path(
+            _string(model.get("metrics"), source, "model.metrics") or "metrics.json", source, "model.metrics"
+        ),
         rules=tuple(rules) or DEFAULT_RULES,
         stages=stages,
         deploy=deploy,
-        gate=GateConfig(metric=_string(gate.get("metric"), source, "gate.metric") or "accuracy",
-                        min=_number(gate.get("min"), source, "gate.min"),
-                        max_drop_vs_production=_number(gate.get("max_drop_vs_production"), source,
-                                                       "gate.max_drop_vs_production")),
-        data_into=_relative_path(_string(data.get("into"), source, "data.into") or "data/raw",
-                                 source, "data.into"),
+        gate=GateConfig(
+            metric=_string(gate.get("metric"), source, "gate.metric") or "accuracy",
+            min=_number(gate.get("min"), source, "gate.min"),
+            max_drop_vs_production=_number(
+                gate.get("max_drop_vs_production"), source, "gate.max_drop_vs_production"
+            ),
+        ),
+        data_into=_relative_path(
+            _string(data.get("into"), source, "data.into") or "data/raw", source, "data.into"
+        ),
         debounce_seconds=30.0 if debounce is None else debounce,
     )

@@ -12,7 +12,9 @@ from typing import Any
 ZERO_SHA = "0" * 40
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 # git check-ref-format, restricted further: no "..", no control chars, no leading "-".
-_REF_RE = re.compile(r"^refs/(heads|tags)/(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/+@=-]{1,200}(?<![./])$")
+_REF_RE = re.compile(
+    r"^refs/(heads|tags)/(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/+@=-]{1,200}(?<![./])$"
+)
 
 
 class PayloadError(ValueError):
@@ -81,8 +83,15 @@ def valid_ref(value: object) -> bool:
     return isinstance(value, str) and bool(_REF_RE.match(value)) and not value.endswith(".lock")
 
 
-def git_event(repository: str, ref: object, before: object, after: object, *,
-              forced: bool = False, message: str | None = None) -> Event:
+def git_event(
+    repository: str,
+    ref: object,
+    before: object,
+    after: object,
+    *,
+    forced: bool = False,
+    message: str | None = None,
+) -> Event:
     """Build a push/tag/delete event from the ref update every git dialect reports.
 
     Refs and SHAs are validated here, once, so nothing malformed ever reaches git.
@@ -95,5 +104,14 @@ def git_event(repository: str, ref: object, before: object, after: object, *,
     deleted = set(after) == {"0"}
     created = set(before) == {"0"}
     kind = "delete" if deleted else ("tag" if ref.startswith("refs/tags/") else "push")
-    return Event(type=kind, repository=repository, ref=ref, before=before, after=after,
-                 created=created, deleted=deleted, forced=forced, message=message)
+    return Event(
+        type=kind,
+        repository=repository,
+        ref=ref,
+        before=before,
+        after=after,
+        created=created,
+        deleted=deleted,
+        forced=forced,
+        message=message,
+    )

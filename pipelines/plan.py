@@ -8,8 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Every stage in canonical order; a plan is always a subsequence of this.
-CANONICAL = ("validate_data", "unit_tests", "retrain", "evaluate", "register",
-             "integration_tests", "approval", "deploy")
+CANONICAL = (
+    "validate_data",
+    "unit_tests",
+    "retrain",
+    "evaluate",
+    "register",
+    "integration_tests",
+    "approval",
+    "deploy",
+)
 
 _BY_KIND = {
     "training_code": {"unit_tests", "retrain", "evaluate", "register", "integration_tests", "deploy"},

@@ -29,6 +29,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.register(app)
     for module in (hooks, api, health, dashboard):
         app.register_blueprint(module.bp)
-    logging.getLogger(__name__).info("loopline: %d repositories registered from %s",
-                                     len(settings.repositories), settings.config_path)
+    logging.getLogger(__name__).info(
+        "loopline: %d repositories registered from %s", len(settings.repositories), settings.config_path
+    )
     return app

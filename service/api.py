@@ -90,8 +90,9 @@ def models() -> Response:
 @bp.get("/models/<name>/versions")
 def versions(name: str) -> Response:
     with loopline().db.session() as s:
-        rows = s.scalars(select(ModelVersion).where(ModelVersion.name == name)
-                         .order_by(ModelVersion.version.desc())).all()
+        rows = s.scalars(
+            select(ModelVersion).where(ModelVersion.name == name).order_by(ModelVersion.version.desc())
+        ).all()
         if not rows:
             raise NotFound(f"no model {name[:64]!r}")
         return jsonify(versions=[views.model_dict(mv) for mv in rows])
@@ -100,16 +101,21 @@ def versions(name: str) -> Response:
 @bp.get("/models/<name>/versions/<int:version>")
 def version(name: str, version: int) -> Response:
     with loopline().db.session() as s:
-        mv = s.scalars(select(ModelVersion).where(ModelVersion.name == name,
-                                                  ModelVersion.version == version)).one_or_none()
+        mv = s.scalars(
+            select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+        ).one_or_none()
         if mv is None:
             raise NotFound(f"no version {version} of model {name[:64]!r}")
         return jsonify(views.model_dict(mv))
 
 
 def _current(s: Any, model: str) -> Deployment | None:
-    return s.scalars(select(Deployment).where(Deployment.model_name == model, Deployment.status == "active")
-                     .order_by(Deployment.id.desc()).limit(1)).one_or_none()
+    return s.scalars(
+        select(Deployment)
+        .where(Deployment.model_name == model, Deployment.status == "active")
+        .order_by(Deployment.id.desc())
+        .limit(1)
+    ).one_or_none()
 
 
 @bp.get("/deployments/current")

@@ -34,7 +34,9 @@ def receive(provider: str) -> tuple[Response, int]:
     headers = request.headers
     secrets = state.settings.secrets
     # The signature is checked on the raw bytes before anything parses them.
-    verified = {r.name for r in candidates if r.name in secrets and dialect.verify(headers, body, secrets[r.name])}
+    verified = {
+        r.name for r in candidates if r.name in secrets and dialect.verify(headers, body, secrets[r.name])
+    }
     unsigned_ok = {r.name for r in candidates if r.name not in secrets}
     if not verified and not unsigned_ok:
         raise Unauthorized("missing or invalid signature", "bad_signature")
@@ -44,8 +46,14 @@ def receive(provider: str) -> tuple[Response, int]:
         raise NotFound(f"repository {event.repository[:200]!r} is not registered", "unknown_repository")
     if repo.name not in verified and repo.name not in unsigned_ok:
         raise Unauthorized("missing or invalid signature", "bad_signature")
-    recorded = record_delivery(state.db, provider=provider, delivery_id=dialect.delivery_id(headers, body),
-                               body=body, repository=repo.name, event=event)
+    recorded = record_delivery(
+        state.db,
+        provider=provider,
+        delivery_id=dialect.delivery_id(headers, body),
+        body=body,
+        repository=repo.name,
+        event=event,
+    )
     if recorded.status == "conflict":
         raise Conflict("this delivery id was already received with a different body", "delivery_conflict")
     if recorded.status == "duplicate":

@@ -51,13 +51,24 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def make_settings(tmp_path: Path, repos: tuple[RepoConfig, ...] = (), *, db_url: str | None = None,
-                  secrets: dict[str, bytes] | None = None, **kwargs: object) -> Settings:
+def make_settings(
+    tmp_path: Path,
+    repos: tuple[RepoConfig, ...] = (),
+    *,
+    db_url: str | None = None,
+    secrets: dict[str, bytes] | None = None,
+    **kwargs: object,
+) -> Settings:
     home = tmp_path / "home"
-    return Settings(home=home, config_path=tmp_path / "loopline.yaml",
-                    database_url=db_url or f"sqlite:///{home / 'loopline.db'}",
-                    broker_url=f"redis+socket://{home / 'redis.sock'}", repositories=repos,
-                    secrets=secrets or {}, **kwargs)  # type: ignore[arg-type]
+    return Settings(
+        home=home,
+        config_path=tmp_path / "loopline.yaml",
+        database_url=db_url or f"sqlite:///{home / 'loopline.db'}",
+        broker_url=f"redis+socket://{home / 'redis.sock'}",
+        repositories=repos,
+        secrets=secrets or {},
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -69,9 +80,16 @@ def db(db_url: str) -> Iterator[Database]:
 
 
 def git(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env).stdout.strip()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
 
 
 class Project:
@@ -80,8 +98,17 @@ class Project:
     def __init__(self, root: Path) -> None:
         self.work = root / "work"
         self.remote = root / "remote.git"
-        ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache", "models", "prepared", "metrics.json",
-                                        "dvc.lock", "cache", "tmp", "config.local")
+        ignore = shutil.ignore_patterns(
+            "__pycache__",
+            ".pytest_cache",
+            "models",
+            "prepared",
+            "metrics.json",
+            "dvc.lock",
+            "cache",
+            "tmp",
+            "config.local",
+        )
         shutil.copytree(EXAMPLE, self.work, ignore=ignore)
         git("init", "--bare", "-b", "main", str(self.remote), cwd=root)
         git("init", "-b", "main", cwd=self.work)
@@ -102,8 +129,14 @@ class Project:
         return self.head()
 
     def push(self, branch: str = "main", env: dict[str, str] | None = None) -> str:
-        proc = subprocess.run(["git", "push", "-q", "origin", f"HEAD:refs/heads/{branch}"], cwd=self.work,
-                              capture_output=True, text=True, check=True, env={**os.environ, **(env or {})})
+        proc = subprocess.run(
+            ["git", "push", "-q", "origin", f"HEAD:refs/heads/{branch}"],
+            cwd=self.work,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **(env or {})},
+        )
         return proc.stdout + proc.stderr
 
     def repo_config(self, name: str = "churn", **kwargs: object) -> RepoConfig:

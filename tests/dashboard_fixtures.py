@@ -71,15 +71,18 @@ def _stages(specs: list[StageSpec], start: datetime) -> list[Stage]:
     return out
 
 
-def _gate(value: float, production: float | None, prod_version: int | None, minimum: float = 0.8) -> dict[str, Any]:
-    checks: list[dict[str, Any]] = [{"check": "min", "value": value, "threshold": minimum, "passed": value >= minimum}]
+def _gate(value: float, production: float | None, prod_version: int | None,
+          minimum: float = 0.8) -> dict[str, Any]:
+    checks: list[dict[str, Any]] = [
+        {"check": "min", "value": value, "threshold": minimum, "passed": value >= minimum}]
     if production is not None:
         floor = production - 0.01
         checks.append({"check": "max_drop_vs_production", "value": value, "production": production,
                        "threshold": floor, "passed": value >= floor})
     failed = [c for c in checks if not c["passed"]]
     verdict = (f"accuracy={value:.4f} passes " + ", ".join(c["check"] for c in checks) if not failed else
-               "; ".join(f"accuracy={value:.4f} below {c['check']} threshold {c['threshold']:.4f}" for c in failed))
+               "; ".join(f"accuracy={value:.4f} below {c['check']} threshold {c['threshold']:.4f}"
+                         for c in failed))
     return {"passed": not failed, "metric": "accuracy", "value": value, "checks": checks, "verdict": verdict,
             "metrics": {"accuracy": value, "f1_macro": round(value - 0.012, 4), "loss": round(1 - value, 4)},
             "production_version": prod_version}
@@ -123,7 +126,8 @@ def seed(db: Database) -> dict[str, Any]:
         runs.append(run)
         return run
 
-    def training(i: int, acc: float, prod: float | None, prod_v: int | None, *, deploy: bool = True) -> list[StageSpec]:
+    def training(i: int, acc: float, prod: float | None, prod_v: int | None, *,
+                 deploy: bool = True) -> list[StageSpec]:
         gate = _gate(acc, prod, prod_v)
         passed = gate["passed"]
         rest = "succeeded" if passed else "skipped"
@@ -133,11 +137,12 @@ def seed(db: Database) -> dict[str, Any]:
                            f"gate: {gate['verdict']}\n", gate),
                  StageSpec("register", rest, 0.8 if passed else None,
                            f"registered iris-classifier v{i}\n" if passed else ""),
-                 StageSpec("integration_tests", rest, 6.3 if passed else None, "3 passed\n" if passed else "")]
+                 StageSpec("integration_tests", rest, 6.3 if passed else None,
+                           "3 passed\n" if passed else "")]
         if deploy:
+            detail = {"model": "iris-classifier", "version": i, "url": DEPLOY_URL} if passed else None
             specs.append(StageSpec("deploy", rest, 1.4 if passed else None,
-                                   f"serving at {DEPLOY_URL}\n" if passed else "",
-                                   {"model": "iris-classifier", "version": i, "url": DEPLOY_URL} if passed else None))
+                                   f"serving at {DEPLOY_URL}\n" if passed else "", detail))
         return specs
 
     r1 = add_run(1, kinds=["training_code"], classification=train_files, reason="changes: training_code",
@@ -147,8 +152,9 @@ def seed(db: Database) -> dict[str, Any]:
     r3 = add_run(3, kinds=["data"], classification=data_files, trigger="data", reason="changes: data",
                  status="succeeded", model_version=3,
                  specs=[StageSpec("validate_data", "succeeded", 1.1, "iris-2024-06.csv: ok\n",
-                                  {"files": [{"file": "iris-2024-06.csv", "rows": 150, "columns": 5, "problems": [],
-                                              "drifted": []}], "reference_files": ["iris.csv"]}),
+                                  {"files": [{"file": "iris-2024-06.csv", "rows": 150, "columns": 5,
+                                              "problems": [], "drifted": []}],
+                                   "reference_files": ["iris.csv"]}),
                         *training(3, accuracies[2], accuracies[1], 2)[1:]])
     r4 = add_run(4, kinds=["training_code"], classification=train_files, reason="changes: training_code",
                  status="gate_failed", specs=training(4, 0.903, accuracies[2], 3))
@@ -159,18 +165,23 @@ def seed(db: Database) -> dict[str, Any]:
                  status="succeeded", specs=training(5, accuracies[4], accuracies[2], 3), model_version=5)
     add_run(7, repository=other, kinds=["app_code"], reason="changes: app_code", status="failed",
             classification=_classification([("app/serve.py", "M", "app_code", "app/**")]),
-            specs=[StageSpec("unit_tests", "failed", 7.9, "FAILED tests/test_api.py::test_predict - KeyError\n"),
+            specs=[StageSpec("unit_tests", "failed", 7.9,
+                             "FAILED tests/test_api.py::test_predict - KeyError\n"),
                    StageSpec("integration_tests", "skipped"), StageSpec("deploy", "skipped")])
     add_run(8, repository=other, kinds=[], reason="nothing to build: only ignored files changed",
-            status="skipped", classification=_classification([("docs/index.md", "M", "ignored", "*.md")]), specs=[])
+            status="skipped", classification=_classification([("docs/index.md", "M", "ignored", "*.md")]),
+            specs=[])
     add_run(9, repository=other, kinds=["app_code"], reason="changes: app_code", status="awaiting_approval",
             classification=_classification([("app/serve.py", "M", "app_code", "app/**")]),
-            specs=[StageSpec("unit_tests", "succeeded", 5.0), StageSpec("integration_tests", "succeeded", 8.0),
+            specs=[StageSpec("unit_tests", "succeeded", 5.0),
+                   StageSpec("integration_tests", "succeeded", 8.0),
                    StageSpec("approval", "awaiting_approval"), StageSpec("deploy", "queued")])
     add_run(10, kinds=["training_code"], classification=train_files, reason="cancelled by admin",
-            status="cancelled", specs=[StageSpec("unit_tests", "succeeded", 4.0), StageSpec("retrain", "cancelled", 12.0),
-                                       StageSpec("evaluate", "skipped"), StageSpec("register", "skipped")])
-    hostile = add_run(11, ref=XSS_BRANCH, kinds=["training_code", "data"], reason=XSS_REASON, status="running",
+            status="cancelled",
+            specs=[StageSpec("unit_tests", "succeeded", 4.0), StageSpec("retrain", "cancelled", 12.0),
+                   StageSpec("evaluate", "skipped"), StageSpec("register", "skipped")])
+    hostile = add_run(11, ref=XSS_BRANCH, kinds=["training_code", "data"], reason=XSS_REASON,
+                      status="running",
                       classification=_classification([(XSS_PATH, "A", "data", "data/**"),
                                                       ("src/train.py", "M", "training_code", "src/**")]),
                       specs=[StageSpec(XSS_STAGE, "succeeded", 0.4, XSS_LOG),
@@ -185,25 +196,28 @@ def seed(db: Database) -> dict[str, Any]:
         for v, run in by_version.items():
             acc = accuracies[v - 1]
             s.add(ModelVersion(
-                name="iris-classifier", version=v, run_id=run.id, repository=repo, commit=run.commit, ref=run.ref,
-                data_version={"data/raw": sha(f"data{min(v, 3)}", 32), "data/prepared.csv": sha(f"prep{v}", 32),
-                              "_stages": ["prepare", "train"]},
+                name="iris-classifier", version=v, run_id=run.id, repository=repo, commit=run.commit,
+                ref=run.ref, data_version={"data/raw": sha(f"data{min(v, 3)}", 32),
+                                           "data/prepared.csv": sha(f"prep{v}", 32),
+                                           "_stages": ["prepare", "train"]},
                 params={"n_estimators": 100 + 50 * v}, sha256=sha(f"artifact{v}", 64),
                 metrics={"accuracy": acc, "f1_macro": round(acc - 0.012, 4), "loss": round(1 - acc, 4)},
                 artifact_path=f"/srv/loopline/artifacts/iris-classifier/{v}/model.pkl",
                 created_at=run.created_at + timedelta(minutes=1)))
         s.add(ModelVersion(name="fraud-detector", version=1, run_id=r4.id, repository=other, commit=r4.commit,
-                           ref=r4.ref, data_version={}, params={}, metrics={"auc": 0.88}, sha256=sha("fraud", 64),
-                           artifact_path="/srv/x.pkl"))
-        s.add(Deployment(model_name="iris-classifier", version=3, run_id=r3.id, target="local", url=DEPLOY_URL,
-                         status="retired", created_at=r3.created_at + timedelta(minutes=2)))
-        s.add(Deployment(model_name="iris-classifier", version=5, run_id=r6.id, target="local", url=DEPLOY_URL,
-                         status="active", created_at=r6.created_at + timedelta(minutes=2)))
-        s.add(Delivery(id=sha("delivery6", 32), provider="github", delivery_id="8f14e45f-ceea-467f", body_sha256=sha("b"),
+                           ref=r4.ref, data_version={}, params={}, metrics={"auc": 0.88},
+                           sha256=sha("fraud", 64), artifact_path="/srv/x.pkl"))
+        s.add(Deployment(model_name="iris-classifier", version=3, run_id=r3.id, target="local",
+                         url=DEPLOY_URL, status="retired", created_at=r3.created_at + timedelta(minutes=2)))
+        s.add(Deployment(model_name="iris-classifier", version=5, run_id=r6.id, target="local",
+                         url=DEPLOY_URL, status="active", created_at=r6.created_at + timedelta(minutes=2)))
+        s.add(Delivery(id=sha("delivery6", 32), provider="github", delivery_id="8f14e45f-ceea-467f",
+                       body_sha256=sha("b"),
                        repository=repo, status="processed", run_id=r6.id, received_at=r6.created_at,
-                       event={"type": "push", "ref": "refs/heads/main", "before": r6.before, "after": r6.commit,
-                              "objects": []}))
-        s.add(Delivery(id=sha("delivery3", 32), provider="s3", delivery_id="s3-evt-0042", body_sha256=sha("c"),
+                       event={"type": "push", "ref": "refs/heads/main", "before": r6.before,
+                              "after": r6.commit, "objects": []}))
+        s.add(Delivery(id=sha("delivery3", 32), provider="s3", delivery_id="s3-evt-0042",
+                       body_sha256=sha("c"),
                        repository=repo, status="processed", run_id=r3.id, received_at=r3.created_at,
                        event={"type": "data", "ref": "refs/heads/main", "objects": [
                            {"store": "s3", "bucket": "datasets", "key": "iris/iris-2024-06.csv", "size": 4551,
@@ -259,7 +273,7 @@ def chromium_binary() -> str | None:
 
 
 def chromium(url: str, profile: Path, *extra: str, budget_ms: int = 5000, timeout: float = 90) -> str:
-    """Load ``url`` in headless Chromium, let the page run for ``budget_ms`` of virtual time, return stdout."""
+    """Load ``url`` in headless Chromium; the page runs for ``budget_ms`` of virtual time. Returns stdout."""
     binary = chromium_binary()
     assert binary, "chromium is not installed"
     profile.mkdir(parents=True, exist_ok=True)

@@ -16,18 +16,21 @@ def test_project_defaults() -> None:
     assert cfg.deploy.target == "local" and cfg.debounce_seconds == 30
 
 
-@pytest.mark.parametrize(("raw", "key", "problem"), [
-    ({"stages": {"deploy": {"target": "k8s"}}}, "stages.deploy.target", "must be"),
-    ({"stages": {"deploy": {"approval": "maybe"}}}, "stages.deploy.approval", "must be"),
-    ({"stages": {"lint": "ruff"}}, "stages.lint", "unknown stage"),
-    ({"classify": {"model": ["x"]}}, "classify.model", "kind must be"),
-    ({"classify": {"data": "data/**"}}, "classify.data", "list of glob"),
-    ({"gate": {"min": "high"}}, "gate.min", "number"),
-    ({"data": {"debounce_seconds": -1}}, "data.debounce_seconds", "0 to 3600"),
-    ({"model": {"artifact": "../../etc/passwd"}}, "model.artifact", "inside the repository"),
-    ({"colour": 1}, "colour", "unknown key"),
-    (["a"], "(top level)", "mapping"),
-])
+@pytest.mark.parametrize(
+    ("raw", "key", "problem"),
+    [
+        ({"stages": {"deploy": {"target": "k8s"}}}, "stages.deploy.target", "must be"),
+        ({"stages": {"deploy": {"approval": "maybe"}}}, "stages.deploy.approval", "must be"),
+        ({"stages": {"lint": "ruff"}}, "stages.lint", "unknown stage"),
+        ({"classify": {"model": ["x"]}}, "classify.model", "kind must be"),
+        ({"classify": {"data": "data/**"}}, "classify.data", "list of glob"),
+        ({"gate": {"min": "high"}}, "gate.min", "number"),
+        ({"data": {"debounce_seconds": -1}}, "data.debounce_seconds", "0 to 3600"),
+        ({"model": {"artifact": "../../etc/passwd"}}, "model.artifact", "inside the repository"),
+        ({"colour": 1}, "colour", "unknown key"),
+        (["a"], "(top level)", "mapping"),
+    ],
+)
 def test_project_errors(raw: object, key: str, problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_project_config(raw, "repo/loopline.yml")
@@ -35,14 +38,17 @@ def test_project_errors(raw: object, key: str, problem: str) -> None:
     assert str(info.value).startswith("repo/loopline.yml: ")
 
 
-@pytest.mark.parametrize(("raw", "key"), [
-    ({"repositories": [{"provider": "github", "url": "u"}]}, "repositories[0].name"),
-    ({"repositories": [{"name": "a", "provider": "svn", "url": "u"}]}, "repositories[0].provider"),
-    ({"repositories": [{"name": "a"}]}, "repositories[0].url"),
-    ({"repositories": [{"name": "a", "url": "u"}, {"name": "a", "url": "v"}]}, "repositories[1].name"),
-    ({"repositories": [{"name": "a", "url": "u", "branches": []}]}, "repositories[0].branches"),
-    ({"repositories": [{"name": "a b", "url": "u"}]}, "repositories[0].name"),
-])
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"repositories": [{"provider": "github", "url": "u"}]}, "repositories[0].name"),
+        ({"repositories": [{"name": "a", "provider": "svn", "url": "u"}]}, "repositories[0].provider"),
+        ({"repositories": [{"name": "a"}]}, "repositories[0].url"),
+        ({"repositories": [{"name": "a", "url": "u"}, {"name": "a", "url": "v"}]}, "repositories[1].name"),
+        ({"repositories": [{"name": "a", "url": "u", "branches": []}]}, "repositories[0].branches"),
+        ({"repositories": [{"name": "a b", "url": "u"}]}, "repositories[0].name"),
+    ],
+)
 def test_server_errors(raw: object, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_server_config(raw, "loopline.yaml")
@@ -63,5 +69,7 @@ def test_missing_secret_is_a_start_error(tmp_path: Path) -> None:
     cfg.write_text("repositories:\n  - {name: a, url: /x, secret_env: A_SECRET}\n")
     with pytest.raises(ConfigError, match="A_SECRET is not set"):
         Settings.from_env({"LOOPLINE_CONFIG": str(cfg), "LOOPLINE_HOME": str(tmp_path)})
-    settings = Settings.from_env({"LOOPLINE_CONFIG": str(cfg), "LOOPLINE_HOME": str(tmp_path), "A_SECRET": "s"})
+    settings = Settings.from_env(
+        {"LOOPLINE_CONFIG": str(cfg), "LOOPLINE_HOME": str(tmp_path), "A_SECRET": "s"}
+    )
     assert settings.secrets == {"a": b"s"} and "s'" not in repr(settings)

@@ -139,7 +139,8 @@ def test_runs_models_and_lineage_render(seeded: Page) -> None:
     assert "12 shown" in dom
 
     # Models: the deployed model is chosen by default; versions, production marker, chart.
-    assert re.search(r'class="model-tab" aria-pressed="true"[^>]*><span class="model-name">iris-classifier<', dom)
+    chosen = r'class="model-tab" aria-pressed="true"[^>]*><span class="model-name">iris-classifier<'
+    assert re.search(chosen, dom)
     for v in range(1, 6):
         assert f'<th scope="row">v{v}' in dom
     assert '<tr class="production"><th scope="row">v5<span class="badge prod-badge">production</span>' in dom

@@ -19,8 +19,8 @@ import yaml
 
 from loopline.hook import install_hook
 from loopline.processes import Stack
-from workers.serving import free_port
 from tests.conftest import ROOT, Project
+from workers.serving import free_port
 
 pytestmark = pytest.mark.e2e
 SYSTEM_REDIS = os.environ.get("LOOPLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -44,9 +44,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pro
     lake = root / "lake"
     lake.mkdir()
     config = root / "loopline.yaml"
-    config.write_text(yaml.safe_dump({"repositories": [{
-        "name": "churn", "provider": "git", "url": str(project.remote), "secret_env": "HOOK_SECRET",
-        "branches": ["main"], "data_lake": [{"folder": str(lake)}]}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "repositories": [
+                    {
+                        "name": "churn",
+                        "provider": "git",
+                        "url": str(project.remote),
+                        "secret_env": "HOOK_SECRET",
+                        "branches": ["main"],
+                        "data_lake": [{"folder": str(lake)}],
+                    }
+                ]
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
     env.update(LOOPLINE_HOME=str(root / "home"), LOOPLINE_CONFIG=str(config), HOOK_SECRET="e2e-secret")
     broker = _system_redis()
@@ -67,11 +80,15 @@ def wait_run(stack: Stack, after_id: int, timeout: float = 240) -> dict[str, Any
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stack.check()
-        runs = [r for r in requests.get(f"{stack.url}/api/runs", timeout=5).json()["runs"] if r["id"] > after_id]
+        runs = [
+            r for r in requests.get(f"{stack.url}/api/runs", timeout=5).json()["runs"] if r["id"] > after_id
+        ]
         if runs and runs[-1]["status"] in TERMINAL:
             return requests.get(f"{stack.url}/api/runs/{runs[-1]['id']}", timeout=5).json()
         time.sleep(0.25)
-    raise AssertionError(f"no finished run after #{after_id} within {timeout}s; logs: {stack.settings.home}/logs")
+    raise AssertionError(
+        f"no finished run after #{after_id} within {timeout}s; logs: {stack.settings.home}/logs"
+    )
 
 
 def test_push_trains_registers_and_deploys(stack: tuple[Stack, Project, Path]) -> None:
@@ -80,8 +97,15 @@ def test_push_trains_registers_and_deploys(stack: tuple[Stack, Project, Path]) -
     assert "loopline: refs/heads/main accepted" in out
     run = wait_run(s, 0)
     assert run["status"] == "succeeded", run
-    assert [st["name"] for st in run["stages"]] == ["validate_data", "unit_tests", "retrain", "evaluate",
-                                                    "register", "integration_tests", "deploy"]
+    assert [st["name"] for st in run["stages"]] == [
+        "validate_data",
+        "unit_tests",
+        "retrain",
+        "evaluate",
+        "register",
+        "integration_tests",
+        "deploy",
+    ]
     assert all(st["status"] == "succeeded" and st["exit_code"] in (0, None) for st in run["stages"])
     starts = [st["started_at"] for st in run["stages"]]
     assert starts == sorted(starts)
@@ -97,8 +121,9 @@ def test_push_trains_registers_and_deploys(stack: tuple[Stack, Project, Path]) -
     current = requests.get(f"{s.url}/api/deployments/current", params={"model": "churn"}, timeout=5).json()
     assert current["model_version"]["version"] == 1 and current["run"]["id"] == run["id"]
     assert current["deliveries"][0]["event"]["after"] == project.head()
-    answer = requests.post(current["deployment"]["url"] + "/predict",
-                           json={"instances": [[14.0] * 30, [20.0] * 30]}, timeout=5).json()
+    answer = requests.post(
+        current["deployment"]["url"] + "/predict", json={"instances": [[14.0] * 30, [20.0] * 30]}, timeout=5
+    ).json()
     assert len(answer["predictions"]) == 2 and answer["model_sha256"] == mv["sha256"]
 
     event = requests.get(f"{s.url}/api/events/{current['deliveries'][0]['id']}", timeout=5).json()
@@ -118,17 +143,25 @@ def test_dropped_data_retrains_and_redeploys(stack: tuple[Stack, Project, Path])
     s, project, lake = stack
     last = requests.get(f"{s.url}/api/runs", timeout=5).json()["runs"][0]["id"]
     old = requests.get(f"{s.url}/api/deployments/current", params={"model": "churn"}, timeout=5).json()
-    subprocess.run([sys.executable, "scripts/make_batch.py", "150", str(lake / "new.csv")], cwd=project.work,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "scripts/make_batch.py", "150", str(lake / "new.csv")],
+        cwd=project.work,
+        check=True,
+        capture_output=True,
+    )
     run = wait_run(s, last)
     assert run["status"] == "succeeded" and run["trigger"] == "data", run
     assert run["stages"][0]["name"] == "validate_data"
     current = requests.get(f"{s.url}/api/deployments/current", params={"model": "churn"}, timeout=5).json()
     assert current["model_version"]["version"] == 2
-    assert current["model_version"]["data_version"]["data/raw"] != old["model_version"]["data_version"]["data/raw"]
+    assert (
+        current["model_version"]["data_version"]["data/raw"]
+        != old["model_version"]["data_version"]["data/raw"]
+    )
     assert current["deliveries"][0]["event"]["objects"][0]["key"] == "new.csv"
-    assert requests.post(current["deployment"]["url"] + "/predict", json={"instances": [[14.0] * 30]},
-                         timeout=5).ok
+    assert requests.post(
+        current["deployment"]["url"] + "/predict", json={"instances": [[14.0] * 30]}, timeout=5
+    ).ok
     with pytest.raises(requests.ConnectionError):  # the previous release was stopped
         requests.get(old["deployment"]["url"] + "/healthz", timeout=2)
 
@@ -136,8 +169,14 @@ def test_dropped_data_retrains_and_redeploys(stack: tuple[Stack, Project, Path])
 def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
     env["HOME"] = str(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "loopline", "demo"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "loopline", "demo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     for heading in ("Runs", "Model versions", "Serving now: lineage", "demo finished"):

@@ -42,16 +42,24 @@ def test_reserialized_body_fails() -> None:
     assert not github.verify(INDEX[SIGNED]["headers"], reserialized, b"topsecret")
 
 
-@pytest.mark.parametrize(("name", "expect"), [
-    ("github/push-modified-file.json", {"type": "push", "ref": "refs/heads/changes", "created": False}),
-    (SIGNED, {"type": "push", "ref": "refs/heads/master", "after": "199eddf46df50de8d02e99bf1c5fdb4101338224"}),
-    ("github/push-new-branch-with-commit.json", {"type": "push", "created": True, "before": ZERO_SHA}),
-    ("github/push-branch-created-no-commits.json", {"type": "push", "created": True}),
-    ("github/push-branch-deleted.json", {"type": "delete", "deleted": True, "after": ZERO_SHA}),
-    ("github/push-tag-created.json", {"type": "tag", "ref": "refs/tags/v0.0.1", "created": True}),
-    ("github/push-legacy-2012-force-reset-no-commits.json", {"type": "push", "forced": True,
-                                                            "repository": "danheberden/payloads"}),
-])
+@pytest.mark.parametrize(
+    ("name", "expect"),
+    [
+        ("github/push-modified-file.json", {"type": "push", "ref": "refs/heads/changes", "created": False}),
+        (
+            SIGNED,
+            {"type": "push", "ref": "refs/heads/master", "after": "199eddf46df50de8d02e99bf1c5fdb4101338224"},
+        ),
+        ("github/push-new-branch-with-commit.json", {"type": "push", "created": True, "before": ZERO_SHA}),
+        ("github/push-branch-created-no-commits.json", {"type": "push", "created": True}),
+        ("github/push-branch-deleted.json", {"type": "delete", "deleted": True, "after": ZERO_SHA}),
+        ("github/push-tag-created.json", {"type": "tag", "ref": "refs/tags/v0.0.1", "created": True}),
+        (
+            "github/push-legacy-2012-force-reset-no-commits.json",
+            {"type": "push", "forced": True, "repository": "danheberden/payloads"},
+        ),
+    ],
+)
 def test_push_payloads(name: str, expect: dict[str, object]) -> None:
     event = github.parse(INDEX[name]["headers"], body_of(name))
     for key, value in expect.items():
@@ -59,18 +67,35 @@ def test_push_payloads(name: str, expect: dict[str, object]) -> None:
     assert event.repository.count("/") == 1
 
 
-@pytest.mark.parametrize("name", ["github/ping.json", "github/pull_request-opened.json",
-                                  "github/pull_request-synchronize.json", "github/create-tag.json",
-                                  "github/delete-tag.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "github/ping.json",
+        "github/pull_request-opened.json",
+        "github/pull_request-synchronize.json",
+        "github/create-tag.json",
+        "github/delete-tag.json",
+    ],
+)
 def test_non_push_events_are_ignored_with_a_reason(name: str) -> None:
     with pytest.raises(Ignored) as info:
         github.parse(INDEX[name]["headers"], body_of(name))
     assert info.value.reason
 
 
-@pytest.mark.parametrize("body", [b"", b"[]", b"{", b"\xff\xfe", b'{"ref": 1}', b"[" * 100000,
-                                  b'{"ref": "refs/heads/x", "before": "a", "after": "b", "repository": {}}',
-                                  b'{"ref": "refs/heads/--upload-pack=x", "repository": {"full_name": "a/b"}}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"[]",
+        b"{",
+        b"\xff\xfe",
+        b'{"ref": 1}',
+        b"[" * 100000,
+        b'{"ref": "refs/heads/x", "before": "a", "after": "b", "repository": {}}',
+        b'{"ref": "refs/heads/--upload-pack=x", "repository": {"full_name": "a/b"}}',
+    ],
+)
 def test_malformed_push_bodies(body: bytes) -> None:
     with pytest.raises(PayloadError):
         github.parse({"X-GitHub-Event": "push"}, body)

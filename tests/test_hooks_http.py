@@ -25,8 +25,13 @@ GIT = RepoConfig(name="churn", provider="git", match="churn", url="/srv/churn.gi
 
 @pytest.fixture
 def client(tmp_path: Path, db_url: str) -> FlaskClient:
-    settings = make_settings(tmp_path, (GITHUB, GIT), db_url=db_url,
-                             secrets={"hello": b"topsecret", "churn": b"gitsecret"}, max_body_bytes=1024 * 1024)
+    settings = make_settings(
+        tmp_path,
+        (GITHUB, GIT),
+        db_url=db_url,
+        secrets={"hello": b"topsecret", "churn": b"gitsecret"},
+        max_body_bytes=1024 * 1024,
+    )
     app = create_app({"settings": settings, "TESTING": True})
     yield app.test_client()
     with app.app_context():
@@ -38,14 +43,25 @@ def count(client: FlaskClient) -> int:
         return int(s.scalar(select(func.count()).select_from(Delivery)) or 0)
 
 
-def gh_headers(body: bytes, secret: bytes = b"topsecret", event: str = "push", delivery: str | None = None) -> dict:
-    return {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-            "X-Hub-Signature-256": "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest(),
-            "Content-Type": "application/json"}
+def gh_headers(
+    body: bytes, secret: bytes = b"topsecret", event: str = "push", delivery: str | None = None
+) -> dict:
+    return {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest(),
+        "Content-Type": "application/json",
+    }
 
 
 def git_body(**overrides: str) -> bytes:
-    data = {"repository": "churn", "ref": "refs/heads/main", "before": "a" * 40, "after": "b" * 40, **overrides}
+    data = {
+        "repository": "churn",
+        "ref": "refs/heads/main",
+        "before": "a" * 40,
+        "after": "b" * 40,
+        **overrides,
+    }
     return json.dumps(data).encode()
 
 
@@ -54,12 +70,18 @@ def git_headers(body: bytes, secret: bytes = b"gitsecret") -> dict:
 
 
 def test_published_signature_is_accepted_then_deduplicated(client: FlaskClient) -> None:
-    headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": "ee8d97b4-1479-43f1-9cac-fbbd1b80da55",
-               "X-Hub-Signature-256": "sha256=e3bfe744d4e2e29ed990bde8acfb8255ca51ef65f99657767989fb6349f32957"}
+    headers = {
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": "ee8d97b4-1479-43f1-9cac-fbbd1b80da55",
+        "X-Hub-Signature-256": "sha256=e3bfe744d4e2e29ed990bde8acfb8255ca51ef65f99657767989fb6349f32957",
+    }
     first = client.post("/hooks/github", data=SIGNED, headers=headers)
     assert first.status_code == 202 and first.json["status"] == "accepted"
     again = client.post("/hooks/github", data=SIGNED, headers=headers)
-    assert again.status_code == 200 and again.json == {"event_id": first.json["event_id"], "status": "duplicate"}
+    assert again.status_code == 200 and again.json == {
+        "event_id": first.json["event_id"],
+        "status": "duplicate",
+    }
     event = client.get(f"/api/events/{first.json['event_id']}").json
     assert event["provider"] == "github" and event["repository"] == "hello" and event["status"] == "pending"
     assert event["event"]["ref"] == "refs/heads/master" and event["classification"] is None
@@ -68,7 +90,10 @@ def test_published_signature_is_accepted_then_deduplicated(client: FlaskClient) 
 
 def test_same_delivery_id_with_another_body_conflicts(client: FlaskClient) -> None:
     delivery = str(uuid.uuid4())
-    assert client.post("/hooks/github", data=SIGNED, headers=gh_headers(SIGNED, delivery=delivery)).status_code == 202
+    assert (
+        client.post("/hooks/github", data=SIGNED, headers=gh_headers(SIGNED, delivery=delivery)).status_code
+        == 202
+    )
     other = SIGNED.replace(b"Update README", b"Update READMX")
     answer = client.post("/hooks/github", data=other, headers=gh_headers(other, delivery=delivery))
     assert answer.status_code == 409 and answer.json["error"] == "delivery_conflict"
@@ -78,7 +103,9 @@ def test_same_delivery_id_with_another_body_conflicts(client: FlaskClient) -> No
 def test_ping_gets_a_200(client: FlaskClient) -> None:
     body = (PAYLOADS / "github/ping.json").read_bytes()
     answer = client.post("/hooks/github", data=body, headers=gh_headers(body, event="ping"))
-    assert answer.status_code == 200 and answer.json["status"] == "ignored" and answer.json["reason"] == "ping"
+    assert (
+        answer.status_code == 200 and answer.json["status"] == "ignored" and answer.json["reason"] == "ping"
+    )
     assert count(client) == 0
 
 
@@ -88,33 +115,84 @@ def _flip(body: bytes) -> bytes:
 
 HOSTILE = [
     # (name, path, body, headers-builder, status, error code)
-    ("unsigned", "/hooks/github", SIGNED, lambda b: {"X-GitHub-Event": "push", "X-GitHub-Delivery": "d1"},
-     401, "bad_signature"),
+    (
+        "unsigned",
+        "/hooks/github",
+        SIGNED,
+        lambda b: {"X-GitHub-Event": "push", "X-GitHub-Delivery": "d1"},
+        401,
+        "bad_signature",
+    ),
     ("wrong secret", "/hooks/github", SIGNED, lambda b: gh_headers(b, b"nope"), 401, "bad_signature"),
     ("one byte changed", "/hooks/github", _flip(SIGNED), lambda b: gh_headers(SIGNED), 401, "bad_signature"),
-    ("sha1 only", "/hooks/github", SIGNED, lambda b: {"X-GitHub-Event": "push", "X-GitHub-Delivery": "d3",
-                                                      "X-Hub-Signature": "sha1=cf93f9ba3c8d3a789e61f91e1e5c6a360d036e98"},
-     401, "bad_signature"),
+    (
+        "sha1 only",
+        "/hooks/github",
+        SIGNED,
+        lambda b: {
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": "d3",
+            "X-Hub-Signature": "sha1=cf93f9ba3c8d3a789e61f91e1e5c6a360d036e98",
+        },
+        401,
+        "bad_signature",
+    ),
     ("bad json", "/hooks/github", b"{not json", gh_headers, 400, "malformed_payload"),
     ("not utf-8", "/hooks/github", b'{"a": "\xff"}', gh_headers, 400, "malformed_payload"),
     ("deep nesting", "/hooks/github", b"[" * 50000 + b"]" * 50000, gh_headers, 400, "malformed_payload"),
-    ("no event header", "/hooks/github", SIGNED, lambda b: {k: v for k, v in gh_headers(b).items()
-                                                             if k != "X-GitHub-Event"}, 400, "malformed_payload"),
-    ("no delivery header", "/hooks/github", SIGNED, lambda b: {k: v for k, v in gh_headers(b).items()
-                                                                if k != "X-GitHub-Delivery"}, 400, "malformed_payload"),
+    (
+        "no event header",
+        "/hooks/github",
+        SIGNED,
+        lambda b: {k: v for k, v in gh_headers(b).items() if k != "X-GitHub-Event"},
+        400,
+        "malformed_payload",
+    ),
+    (
+        "no delivery header",
+        "/hooks/github",
+        SIGNED,
+        lambda b: {k: v for k, v in gh_headers(b).items() if k != "X-GitHub-Delivery"},
+        400,
+        "malformed_payload",
+    ),
     ("unknown provider", "/hooks/svn", SIGNED, gh_headers, 404, "unknown_provider"),
-    ("unknown repository", "/hooks/git", git_body(repository="other"), git_headers, 404, "unknown_repository"),
-    ("shell in ref", "/hooks/git", git_body(ref="refs/heads/$(reboot)"), git_headers, 400, "malformed_payload"),
-    ("option as ref", "/hooks/git", git_body(ref="--upload-pack=evil"), git_headers, 400, "malformed_payload"),
+    (
+        "unknown repository",
+        "/hooks/git",
+        git_body(repository="other"),
+        git_headers,
+        404,
+        "unknown_repository",
+    ),
+    (
+        "shell in ref",
+        "/hooks/git",
+        git_body(ref="refs/heads/$(reboot)"),
+        git_headers,
+        400,
+        "malformed_payload",
+    ),
+    (
+        "option as ref",
+        "/hooks/git",
+        git_body(ref="--upload-pack=evil"),
+        git_headers,
+        400,
+        "malformed_payload",
+    ),
     ("short sha", "/hooks/git", git_body(after="abc"), git_headers, 400, "malformed_payload"),
     ("git unsigned", "/hooks/git", git_body(), lambda b: {}, 401, "bad_signature"),
     ("too large", "/hooks/git", b"x" * (2 * 1024 * 1024), git_headers, 413, "request_entity_too_large"),
 ]
 
 
-@pytest.mark.parametrize(("name", "path", "body", "headers", "status", "code"), HOSTILE, ids=[h[0] for h in HOSTILE])
-def test_hostile_requests(client: FlaskClient, name: str, path: str, body: bytes, headers, status: int,
-                          code: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "path", "body", "headers", "status", "code"), HOSTILE, ids=[h[0] for h in HOSTILE]
+)
+def test_hostile_requests(
+    client: FlaskClient, name: str, path: str, body: bytes, headers, status: int, code: str
+) -> None:
     answer = client.post(path, data=body, headers=headers(body))
     assert answer.status_code == status, answer.json
     assert answer.json["error"] == code and answer.json["message"]

@@ -11,16 +11,19 @@ from pipelines.events import ZERO_SHA, Event
 from store.db import Database
 from store.deliveries import record_delivery
 from store.models import Delivery, Run
+from tests.conftest import Project, make_settings
 from workers import runner
 from workers.intake import prepare_run
 from workers.watcher import FolderWatcher
-from tests.conftest import Project, make_settings
 
 
 def deliver(db: Database, project: Project, before: str, after: str, ref: str = "refs/heads/main") -> str:
-    event = Event(type="push", repository="churn", ref=ref, before=before, after=after, created=set(before) == {"0"})
-    return record_delivery(db, provider="git", delivery_id=f"{ref}:{after}", body=after.encode(),
-                           repository="churn", event=event).event_id
+    event = Event(
+        type="push", repository="churn", ref=ref, before=before, after=after, created=set(before) == {"0"}
+    )
+    return record_delivery(
+        db, provider="git", delivery_id=f"{ref}:{after}", body=after.encode(), repository="churn", event=event
+    ).event_id
 
 
 @pytest.fixture
@@ -46,8 +49,10 @@ def test_docs_only_push_is_a_skipped_run(settings: Settings, db: Database, proje
     run = run_of(db, prepared.run_id)
     assert prepared.stages == () and run.status == "skipped" and run.stages == []
     assert "ignored" in (run.reason or "")
-    assert {f["path"]: f["kind"] for f in run.classification["files"]} == {"docs/overview.md": "ignore",
-                                                                            "README.md": "ignore"}
+    assert {f["path"]: f["kind"] for f in run.classification["files"]} == {
+        "docs/overview.md": "ignore",
+        "README.md": "ignore",
+    }
     with db.session() as s:
         row = s.get(Delivery, delivery)
         assert row.status == "processed" and row.run_id == run.id
@@ -55,10 +60,16 @@ def test_docs_only_push_is_a_skipped_run(settings: Settings, db: Database, proje
     assert prepare_run(settings, db, [delivery]) == type(prepared)(run.id)
 
 
-def test_failing_unit_test_stops_before_retraining(settings: Settings, db: Database, project: Project) -> None:
+def test_failing_unit_test_stops_before_retraining(
+    settings: Settings, db: Database, project: Project
+) -> None:
     first = project.head()
-    after = project.commit({"src/train/train.py": (project.work / "src/train/train.py").read_text() + "\n",
-                            "tests/unit/test_broken.py": "def test_broken():\n    assert 1 == 2\n"})
+    after = project.commit(
+        {
+            "src/train/train.py": (project.work / "src/train/train.py").read_text() + "\n",
+            "tests/unit/test_broken.py": "def test_broken():\n    assert 1 == 2\n",
+        }
+    )
     project.push()
     prepared = prepare_run(settings, db, [deliver(db, project, first, after)])
     assert prepared.stages[:2] == ("unit_tests", "retrain")
@@ -67,12 +78,15 @@ def test_failing_unit_test_stops_before_retraining(settings: Settings, db: Datab
     run = run_of(db, prepared.run_id)
     assert run.status == "failed" and run.reason == "stage unit_tests failed"
     assert [(s.name, s.status) for s in run.stages] == [("unit_tests", "failed")] + [
-        (name, "skipped") for name in prepared.stages[1:]]
+        (name, "skipped") for name in prepared.stages[1:]
+    ]
     assert "test_broken" in run.stages[0].log and run.stages[0].exit_code == 1
     assert not Path(run.workspace).exists()  # the worktree is removed when the run ends
 
 
-def test_new_branch_diffs_against_the_default_branch(settings: Settings, db: Database, project: Project) -> None:
+def test_new_branch_diffs_against_the_default_branch(
+    settings: Settings, db: Database, project: Project
+) -> None:
     project.push()
     after = project.commit({"app/extra.py": "X = 1\n"})
     project.push("feature")
@@ -91,7 +105,9 @@ def test_skip_marker_in_commit_message(settings: Settings, db: Database, project
     assert run.status == "skipped" and "skip" in run.reason
 
 
-def test_broken_project_config_is_a_failed_config_stage(settings: Settings, db: Database, project: Project) -> None:
+def test_broken_project_config_is_a_failed_config_stage(
+    settings: Settings, db: Database, project: Project
+) -> None:
     first = project.head()
     after = project.commit({"loopline.yml": "stages:\n  deploy: {target: moon}\n"})
     project.push()
@@ -100,7 +116,9 @@ def test_broken_project_config_is_a_failed_config_stage(settings: Settings, db: 
     assert "loopline.yml: stages.deploy.target: must be" in run.stages[0].log
 
 
-def test_unknown_commit_fails_the_delivery_clearly(settings: Settings, db: Database, project: Project) -> None:
+def test_unknown_commit_fails_the_delivery_clearly(
+    settings: Settings, db: Database, project: Project
+) -> None:
     project.push()
     delivery = deliver(db, project, project.head(), "f" * 40)
     assert prepare_run(settings, db, [delivery]).run_id is None

@@ -23,8 +23,9 @@ class GitError(RuntimeError):
     pass
 
 
-def git(*args: str, cwd: Path | None = None, git_dir: Path | None = None, timeout: float = 600,
-        check: bool = True) -> subprocess.CompletedProcess[bytes]:
+def git(
+    *args: str, cwd: Path | None = None, git_dir: Path | None = None, timeout: float = 600, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
     argv = ["git"]
     if git_dir is not None:
         argv += ["--git-dir", str(git_dir)]
@@ -60,7 +61,9 @@ class Mirror:
         return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
 
     def is_ancestor(self, older: str, newer: str) -> bool:
-        return git("merge-base", "--is-ancestor", older, newer, git_dir=self.path, check=False).returncode == 0
+        return (
+            git("merge-base", "--is-ancestor", older, newer, git_dir=self.path, check=False).returncode == 0
+        )
 
     def merge_base(self, a: str, b: str) -> str | None:
         proc = git("merge-base", a, b, git_dir=self.path, check=False)
@@ -79,8 +82,18 @@ class Mirror:
         return EMPTY_TREE
 
     def changed_files(self, base: str, after: str) -> list[Change]:
-        out = git("diff", "-z", "--name-status", "-M", "--no-ext-diff", "--no-textconv", base, after, "--",
-                  git_dir=self.path).stdout.decode("utf-8", errors="surrogateescape")
+        out = git(
+            "diff",
+            "-z",
+            "--name-status",
+            "-M",
+            "--no-ext-diff",
+            "--no-textconv",
+            base,
+            after,
+            "--",
+            git_dir=self.path,
+        ).stdout.decode("utf-8", errors="surrogateescape")
         return parse_name_status(out)
 
     def show(self, commit: str, path: str) -> bytes | None:
@@ -88,7 +101,9 @@ class Mirror:
         return proc.stdout if proc.returncode == 0 else None
 
     def message(self, commit: str) -> str:
-        return git("log", "-1", "--format=%B", commit, "--", git_dir=self.path).stdout.decode(errors="replace")
+        return git("log", "-1", "--format=%B", commit, "--", git_dir=self.path).stdout.decode(
+            errors="replace"
+        )
 
     def add_worktree(self, path: Path, commit: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

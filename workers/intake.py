@@ -49,8 +49,9 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
         return Prepared(done)
     repo = settings.repo(rows[0].repository)
     if repo is None:
-        deliveries.finish(db, delivery_ids, run_id=None, error=f"repository {rows[0].repository!r} "
-                          "is no longer registered")
+        deliveries.finish(
+            db, delivery_ids, run_id=None, error=f"repository {rows[0].repository!r} is no longer registered"
+        )
         return Prepared(None)
     events = [Event.from_dict(r.event) for r in rows]
     first = events[0]
@@ -77,8 +78,14 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
         return Prepared(None)
 
     trigger = "data" if first.type == "data" else first.type
-    run = Run(repository=repo.name, ref=ref, commit=commit, before=None if first.type == "data" else base,
-              trigger=trigger, status="queued")
+    run = Run(
+        repository=repo.name,
+        ref=ref,
+        commit=commit,
+        before=None if first.type == "data" else base,
+        trigger=trigger,
+        status="queued",
+    )
     try:
         project = project_at(settings, repo, commit)
     except ConfigError as exc:
@@ -86,9 +93,18 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
 
     if first.type == "data":
         objects = [o for e in events for o in e.objects]
-        classification = Classification(kinds=("data",), files=tuple(
-            FileClass(path=f"{project.data_into}/{o.key}", status="A", kind="data",
-                      rule=f"data_lake: {o.store} {o.bucket}") for o in objects))
+        classification = Classification(
+            kinds=("data",),
+            files=tuple(
+                FileClass(
+                    path=f"{project.data_into}/{o.key}",
+                    status="A",
+                    kind="data",
+                    rule=f"data_lake: {o.store} {o.bucket}",
+                )
+                for o in objects
+            ),
+        )
         run.reason = f"{len(objects)} new data file(s)"
         key = f"{repo.name}|data|{','.join(sorted(delivery_ids))}"
     else:
@@ -99,8 +115,11 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
     if first.type != "data" and message is None:
         message = mirror_.message(commit)
     branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
-    planned = plan(classification.kinds, deployable=branch in repo.branches,
-                   approval=project.deploy.approval == "required")
+    planned = plan(
+        classification.kinds,
+        deployable=branch in repo.branches,
+        approval=project.deploy.approval == "required",
+    )
     stages = planned.stages
     if message and any(m in message.lower() for m in SKIP_MARKERS):
         stages, run.reason = (), "commit message asks to skip CI"
@@ -161,15 +180,26 @@ def _finish_config_error(db: Database, run: Run, ids: list[str], exc: ConfigErro
     with db.session() as s:
         s.add(run)
         s.flush()
-        s.add(Stage(run_id=run.id, name="config", position=0, status="failed", started_at=now,
-                    finished_at=now, exit_code=1, log=f"{exc}\n"))
+        s.add(
+            Stage(
+                run_id=run.id,
+                name="config",
+                position=0,
+                status="failed",
+                started_at=now,
+                finished_at=now,
+                exit_code=1,
+                log=f"{exc}\n",
+            )
+        )
         run_id = run.id
     deliveries.finish(db, ids, run_id=run_id)
     return Prepared(run_id)
 
 
-def _make_workspace(settings: Settings, mirror_: Mirror, project: ProjectConfig, run_id: int,
-                    commit: str, events: list[Event]) -> None:
+def _make_workspace(
+    settings: Settings, mirror_: Mirror, project: ProjectConfig, run_id: int, commit: str, events: list[Event]
+) -> None:
     path = workspace(settings, run_id)
     if path.exists():
         mirror_.remove_worktree(path)

@@ -35,15 +35,28 @@ def argv_for(command: str | list[str]) -> list[str]:
     return argv
 
 
-def run_logged(command: str | list[str], *, cwd: Path, log: IO[bytes], timeout: float,
-               env: Mapping[str, str] | None = None) -> int:
+def run_logged(
+    command: str | list[str],
+    *,
+    cwd: Path,
+    log: IO[bytes],
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> int:
     """Run to completion, streaming output into ``log``; on timeout kill the whole process group."""
     argv = argv_for(command)
     log.write(f"$ {shlex.join(argv)}\n".encode())
     log.flush()
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=project_env(env), start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=project_env(env),
+            start_new_session=True,
+        )
     except OSError as exc:
         log.write(f"cannot start {argv[0]!r}: {exc}\n".encode())
         return 127

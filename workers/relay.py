@@ -49,7 +49,9 @@ def debounce_for(settings: Settings, repo_name: str) -> float:
     if repo is not None:
         mirror_ = mirror(settings, repo)
         try:
-            if (mirror_.path / "HEAD").exists() and (head := mirror_.resolve(f"refs/heads/{repo.default_branch}")):
+            if (mirror_.path / "HEAD").exists() and (
+                head := mirror_.resolve(f"refs/heads/{repo.default_branch}")
+            ):
                 value = project_at(settings, repo, head).debounce_seconds
         except (ConfigError, GitError) as exc:
             log.warning("relay: cannot read debounce for %s: %s", repo_name, exc)
@@ -57,8 +59,9 @@ def debounce_for(settings: Settings, repo_name: str) -> float:
     return value
 
 
-def relay_once(settings: Settings, db: Database, publish: Callable[[list[str]], None],
-               now: datetime | None = None) -> int:
+def relay_once(
+    settings: Settings, db: Database, publish: Callable[[list[str]], None], now: datetime | None = None
+) -> int:
     """Publish what is due; returns how many intake tasks were sent."""
     now = now or utcnow()
     sent = 0
@@ -102,8 +105,9 @@ class RelayStep(bootsteps.StartStopStep):
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, parent: Any) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "workers.relay", "--parent", str(os.getpid())],
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.relay", "--parent", str(os.getpid())], stdin=subprocess.DEVNULL
+        )
 
     def stop(self, parent: Any) -> None:
         if self.proc and self.proc.poll() is None:
@@ -115,8 +119,9 @@ class RelayStep(bootsteps.StartStopStep):
 
 
 def install(app: Celery) -> None:
-    app.user_options["worker"].add(click.Option(["--relay/--no-relay"], default=True,
-                                                help="Publish Loopline's outbox from this worker."))
+    app.user_options["worker"].add(
+        click.Option(["--relay/--no-relay"], default=True, help="Publish Loopline's outbox from this worker.")
+    )
     app.steps["worker"].add(RelayStep)
 
 

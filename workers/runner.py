@@ -41,25 +41,50 @@ def execute(settings: Settings, db: Database, run_id: int, name: str) -> str:
         run.status = "running"
         run.started_at = run.started_at or stage.started_at
         repo_name, commit, ref, workspace = run.repository, run.commit, run.ref, run.workspace
-        objects = [o for d in s.scalars(select(Delivery).where(Delivery.run_id == run_id))
-                   for o in Event.from_dict(d.event).objects]
+        objects = [
+            o
+            for d in s.scalars(select(Delivery).where(Delivery.run_id == run_id))
+            for o in Event.from_dict(d.event).objects
+        ]
     path = log_path(settings, run_id, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as fh:
-        result = _call(settings, db, run_id, name, repo_name, commit or "", ref, Path(workspace or ""), fh, objects)
+        result = _call(
+            settings, db, run_id, name, repo_name, commit or "", ref, Path(workspace or ""), fh, objects
+        )
     text = path.read_bytes()[-MAX_LOG:].decode("utf-8", errors="replace")
     _record(settings, db, run_id, name, result, text)
     return result.status
 
 
-def _call(settings: Settings, db: Database, run_id: int, name: str, repo_name: str, commit: str,
-          ref: str | None, worktree: Path, fh: IO[bytes], objects: list[DataObject]) -> StepResult:
+def _call(
+    settings: Settings,
+    db: Database,
+    run_id: int,
+    name: str,
+    repo_name: str,
+    commit: str,
+    ref: str | None,
+    worktree: Path,
+    fh: IO[bytes],
+    objects: list[DataObject],
+) -> StepResult:
     try:
         repo = settings.repo(repo_name)
         if repo is None:
             raise StepError(f"repository {repo_name!r} is no longer registered")
-        ctx = StepContext(settings=settings, db=db, run_id=run_id, repo=repo, project=project_in(worktree),
-                          worktree=worktree, commit=commit, ref=ref, log=fh, objects=objects)
+        ctx = StepContext(
+            settings=settings,
+            db=db,
+            run_id=run_id,
+            repo=repo,
+            project=project_in(worktree),
+            worktree=worktree,
+            commit=commit,
+            ref=ref,
+            log=fh,
+            objects=objects,
+        )
         return registry()[name](ctx)
     except (StepError, ConfigError) as exc:
         fh.write(f"[loopline] {exc}\n".encode())
@@ -76,7 +101,12 @@ def _record(settings: Settings, db: Database, run_id: int, name: str, result: St
         run = s.get(Run, run_id)
         assert run is not None
         stage = next(st for st in run.stages if st.name == name)
-        stage.status, stage.exit_code, stage.log, stage.detail = result.status, result.exit_code, text, result.detail
+        stage.status, stage.exit_code, stage.log, stage.detail = (
+            result.status,
+            result.exit_code,
+            text,
+            result.detail,
+        )
         if result.status != "awaiting_approval":
             stage.finished_at = now
         later = [st for st in run.stages if st.position > stage.position]

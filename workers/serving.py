@@ -34,26 +34,43 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(*, cwd: Path, command: str | None, model_path: Path, sha256: str, log_file: Path,
-          health_path: str = "/healthz", timeout: float = 60) -> Server:
+def start(
+    *,
+    cwd: Path,
+    command: str | None,
+    model_path: Path,
+    sha256: str,
+    log_file: Path,
+    health_path: str = "/healthz",
+    timeout: float = 60,
+) -> Server:
     """Start a server for ``model_path`` on a free port and wait until it answers healthy.
 
     The process gets its own session so that it outlives the worker that started it.
     """
     port = free_port()
     argv = argv_for(command) if command else list(BUILTIN_SERVER)
-    env = project_env({"PORT": str(port), "LOOPLINE_MODEL_PATH": str(model_path),
-                       "LOOPLINE_MODEL_SHA256": sha256})
+    env = project_env(
+        {"PORT": str(port), "LOOPLINE_MODEL_PATH": str(model_path), "LOOPLINE_MODEL_SHA256": sha256}
+    )
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServeError(f"server exited with status {proc.returncode} before it was healthy; "
-                             f"see {log_file}")
+            raise ServeError(
+                f"server exited with status {proc.returncode} before it was healthy; see {log_file}"
+            )
         try:
             if requests.get(url + health_path, timeout=1).status_code == 200:
                 return Server(pid=proc.pid, url=url)

@@ -59,7 +59,7 @@ def run_stage(run_id: int, stage: str) -> str:
 # Periodic and idempotent: acks early is fine, a lost tick is redone 30 s later.
 @app.task(name="loopline.reconcile")
 def reconcile() -> int:
-    settings, db = current()
+    _settings, db = current()
     moved = deliveries.requeue_stuck(db, older_than=timedelta(minutes=5))
     if moved:
         log.warning("reconcile: %d deliveries were dispatched but never processed; re-queued", moved)

@@ -42,8 +42,12 @@ class FolderWatcher:
         self._seen: dict[Path, _Seen] = {}
 
     def folders(self) -> list[tuple[str, Path]]:
-        return [(repo.name, Path(lake.folder).expanduser()) for repo in self.settings.repositories
-                for lake in repo.data_lake if lake.folder]
+        return [
+            (repo.name, Path(lake.folder).expanduser())
+            for repo in self.settings.repositories
+            for lake in repo.data_lake
+            if lake.folder
+        ]
 
     def scan_once(self, now: float | None = None) -> int:
         """Record every file that became complete since the last scan; returns how many."""
@@ -74,11 +78,20 @@ class FolderWatcher:
             return 0
         sha = digest.hexdigest()
         key = path.relative_to(folder).as_posix()
-        event = Event(type="data", repository=repo_name,
-                      objects=(DataObject(store="folder", bucket=str(folder), key=key, size=size, etag=sha),))
+        event = Event(
+            type="data",
+            repository=repo_name,
+            objects=(DataObject(store="folder", bucket=str(folder), key=key, size=size, etag=sha),),
+        )
         # One delivery per content hash: the same bytes dropped twice (or renamed) start nothing new.
-        result = record_delivery(self.db, provider="folder", delivery_id=f"{repo_name}:{sha}",
-                                 body=sha.encode(), repository=repo_name, event=event)
+        result = record_delivery(
+            self.db,
+            provider="folder",
+            delivery_id=f"{repo_name}:{sha}",
+            body=sha.encode(),
+            repository=repo_name,
+            event=event,
+        )
         log.info("watch: %s %s (%s)", key, result.status, result.event_id)
         return 1 if result.status == "accepted" else 0
 

@@ -30,6 +30,11 @@ def parse(headers: Mapping[str, str], body: bytes) -> Event:
     if not isinstance(repository, str) or not repository:
         raise PayloadError("repository must be a non-empty string")
     message = data.get("message")
-    return git_event(repository, data.get("ref"), data.get("before"), data.get("after"),
-                     forced=data.get("forced") is True,
-                     message=message if isinstance(message, str) else None)
+    return git_event(
+        repository,
+        data.get("ref"),
+        data.get("before"),
+        data.get("after"),
+        forced=data.get("forced") is True,
+        message=message if isinstance(message, str) else None,
+    )

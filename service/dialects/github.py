@@ -32,7 +32,9 @@ def repository_name(repo: Any) -> str:
     full = repo.get("full_name")
     if isinstance(full, str) and full:
         return full
-    owner = repo.get("owner") if isinstance(repo.get("owner"), dict) else {}
+    owner = repo.get("owner")
+    if not isinstance(owner, dict):
+        owner = {}
     login = owner.get("login") or owner.get("name")
     name = repo.get("name")
     if isinstance(login, str) and isinstance(name, str):  # payloads from before full_name existed
@@ -49,6 +51,11 @@ def parse(headers: Mapping[str, str], body: bytes) -> Event:
         raise Ignored(_NOT_BUILT.get(kind, f"event type {kind!r} is not acted on"))
     head = data.get("head_commit")
     message = head.get("message") if isinstance(head, dict) else None
-    return git_event(repository_name(data.get("repository")), data.get("ref"), data.get("before"),
-                     data.get("after"), forced=data.get("forced") is True,
-                     message=message if isinstance(message, str) else None)
+    return git_event(
+        repository_name(data.get("repository")),
+        data.get("ref"),
+        data.get("before"),
+        data.get("after"),
+        forced=data.get("forced") is True,
+        message=message if isinstance(message, str) else None,
+    )

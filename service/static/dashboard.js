@@ -175,6 +175,7 @@ function renderRuns() {
     replace($("runs-error"), errorBox(state.runsError, "runs")));
   const runs = state.runs || [];
   $("runs-table").hidden = runs.length === 0;
+  $("runs-wrap").hidden = runs.length === 0;
   renderRunRows($("runs-body"), runs);
   const emptyBox = $("runs-empty");
   const none = state.runs !== null && runs.length === 0;

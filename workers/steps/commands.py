@@ -11,8 +11,13 @@ TEST_TIMEOUT = 1800.0
 
 
 def _command(ctx: StepContext, stage: str, env: dict[str, str] | None = None) -> StepResult:
-    code = run_logged(ctx.project.stages[stage], cwd=ctx.worktree, log=ctx.log,
-                      timeout=min(ctx.settings.stage_timeout, TEST_TIMEOUT), env=env)
+    code = run_logged(
+        ctx.project.stages[stage],
+        cwd=ctx.worktree,
+        log=ctx.log,
+        timeout=min(ctx.settings.stage_timeout, TEST_TIMEOUT),
+        env=env,
+    )
     return StepResult(status="succeeded" if code == 0 else "failed", exit_code=code)
 
 
@@ -27,15 +32,22 @@ def integration_tests(ctx: StepContext) -> StepResult:
         raise StepError("no model to test: nothing registered yet; push training code or data first")
     ctx.say(f"serving {model.name} v{model.version} from the worktree for the tests")
     try:
-        server = serving.start(cwd=ctx.worktree, command=ctx.project.deploy.command,
-                               model_path=model.artifact_path, sha256=model.sha256,
-                               log_file=ctx.worktree.parent / f"{ctx.run_id}-candidate.log",
-                               health_path=ctx.project.deploy.health_path)
+        server = serving.start(
+            cwd=ctx.worktree,
+            command=ctx.project.deploy.command,
+            model_path=model.artifact_path,
+            sha256=model.sha256,
+            log_file=ctx.worktree.parent / f"{ctx.run_id}-candidate.log",
+            health_path=ctx.project.deploy.health_path,
+        )
     except serving.ServeError as exc:
         raise StepError(f"candidate did not start: {exc}") from exc
     try:
         ctx.say(f"candidate at {server.url}")
-        return _command(ctx, "integration_tests", {"LOOPLINE_SERVE_URL": server.url,
-                                                   "LOOPLINE_MODEL_SHA256": model.sha256})
+        return _command(
+            ctx,
+            "integration_tests",
+            {"LOOPLINE_SERVE_URL": server.url, "LOOPLINE_MODEL_SHA256": model.sha256},
+        )
     finally:
         serving.stop(server.pid)

@@ -81,9 +81,16 @@ def validate_data(ctx: StepContext) -> StepResult:
                 spread = statistics.pstdev(ref) or 1.0
                 drift[name] = round(abs(statistics.fmean(values) - statistics.fmean(ref)) / spread, 4)
         drifted = sorted(n for n, score in drift.items() if score > DRIFT_LIMIT)
-        report["files"].append({"file": path.name, "rows": len(next(iter(columns.values()), [])),
-                                "columns": len(header), "problems": problems, "drift": drift,
-                                "drifted": drifted})
+        report["files"].append(
+            {
+                "file": path.name,
+                "rows": len(next(iter(columns.values()), [])),
+                "columns": len(header),
+                "problems": problems,
+                "drift": drift,
+                "drifted": drifted,
+            }
+        )
         failed = failed or bool(problems)
         verdict = "; ".join(problems) if problems else "ok"
         ctx.say(f"{path.name}: {verdict}" + (f" (drifted: {', '.join(drifted)})" if drifted else ""))

@@ -32,8 +32,13 @@ def retrain(ctx: StepContext) -> StepResult:
     dvc_dir = ctx.worktree / ".dvc"
     if dvc_dir.is_dir():
         (dvc_dir / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
-    code = run_logged(ctx.project.stages["retrain"], cwd=ctx.worktree, log=ctx.log,
-                      timeout=ctx.settings.stage_timeout, env=dvc_env(ctx))
+    code = run_logged(
+        ctx.project.stages["retrain"],
+        cwd=ctx.worktree,
+        log=ctx.log,
+        timeout=ctx.settings.stage_timeout,
+        env=dvc_env(ctx),
+    )
     if code == 0 and not (ctx.worktree / ctx.project.artifact).is_file():
         raise StepError(f"retrain succeeded but produced no {ctx.project.artifact}")
     return StepResult(status="succeeded" if code == 0 else "failed", exit_code=code)
@@ -60,25 +65,41 @@ def read_metrics(path: Path) -> dict[str, float]:
     return flat
 
 
-def judge(gate: GateConfig, metrics: dict[str, float], production_metrics: dict[str, Any] | None) -> dict[str, Any]:
+def judge(
+    gate: GateConfig, metrics: dict[str, float], production_metrics: dict[str, Any] | None
+) -> dict[str, Any]:
     """Compare a candidate's metrics with the gate; returns every number compared and a verdict."""
     value = metrics.get(gate.metric)
     checks: list[dict[str, Any]] = []
     if value is None:
-        return {"passed": False, "metric": gate.metric, "checks": checks,
-                "verdict": f"metric {gate.metric!r} is missing from the metrics file"}
+        return {
+            "passed": False,
+            "metric": gate.metric,
+            "checks": checks,
+            "verdict": f"metric {gate.metric!r} is missing from the metrics file",
+        }
     if gate.min is not None:
         checks.append({"check": "min", "value": value, "threshold": gate.min, "passed": value >= gate.min})
     prod_value = (production_metrics or {}).get(gate.metric)
     if gate.max_drop_vs_production is not None and prod_value is not None:
         floor = float(prod_value) - gate.max_drop_vs_production
-        checks.append({"check": "max_drop_vs_production", "value": value, "production": prod_value,
-                       "threshold": floor, "passed": value >= floor})
+        checks.append(
+            {
+                "check": "max_drop_vs_production",
+                "value": value,
+                "production": prod_value,
+                "threshold": floor,
+                "passed": value >= floor,
+            }
+        )
     failed = [c for c in checks if not c["passed"]]
-    verdict = (f"{gate.metric}={value:.4f} passes " + (", ".join(c["check"] for c in checks) or "(no thresholds)")
-               if not failed else
-               "; ".join(f"{gate.metric}={value:.4f} below {c['check']} threshold {c['threshold']:.4f}"
-                         for c in failed))
+    verdict = (
+        f"{gate.metric}={value:.4f} passes " + (", ".join(c["check"] for c in checks) or "(no thresholds)")
+        if not failed
+        else "; ".join(
+            f"{gate.metric}={value:.4f} below {c['check']} threshold {c['threshold']:.4f}" for c in failed
+        )
+    )
     return {"passed": not failed, "metric": gate.metric, "value": value, "checks": checks, "verdict": verdict}
 
 
@@ -90,8 +111,11 @@ def evaluate(ctx: StepContext) -> StepResult:
     result["production_version"] = current.version if current else None
     ctx.say(f"gate: {result['verdict']}")
     ctx.log.write((json.dumps(result, indent=2) + "\n").encode())
-    return StepResult(status="succeeded" if result["passed"] else "gate_failed",
-                      exit_code=0 if result["passed"] else 1, detail=result)
+    return StepResult(
+        status="succeeded" if result["passed"] else "gate_failed",
+        exit_code=0 if result["passed"] else 1,
+        detail=result,
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -131,7 +155,9 @@ def register(ctx: StepContext) -> StepResult:
     name = ctx.project.model_name
     for _attempt in range(5):  # two runs registering at once: the unique (name, version) decides
         with ctx.db.session() as s:
-            version = (s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)) or 0) + 1
+            version = (
+                s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)) or 0
+            ) + 1
         dest = ctx.settings.home / "artifacts" / name / str(version) / source.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, dest)
@@ -139,9 +165,21 @@ def register(ctx: StepContext) -> StepResult:
             raise StepError("artifact changed while it was copied into the registry")
         try:
             with ctx.db.session() as s:
-                s.add(ModelVersion(name=name, version=version, run_id=ctx.run_id, repository=ctx.repo.name,
-                                   commit=ctx.commit, ref=ctx.ref, data_version=data_version, params=params,
-                                   metrics=metrics, artifact_path=str(dest), sha256=digest))
+                s.add(
+                    ModelVersion(
+                        name=name,
+                        version=version,
+                        run_id=ctx.run_id,
+                        repository=ctx.repo.name,
+                        commit=ctx.commit,
+                        ref=ctx.ref,
+                        data_version=data_version,
+                        params=params,
+                        metrics=metrics,
+                        artifact_path=str(dest),
+                        sha256=digest,
+                    )
+                )
                 run = s.get(Run, ctx.run_id)
                 assert run is not None
                 run.model_version = version
@@ -151,5 +189,12 @@ def register(ctx: StepContext) -> StepResult:
     else:
         raise StepError("could not allocate a model version")
     ctx.say(f"registered {name} v{version} sha256={digest}")
-    return StepResult(detail={"model": name, "version": version, "sha256": digest,
-                              "data_version": data_version, "params": params})
+    return StepResult(
+        detail={
+            "model": name,
+            "version": version,
+            "sha256": digest,
+            "data_version": data_version,
+            "params": params,
+        }
+    )

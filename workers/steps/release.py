@@ -29,12 +29,17 @@ def _ref(mv: ModelVersion) -> ModelRef:
 def production(db: Database, name: str) -> ModelRef | None:
     """The version the active deployment serves, if any."""
     with db.session() as s:
-        dep = s.scalars(select(Deployment).where(Deployment.model_name == name, Deployment.status == "active")
-                        .order_by(Deployment.id.desc()).limit(1)).one_or_none()
+        dep = s.scalars(
+            select(Deployment)
+            .where(Deployment.model_name == name, Deployment.status == "active")
+            .order_by(Deployment.id.desc())
+            .limit(1)
+        ).one_or_none()
         if dep is None:
             return None
-        mv = s.scalars(select(ModelVersion).where(ModelVersion.name == name,
-                                                  ModelVersion.version == dep.version)).one()
+        mv = s.scalars(
+            select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == dep.version)
+        ).one()
         return _ref(mv)
 
 
@@ -44,13 +49,20 @@ def model_for_run(ctx: StepContext) -> ModelRef | None:
     with ctx.db.session() as s:
         run = s.get(Run, ctx.run_id)
         if run is not None and run.model_version is not None:
-            mv = s.scalars(select(ModelVersion).where(ModelVersion.name == name,
-                                                      ModelVersion.version == run.model_version)).one()
+            mv = s.scalars(
+                select(ModelVersion).where(
+                    ModelVersion.name == name, ModelVersion.version == run.model_version
+                )
+            ).one()
             return _ref(mv)
     current = production(ctx.db, name)
     if current is not None:
         return current
     with ctx.db.session() as s:
-        newest = s.scalars(select(ModelVersion).where(ModelVersion.name == name)
-                           .order_by(ModelVersion.version.desc()).limit(1)).one_or_none()
+        newest = s.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.name == name)
+            .order_by(ModelVersion.version.desc())
+            .limit(1)
+        ).one_or_none()
         return _ref(newest) if newest else None
