@@ -35,7 +35,7 @@ for line in sys.stdin:
 """
 
 
-DEFAULT_SECRET_ENV = "LOOPLINE_HOOK_SECRET"  # the name of a variable, not a secret
+DEFAULT_SECRET_ENV = "LOOPLINE_HOOK_SECRET"  # noqa: S105  (the name of a variable, not a secret)
 
 
 def install_hook(
