@@ -28,6 +28,7 @@ import hmac
 import http.client
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -192,14 +193,13 @@ def drop_database(admin_url: str, name: str) -> None:
 
 
 def start_gunicorn(name: str, app: str, *, cwd: Path, env: dict[str, str], args: argparse.Namespace,
-                   logdir: Path, health: str) -> tuple[subprocess.Popen[bytes], int]:
+                   logdir: Path, health: str, extra: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"{HOST}:{port}", "--workers", str(args.workers),
             "--worker-class", args.worker_class, "--log-level", "warning", "--backlog", "2048"]
     if args.worker_class == "gthread":
         argv += ["--threads", str(args.threads)]
-    if args.pythonpath:
-        argv += ["--pythonpath", args.pythonpath]
+    argv += extra
     argv.append(app)
     log = (logdir / f"{name}.log").open("ab")
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -389,8 +389,9 @@ def main() -> int:
     ap.add_argument("--only", choices=("both", "loopline", "bare"), default="both")
     ap.add_argument("--tmpdir", type=Path, default=None, help="where the temp home goes (default: system temp)")
     ap.add_argument("--json", action="store_true", help="also print a JSON line with all figures")
+    ap.add_argument("--loopline-gunicorn-args", default="", metavar="ARGS",
+                    help="extra gunicorn arguments for (a) only, e.g. --loopline-gunicorn-args='-c /tmp/try.py'")
     args = ap.parse_args()
-    args.pythonpath = None
 
     client = args.client
     if client == "auto":
@@ -439,9 +440,10 @@ def main() -> int:
 
     targets = []
     if args.only in ("both", "loopline"):
-        targets.append(("a", "loopline POST /hooks/github", "service:create_app()", tmp, loopline_env, "/healthz", True))
+        targets.append(("a", "loopline POST /hooks/github", "service:create_app()", tmp, loopline_env,
+                        shlex.split(args.loopline_gunicorn_args), True))
     if args.only in ("both", "bare"):
-        targets.append(("b", "bare Flask HMAC + 202", "bare_app:app", BENCH, base_env, "/healthz", False))
+        targets.append(("b", "bare Flask HMAC + 202", "bare_app:app", BENCH, base_env, [], False))
 
     gunicorn_desc = f"gunicorn -w {args.workers} -k {args.worker_class}" + (
         f" --threads {args.threads}" if args.worker_class == "gthread" else "")
@@ -468,8 +470,9 @@ def main() -> int:
     # measured runs alternate a, b, a, b, ... so that a burst of foreign load on a shared
     # machine hits both, and the median round is reported.
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    for key, label, app, cwd, env, health, is_loopline in targets:
-        proc, port = start_gunicorn(f"server-{key}", app, cwd=cwd, env=env, args=args, logdir=logs, health=health)
+    for key, label, app, cwd, env, extra, is_loopline in targets:
+        proc, port = start_gunicorn(f"server-{key}", app, cwd=cwd, env=env, args=args, logdir=logs,
+                                    health="/healthz", extra=extra)
         sanity(label, port, body, signature, loopline=is_loopline)
         servers[key] = (proc, port)
 

@@ -4,6 +4,7 @@ workers over a real Redis, real ``dvc repro``, a deployed model answering ``/pre
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -70,9 +71,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pro
     stack = Stack(env, free_port())
     stack.start(timeout=90)
     install_hook(project.remote, f"{stack.url}/hooks/git", "churn", secret_env="HOOK_SECRET")
+    flower_port = free_port()
+    flower_log = (root / "flower.log").open("wb")
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower", "--address=127.0.0.1",
+         f"--port={flower_port}"],
+        env={**stack.env, "FLOWER_BASIC_AUTH": "loop:line"}, stdout=flower_log, stderr=subprocess.STDOUT,
+    )
+    stack.flower_url = f"http://127.0.0.1:{flower_port}"  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # Flower must be listening before the first push
+        try:
+            if requests.get(f"{stack.flower_url}/healthcheck", timeout=1).ok:  # type: ignore[attr-defined]
+                break
+        except requests.RequestException:
+            time.sleep(0.2)
     try:
         yield stack, project, lake
     finally:
+        flower.terminate()
+        flower.wait(timeout=10)
+        flower_log.close()
         stack.stop()
 
 
@@ -128,6 +147,16 @@ def test_push_trains_registers_and_deploys(stack: tuple[Stack, Project, Path]) -
 
     event = requests.get(f"{s.url}/api/events/{current['deliveries'][0]['id']}", timeout=5).json()
     assert event["run_ids"] == [run["id"]] and "training_code" in event["classification"]["kinds"]
+
+
+def test_flower_shows_the_tasks_behind_auth(stack: tuple[Stack, Project, Path]) -> None:
+    s, _project, _lake = stack
+    url = s.flower_url  # type: ignore[attr-defined]
+    assert requests.get(f"{url}/api/tasks", timeout=5).status_code == 401
+    tasks = requests.get(f"{url}/api/tasks", auth=("loop", "line"), timeout=5).json()
+    names = [t["name"] for t in tasks.values()]
+    assert "loopline.intake" in names and names.count("loopline.stage") >= 7
+    assert "e2e-secret" not in json.dumps(tasks)  # task arguments carry ids, never secrets
 
 
 def test_docs_only_push_is_skipped(stack: tuple[Stack, Project, Path]) -> None:
