@@ -23,7 +23,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings: Settings = config.pop("settings", None) or Settings.from_env()
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, **config)
-    app.json.sort_keys = False  # type: ignore[attr-defined]  (keep the order records are written in)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the order records are written in
     db = Database(settings.database_url)
     db.migrate()
     app.extensions["loopline"] = Loopline(settings=settings, db=db)
