@@ -59,6 +59,8 @@ class Run(Base):
     workspace: Mapped[str | None] = mapped_column(Text)
     dedupe_key: Mapped[str] = mapped_column(String(400))
     model_version: Mapped[int | None]
+    #: Set by a human action (approve); the relay then publishes the remaining stages.
+    resume_requested_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -14,6 +14,7 @@ from store.models import Delivery, Run
 from tests.conftest import Project, make_settings
 from workers import runner
 from workers.intake import prepare_run
+from workers.projects import workspace
 from workers.watcher import FolderWatcher
 
 
@@ -81,7 +82,8 @@ def test_failing_unit_test_stops_before_retraining(
         (name, "skipped") for name in prepared.stages[1:]
     ]
     assert "test_broken" in run.stages[0].log and run.stages[0].exit_code == 1
-    assert not Path(run.workspace).exists()  # the worktree is removed when the run ends
+    assert run.workspace is None  # the worktree is removed when the run ends
+    assert not workspace(settings, run.id).exists()
 
 
 def test_new_branch_diffs_against_the_default_branch(

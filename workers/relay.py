@@ -15,16 +15,15 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import click
 from celery import Celery, bootsteps
 
 from loopline.settings import Settings
 from pipelines.config import ConfigError
-from store import deliveries
+from store import deliveries, runs
 from store.db import Database
 from store.models import Delivery, utcnow
 from workers.gitops import GitError
@@ -59,10 +58,14 @@ def debounce_for(settings: Settings, repo_name: str) -> float:
     return value
 
 
-def relay_once(
-    settings: Settings, db: Database, publish: Callable[[list[str]], None], now: datetime | None = None
-) -> int:
-    """Publish what is due; returns how many intake tasks were sent."""
+class Publisher(Protocol):
+    def intake(self, delivery_ids: list[str]) -> None: ...
+
+    def stages(self, run_id: int, stages: list[str]) -> None: ...
+
+
+def relay_once(settings: Settings, db: Database, publish: Publisher, now: datetime | None = None) -> int:
+    """Publish what is due (deliveries, approved runs); returns how many messages were sent."""
     now = now or utcnow()
     sent = 0
     batches: list[list[Delivery]] = []
@@ -84,11 +87,18 @@ def relay_once(
         if not deliveries.claim(db, ids):
             continue
         try:
-            publish(ids)
+            publish.intake(ids)
             sent += 1
         except Exception:
             log.exception("relay: publish failed; deliveries go back to pending")
             deliveries.release(db, ids)
+    for run_id, stages in runs.take_resumable(db):
+        try:
+            publish.stages(run_id, stages)
+            sent += 1
+        except Exception:
+            log.exception("relay: publish failed; run %s stays approved", run_id)
+            runs.request_resume(db, run_id)
     return sent
 
 
@@ -128,7 +138,7 @@ def install(app: Celery) -> None:
 def main(parent: int | None = None) -> None:
     """Relay until stopped, or until the worker that started it is gone."""
     from workers.context import current
-    from workers.tasks import intake
+    from workers.tasks import CeleryPublisher
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/Relay] %(message)s")
     stop = threading.Event()
@@ -137,7 +147,7 @@ def main(parent: int | None = None) -> None:
     log.info("relay: publishing the outbox every %.1fs", POLL_SECONDS)
     while not stop.is_set() and (parent is None or os.getppid() == parent):
         try:
-            relay_once(settings, db, lambda ids: intake.apply_async(args=[ids], queue="default"))
+            relay_once(settings, db, CeleryPublisher())
         except Exception:  # the relay must outlive a store or broker hiccup
             log.exception("relay: pass failed")
         stop.wait(POLL_SECONDS)

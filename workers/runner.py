@@ -18,6 +18,7 @@ from pipelines.config import ConfigError
 from pipelines.events import DataObject, Event
 from store.db import Database
 from store.models import Delivery, Run, Stage, utcnow
+from store.runs import forget_workspace
 from workers.projects import log_path, mirror, project_in
 from workers.steps import StepContext, StepError, StepResult, registry
 
@@ -110,7 +111,9 @@ def _record(settings: Settings, db: Database, run_id: int, name: str, result: St
         if result.status != "awaiting_approval":
             stage.finished_at = now
         later = [st for st in run.stages if st.position > stage.position]
-        if result.status == "succeeded":
+        if run.status == "cancelled":  # cancelled while this stage ran: record it, move nothing on
+            pass
+        elif result.status == "succeeded":
             if later:
                 return
             run.status, run.finished_at = "succeeded", now
@@ -123,10 +126,12 @@ def _record(settings: Settings, db: Database, run_id: int, name: str, result: St
             for st in later:
                 st.status = "skipped"
         workspace, repo_name = run.workspace, run.repository
-    cleanup(settings, repo_name, workspace)
+    cleanup(settings, db, run_id, repo_name, workspace)
 
 
-def cleanup(settings: Settings, repo_name: str, workspace: str | None) -> None:
+def cleanup(settings: Settings, db: Database, run_id: int, repo_name: str, workspace: str | None) -> None:
+    """Remove an ended run's worktree (logs, artifacts and releases live elsewhere)."""
     repo = settings.repo(repo_name)
     if workspace and repo is not None:
         mirror(settings, repo).remove_worktree(Path(workspace))
+    forget_workspace(db, run_id)

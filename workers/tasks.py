@@ -12,7 +12,7 @@ from celery import chain
 from celery.exceptions import Ignore
 
 from pipelines.plan import queue_for
-from store import deliveries
+from store import deliveries, runs
 from workers import runner
 from workers.celery_app import app
 from workers.context import current
@@ -29,6 +29,16 @@ def publish_stages(run_id: int, stages: tuple[str, ...] | list[str]) -> None:
     """Send the run's stages as one chain, each on its queue (training stages on ``training``)."""
     if stages:
         chain(*(run_stage.si(run_id, s).set(queue=queue_for(s)) for s in stages)).apply_async()
+
+
+class CeleryPublisher:
+    """What the relay publishes with: intake tasks, and the rest of an approved run."""
+
+    def intake(self, delivery_ids: list[str]) -> None:
+        intake.apply_async(args=[delivery_ids], queue="default")
+
+    def stages(self, run_id: int, stages: list[str]) -> None:
+        publish_stages(run_id, stages)
 
 
 # Intake does git fetches and diffs: acks_late + reject_on_worker_lost so a crash mid-intake
@@ -59,8 +69,10 @@ def run_stage(run_id: int, stage: str) -> str:
 # Periodic and idempotent: acks early is fine, a lost tick is redone 30 s later.
 @app.task(name="loopline.reconcile")
 def reconcile() -> int:
-    _settings, db = current()
+    settings, db = current()
     moved = deliveries.requeue_stuck(db, older_than=timedelta(minutes=5))
     if moved:
         log.warning("reconcile: %d deliveries were dispatched but never processed; re-queued", moved)
+    for run_id, repo, workspace in runs.finished_workspaces(db):
+        runner.cleanup(settings, db, run_id, repo, workspace)
     return moved
