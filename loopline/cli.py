@@ -166,6 +166,29 @@ def runs(run_id: int | None, repo: str | None, status: str | None, limit: int, a
 
 
 @main.command()
+@click.argument("run_id", type=int)
+@click.option("--reject", is_flag=True, help="Reject instead of approving.")
+@click.option("--comment", default=None, help="Recorded with the decision.")
+def approve(run_id: int, reject: bool, comment: str | None) -> None:
+    """Approve (or --reject) a run that waits for approval before deploying."""
+    from loopline.report import format_run
+    from store import runs, views
+    from store.db import Database
+    from store.models import Run
+
+    db = Database(_settings().database_url)
+    by = os.environ.get("USER") or "cli"
+    try:
+        (runs.reject if reject else runs.approve)(db, run_id, by=by, comment=comment)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with db.session() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        click.echo(format_run(views.run_dict(run)))
+
+
+@main.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True)
 def models(name: str | None, as_json: bool) -> None:

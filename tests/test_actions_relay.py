@@ -178,3 +178,22 @@ def test_a_failed_publish_leaves_the_delivery_pending(db: Database, tmp_path: Pa
         assert s.query(Delivery).one().status == "pending"
     recorder = Recorder()
     assert relay_once(make_settings(tmp_path), db, recorder) == 1  # the next pass delivers it
+
+
+def test_cli_approve_and_errors(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from loopline.cli import main
+
+    env = {"LOOPLINE_HOME": str(tmp_path / "home"), "LOOPLINE_CONFIG": "", "USER": "grace"}
+    db = Database(f"sqlite:///{tmp_path / 'home' / 'loopline.db'}")
+    db.migrate()
+    run_id = waiting_run(db)
+    runner = CliRunner()
+    done = runner.invoke(main, ["approve", str(run_id), "--comment", "ship it"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "QUEUED" in done.output and "✓ approval" in done.output
+    again = runner.invoke(main, ["approve", str(run_id)], env=env)
+    assert again.exit_code == 1 and "not awaiting approval" in again.output
+    assert runner.invoke(main, ["approve", "999"], env=env).exit_code == 1
+    db.dispose()
