@@ -13,7 +13,7 @@ from store.deliveries import record_delivery
 from store.models import Delivery, Run
 from tests.conftest import Project, make_settings
 from workers import runner
-from workers.intake import prepare_run
+from workers.intake import Prepared, prepare_run
 from workers.projects import workspace
 from workers.watcher import FolderWatcher
 
@@ -153,3 +153,45 @@ def test_data_drop_lands_in_the_worktree(tmp_path: Path, project: Project, db: D
     assert prepared.stages[0] == "validate_data" and "retrain" in prepared.stages
     assert (Path(run.workspace) / "data/raw/sub/batch.csv").read_text() == "a,b\n1,2\n"
     assert [f["path"] for f in run.classification["files"]] == ["data/raw/sub/batch.csv"]
+
+
+def _drop(tmp_path: Path, project: Project, db: Database, files: dict[str, str]) -> tuple[Settings, Prepared]:
+    from pipelines.config import DataLakeEntry
+
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    settings = make_settings(
+        tmp_path, (project.repo_config(data_lake=(DataLakeEntry(folder=str(lake)),)),), db_url=db.url
+    )
+    project.push()
+    for name, text in files.items():
+        (lake / name).write_text(text)
+    watcher = FolderWatcher(settings, db, settle=0)
+    watcher.scan_once(now=0)
+    watcher.scan_once(now=1)
+    with db.session() as s:
+        ids = [d.id for d in s.query(Delivery).all()]
+    return settings, prepare_run(settings, db, ids)
+
+
+def test_validate_data_passes_good_data(tmp_path: Path, project: Project, db: Database) -> None:
+    settings, prepared = _drop(tmp_path, project, db, {"a.csv": "x,y,target\n1,2,0\n3,4,1\n"})
+    assert runner.execute(settings, db, prepared.run_id, "validate_data") == "succeeded"
+    stage = run_of(db, prepared.run_id).stages[0]
+    assert stage.detail["files"] == [
+        {"file": "a.csv", "rows": 2, "columns": 3, "problems": [], "drift": {}, "drifted": []}
+    ]
+
+
+def test_validate_data_fails_bad_data_before_retraining(
+    tmp_path: Path, project: Project, db: Database
+) -> None:
+    settings, prepared = _drop(tmp_path, project, db, {"bad.csv": "x,y\n1,2\n3\n", "holes.csv": "x,y\n1,\n"})
+    assert runner.execute(settings, db, prepared.run_id, "validate_data") == "failed"
+    run = run_of(db, prepared.run_id)
+    assert run.status == "failed" and [s.status for s in run.stages][1:] == ["skipped"] * (
+        len(run.stages) - 1
+    )
+    problems = {f["file"]: f["problems"] for f in run.stages[0].detail["files"]}
+    assert problems == {"bad.csv": ["1 row(s) do not have 2 values"], "holes.csv": ["1 missing value(s)"]}
+    assert "bad.csv: 1 row(s) do not have 2 values" in run.stages[0].log

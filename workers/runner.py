@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from sqlalchemy import select
 
@@ -27,6 +28,18 @@ TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "gate_failed"}
 MAX_LOG = 2 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What a stage needs to know about its run, read in the same transaction that starts it."""
+
+    repository: str
+    commit: str
+    ref: str | None
+    worktree: Path
+    objects: list[DataObject]
+    classification: dict[str, Any]
+
+
 def execute(settings: Settings, db: Database, run_id: int, name: str) -> str:
     """Run stage ``name`` of run ``run_id``; returns the stage's final status."""
     with db.session() as s:
@@ -41,50 +54,44 @@ def execute(settings: Settings, db: Database, run_id: int, name: str) -> str:
         stage.status, stage.started_at = "running", utcnow()
         run.status = "running"
         run.started_at = run.started_at or stage.started_at
-        repo_name, commit, ref, workspace = run.repository, run.commit, run.ref, run.workspace
-        objects = [
-            o
-            for d in s.scalars(select(Delivery).where(Delivery.run_id == run_id))
-            for o in Event.from_dict(d.event).objects
-        ]
+        deliveries = s.scalars(select(Delivery).where(Delivery.run_id == run_id))
+        facts = _Facts(
+            repository=run.repository,
+            commit=run.commit or "",
+            ref=run.ref,
+            worktree=Path(run.workspace or ""),
+            classification=run.classification or {},
+            objects=[o for d in deliveries for o in Event.from_dict(d.event).objects],
+        )
     path = log_path(settings, run_id, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as fh:
-        result = _call(
-            settings, db, run_id, name, repo_name, commit or "", ref, Path(workspace or ""), fh, objects
-        )
+        result = _call(settings, db, run_id, name, facts, fh)
     text = path.read_bytes()[-MAX_LOG:].decode("utf-8", errors="replace")
     _record(settings, db, run_id, name, result, text)
     return result.status
 
 
 def _call(
-    settings: Settings,
-    db: Database,
-    run_id: int,
-    name: str,
-    repo_name: str,
-    commit: str,
-    ref: str | None,
-    worktree: Path,
-    fh: IO[bytes],
-    objects: list[DataObject],
+    settings: Settings, db: Database, run_id: int, name: str, facts: _Facts, fh: IO[bytes]
 ) -> StepResult:
+    """Call the step; every way it can go wrong becomes a failed stage with the reason in its log."""
     try:
-        repo = settings.repo(repo_name)
+        repo = settings.repo(facts.repository)
         if repo is None:
-            raise StepError(f"repository {repo_name!r} is no longer registered")
+            raise StepError(f"repository {facts.repository!r} is no longer registered")
         ctx = StepContext(
             settings=settings,
             db=db,
             run_id=run_id,
             repo=repo,
-            project=project_in(worktree),
-            worktree=worktree,
-            commit=commit,
-            ref=ref,
+            project=project_in(facts.worktree),
+            worktree=facts.worktree,
+            commit=facts.commit,
+            ref=facts.ref,
             log=fh,
-            objects=objects,
+            objects=facts.objects,
+            classification=facts.classification,
         )
         return registry()[name](ctx)
     except (StepError, ConfigError) as exc:

@@ -32,6 +32,7 @@ class StepContext:
     ref: str | None
     log: IO[bytes]
     objects: list[DataObject] = field(default_factory=list)
+    classification: dict[str, Any] = field(default_factory=dict)
 
     def say(self, line: str) -> None:
         self.log.write(f"[loopline] {line}\n".encode())

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,16 @@ def _numeric_columns(header: list[str], rows: list[list[str]]) -> dict[str, list
     return columns
 
 
-def profile(path: Path) -> tuple[list[str], list[str], dict[str, list[float]]]:
-    """Return (header, problems, numeric columns) for one CSV file."""
+@dataclass
+class Profile:
+    header: list[str]
+    rows: int
+    problems: list[str]
+    columns: dict[str, list[float]]
+
+
+def profile(path: Path) -> Profile:
+    """Structure and numeric columns of one CSV file, with everything wrong in it."""
     header, rows = _read(path)
     problems: list[str] = []
     if len(set(header)) != len(header) or any(not h.strip() for h in header):
@@ -46,7 +55,7 @@ def profile(path: Path) -> tuple[list[str], list[str], dict[str, list[float]]]:
     ragged = sum(1 for r in rows if len(r) != len(header))
     if ragged:
         problems.append(f"{ragged} row(s) do not have {len(header)} values")
-        return header, problems, {}
+        return Profile(header, len(rows), problems, {})
     missing = sum(1 for r in rows for v in r if not v.strip())
     if missing:
         problems.append(f"{missing} missing value(s)")
@@ -54,37 +63,43 @@ def profile(path: Path) -> tuple[list[str], list[str], dict[str, list[float]]]:
     for name, values in columns.items():
         if any(math.isnan(v) or math.isinf(v) for v in values):
             problems.append(f"column {name!r} has NaN or infinite values")
-    return header, problems, columns
+    return Profile(header, len(rows), problems, columns)
 
 
 def validate_data(ctx: StepContext) -> StepResult:
     into = ctx.worktree / ctx.project.data_into
-    new = [into / o.key for o in ctx.objects]
+    # Dropped objects, or for a push the data files it changed (from the run's classification).
+    new = [into / o.key for o in ctx.objects] or [
+        ctx.worktree / f["path"]
+        for f in ctx.classification.get("files", [])
+        if f["kind"] == "data" and f["status"] != "D" and f["path"].endswith(".csv")
+    ]
     reference = [p for p in sorted(into.glob("*.csv")) if p not in new]
     ref_header: list[str] | None = None
     ref_columns: dict[str, list[float]] = {}
     for path in reference:
-        header, _problems, columns = profile(path)
-        ref_header = ref_header or header
-        for name, values in columns.items():
+        ref = profile(path)
+        ref_header = ref_header or ref.header
+        for name, values in ref.columns.items():
             ref_columns.setdefault(name, []).extend(values)
     report: dict[str, Any] = {"files": [], "reference_files": [p.name for p in reference]}
     failed = False
     for path in new:
-        header, problems, columns = profile(path)
+        found = profile(path)
+        header, problems, columns = found.header, found.problems, found.columns
         if ref_header is not None and header != ref_header:
             problems.append(f"columns differ from the existing data: {sorted(set(header) ^ set(ref_header))}")
         drift: dict[str, float] = {}
         for name, values in columns.items():
-            ref = ref_columns.get(name)
-            if ref and len(ref) > 1 and values:
-                spread = statistics.pstdev(ref) or 1.0
-                drift[name] = round(abs(statistics.fmean(values) - statistics.fmean(ref)) / spread, 4)
+            baseline = ref_columns.get(name)
+            if baseline and len(baseline) > 1 and values:
+                spread = statistics.pstdev(baseline) or 1.0
+                drift[name] = round(abs(statistics.fmean(values) - statistics.fmean(baseline)) / spread, 4)
         drifted = sorted(n for n, score in drift.items() if score > DRIFT_LIMIT)
         report["files"].append(
             {
                 "file": path.name,
-                "rows": len(next(iter(columns.values()), [])),
+                "rows": found.rows,
                 "columns": len(header),
                 "problems": problems,
                 "drift": drift,
