@@ -14,6 +14,9 @@ from pipelines.events import Event
 from store.db import Database
 from store.models import Delivery, utcnow
 
+#: Providers whose deliveries are data events, batched per repository by the relay.
+DATA_PROVIDERS = ("folder", "s3", "azure", "cloudevents")
+
 
 @dataclass(frozen=True)
 class Recorded:
@@ -52,15 +55,13 @@ def record_delivery(
 
 
 def pending(db: Database, limit: int = 100) -> list[Delivery]:
+    """Pending git deliveries (oldest first, at most ``limit``) and every pending data delivery:
+    a debounced batch must be seen whole, or a storm of files would split into several runs."""
+    base = select(Delivery).where(Delivery.status == "pending").order_by(Delivery.received_at)
     with db.session() as session:
-        return list(
-            session.scalars(
-                select(Delivery)
-                .where(Delivery.status == "pending")
-                .order_by(Delivery.received_at)
-                .limit(limit)
-            )
-        )
+        data = list(session.scalars(base.where(Delivery.provider.in_(DATA_PROVIDERS))))
+        git = list(session.scalars(base.where(Delivery.provider.not_in(DATA_PROVIDERS)).limit(limit)))
+    return git + data
 
 
 def claim(db: Database, ids: list[str]) -> bool:

@@ -66,6 +66,7 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
 
     stages: Mapped[list[Stage]] = relationship(order_by="Stage.position", back_populates="run")
+    deliveries: Mapped[list[Delivery]] = relationship(order_by="Delivery.received_at", viewonly=True)
 
 
 class Stage(Base):

@@ -53,6 +53,9 @@ def run_dict(run: Run, *, stages: bool = True) -> dict[str, Any]:
     if stages:
         data["stages"] = [stage_dict(s) for s in run.stages]
         data["classification"] = run.classification
+        data["deliveries"] = [
+            {"id": d.id, "provider": d.provider, "received_at": iso(d.received_at)} for d in run.deliveries
+        ]
     return data
 
 

@@ -134,7 +134,7 @@ def test_unknown_run(client: FlaskClient) -> None:
 def test_data_drops_are_debounced_into_one_intake(db: Database, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)  # no mirror yet: the default debounce of 30 s applies
     ids = []
-    for i in range(5):
+    for i in range(150):  # more than one relay page: a batch is still seen whole
         event = Event(
             type="data",
             repository="churn",
