@@ -79,12 +79,11 @@ def worker(queue: str, concurrency: int | None, beat: bool) -> None:
 @click.option("--interval", default=0.5, show_default=True, help="Seconds between scans.")
 def watch(interval: float) -> None:
     """Watch the registered drop folders and turn complete new files into data events."""
-    from store.db import Database
+    from loopline.report import open_store
     from workers.watcher import FolderWatcher
 
     settings = _settings()
-    db = Database(settings.database_url)
-    db.migrate()
+    db = open_store(settings)
     stop = threading.Event()
     try:
         FolderWatcher(settings, db).run(stop, interval)
@@ -171,12 +170,11 @@ def runs(run_id: int | None, repo: str | None, status: str | None, limit: int, a
 @click.option("--comment", default=None, help="Recorded with the decision.")
 def approve(run_id: int, reject: bool, comment: str | None) -> None:
     """Approve (or --reject) a run that waits for approval before deploying."""
-    from loopline.report import format_run
+    from loopline.report import format_run, open_store
     from store import runs, views
-    from store.db import Database
     from store.models import Run
 
-    db = Database(_settings().database_url)
+    db = open_store(_settings())
     by = os.environ.get("USER") or "cli"
     try:
         (runs.reject if reject else runs.approve)(db, run_id, by=by, comment=comment)

@@ -24,8 +24,11 @@ MARK = {
 }
 
 
-def _db(settings: Settings) -> Database:
-    return Database(settings.database_url)
+def open_store(settings: Settings) -> Database:
+    """The store, with its schema brought up to date (a fresh ``LOOPLINE_HOME`` has none yet)."""
+    db = Database(settings.database_url)
+    db.migrate()
+    return db
 
 
 def format_run(run: dict[str, Any]) -> str:
@@ -47,7 +50,7 @@ def list_runs(settings: Settings, repo: str | None, status: str | None, limit: i
         query = query.where(Run.repository == repo)
     if status:
         query = query.where(Run.status == status)
-    with _db(settings).session() as s:
+    with open_store(settings).session() as s:
         rows = [views.run_dict(r) for r in s.scalars(query)]
     if as_json:
         return json.dumps(rows, indent=2)
@@ -55,7 +58,7 @@ def list_runs(settings: Settings, repo: str | None, status: str | None, limit: i
 
 
 def show_run(settings: Settings, run_id: int, as_json: bool) -> str:
-    with _db(settings).session() as s:
+    with open_store(settings).session() as s:
         run = s.get(Run, run_id)
         if run is None:
             raise ValueError(f"no run {run_id}")
@@ -81,7 +84,7 @@ def format_version(mv: dict[str, Any], serving: bool = False) -> str:
 
 
 def show_models(settings: Settings, name: str | None, as_json: bool) -> str:
-    with _db(settings).session() as s:
+    with open_store(settings).session() as s:
         query = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc())
         if name:
             query = query.where(ModelVersion.name == name)
@@ -100,7 +103,7 @@ def show_models(settings: Settings, name: str | None, as_json: bool) -> str:
 
 
 def show_event(settings: Settings, event_id: str) -> str:
-    with _db(settings).session() as s:
+    with open_store(settings).session() as s:
         delivery = s.get(Delivery, event_id)
         if delivery is None:
             raise ValueError(f"no event {event_id!r}")

@@ -1,0 +1,99 @@
+"""The command line: explain on a real repository, install-hook, reports, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from loopline.cli import main
+from tests.conftest import Project, git
+
+
+def test_explain_json(project: Project) -> None:
+    before = project.head()
+    (project.work / "app/server.py").rename(project.work / "app/serve.py")
+    after = project.commit({"docs/overview.md": "x\n", "params.yaml": "prepare: {test_size: 0.3, seed: 1}\n"})
+    result = CliRunner().invoke(
+        main, ["explain", "--repo", str(project.work), "--before", before, "--after", after, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    files = {f["path"]: (f["status"], f["kind"], f["rule"]) for f in data["files"]}
+    assert files["docs/overview.md"] == ("M", "ignore", "ignore: docs/**")
+    assert files["params.yaml"] == ("M", "training_code", "training_code: params.yaml")
+    assert files["app/server.py"][:2] == ("R", "app_code") and files["app/serve.py"][:2] == ("R", "app_code")
+    assert data["kinds"] == ["training_code", "app_code"]
+    assert data["stages"] == ["unit_tests", "retrain", "evaluate", "register", "integration_tests", "deploy"]
+
+
+def test_explain_text_and_new_branch(project: Project) -> None:
+    git("checkout", "-qb", "feature", cwd=project.work)
+    after = project.commit({"README.md": "# docs only\n"})
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            "--repo",
+            str(project.work),
+            "--before",
+            "0" * 40,
+            "--after",
+            after,
+            "--branch",
+            "feature",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "README.md" in result.output and "stages: (none: nothing to build" in result.output
+
+
+def test_explain_unknown_commit_is_one_line(project: Project) -> None:
+    result = CliRunner().invoke(
+        main, ["explain", "--repo", str(project.work), "--before", "HEAD", "--after", "f" * 40]
+    )
+    assert result.exit_code == 1 and result.output.startswith("Error: unknown commit")
+
+
+def test_install_hook_checks_its_arguments(tmp_path: Path, project: Project) -> None:
+    runner = CliRunner()
+    bad = runner.invoke(main, ["install-hook", str(tmp_path), "--url", "http://127.0.0.1:1/hooks/git"])
+    assert bad.exit_code == 1 and "not a bare git repository" in bad.output
+    bad_url = runner.invoke(main, ["install-hook", str(project.remote), "--url", "file:///etc/passwd"])
+    assert bad_url.exit_code == 1 and "http(s)" in bad_url.output
+    ok = runner.invoke(main, ["install-hook", str(project.remote), "--url", "http://127.0.0.1:9/hooks/git"])
+    assert ok.exit_code == 0
+    hook = project.remote / "hooks" / "post-receive"
+    assert hook.stat().st_mode & 0o111
+    # Loopline is down: the push still succeeds and the hook says clearly what happened.
+    out = project.push()
+    assert "loopline: could not notify http://127.0.0.1:9/hooks/git" in out
+
+
+def test_bad_server_config_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "loopline.yaml"
+    cfg.write_text("repositories:\n  - {name: x, provider: svn, url: /x}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "loopline", "runs"],
+        capture_output=True,
+        text=True,
+        env={"LOOPLINE_CONFIG": str(cfg), "LOOPLINE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        == f"Error: {cfg}: repositories[0].provider: must be one of github, gitlab, gitea, "
+        "forgejo, bitbucket, git"
+    )
+
+
+def test_reports_on_an_empty_store(tmp_path: Path) -> None:
+    env = {"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_CONFIG": ""}
+    runner = CliRunner()
+    assert runner.invoke(main, ["runs"], env=env).output.strip() == "no runs yet"
+    assert runner.invoke(main, ["models"], env=env).output.strip() == "no models yet"
+    missing = runner.invoke(main, ["events", "nope"], env=env)
+    assert missing.exit_code == 1 and "no event 'nope'" in missing.output
