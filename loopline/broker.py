@@ -18,8 +18,8 @@ class BrokerError(RuntimeError):
     pass
 
 
-def redis_executable() -> str:
-    found = shutil.which("redis-server")
+def redis_executable(prefer_system: bool = True) -> str:
+    found = shutil.which("redis-server") if prefer_system else None
     if found:
         return found
     try:
@@ -30,8 +30,9 @@ def redis_executable() -> str:
 
 
 class EmbeddedRedis:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, executable: str | None = None) -> None:
         self.home = home
+        self.executable = executable or redis_executable()
         self.socket = home / "redis.sock"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -48,7 +49,7 @@ class EmbeddedRedis:
             except redis.ConnectionError:
                 self.socket.unlink()
         argv = [
-            redis_executable(),
+            self.executable,
             "--port",
             "0",
             "--unixsocket",
