@@ -195,3 +195,37 @@ def test_validate_data_fails_bad_data_before_retraining(
     problems = {f["file"]: f["problems"] for f in run.stages[0].detail["files"]}
     assert problems == {"bad.csv": ["1 row(s) do not have 2 values"], "holes.csv": ["1 missing value(s)"]}
     assert "bad.csv: 1 row(s) do not have 2 values" in run.stages[0].log
+
+
+def test_intake_redelivered_after_a_crash_finishes_the_same_run(
+    settings: Settings, db: Database, project: Project
+) -> None:
+    from store.deliveries import finish
+
+    first = project.head()
+    after = project.commit({"app/x.py": "X = 2\n"})
+    project.push()
+    delivery = deliver(db, project, first, after)
+    prepared = prepare_run(settings, db, [delivery])
+    assert prepared.stages == ("unit_tests", "integration_tests", "deploy")
+    # The worker died before publishing: the redelivered task gets the same run and stages.
+    assert prepare_run(settings, db, [delivery]) == prepared
+    finish(db, [delivery], run_id=prepared.run_id)  # published: a third delivery changes nothing
+    assert prepare_run(settings, db, [delivery]).stages == ()
+    with db.session() as s:
+        assert s.query(Run).count() == 1
+
+
+def test_second_delivery_of_the_same_commit_joins_its_run(
+    settings: Settings, db: Database, project: Project
+) -> None:
+    first = project.head()
+    after = project.commit({"app/x.py": "X = 3\n"})
+    project.push()
+    one = prepare_run(settings, db, [deliver(db, project, first, after)])
+    event = Event(type="push", repository="churn", ref="refs/heads/main", before=first, after=after)
+    other = record_delivery(
+        db, provider="github", delivery_id="gh-1", body=b"x", repository="churn", event=event
+    )
+    two = prepare_run(settings, db, [other.event_id])
+    assert two.run_id == one.run_id and two.stages == ()

@@ -47,8 +47,10 @@ class CeleryPublisher:
 def intake(delivery_ids: list[str]) -> int | None:
     settings, db = current()
     prepared = prepare_run(settings, db, delivery_ids)
-    if prepared.run_id is not None:
+    if prepared.stages:
+        assert prepared.run_id is not None
         publish_stages(prepared.run_id, prepared.stages)
+        deliveries.finish(db, delivery_ids, run_id=prepared.run_id)  # only once the chain is out
     return prepared.run_id
 
 
