@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Webhook acknowledgement throughput: Loopline's ``POST /hooks/github`` vs a bare HMAC endpoint.
 
-One invocation starts, one after the other on the same loopback and gunicorn settings:
+One invocation starts two servers side by side, on loopback and with the same gunicorn settings:
 
 (a) Loopline, ``gunicorn "service:create_app()"``, state in a temporary ``LOOPLINE_HOME``
     (SQLite, or a throw-away PostgreSQL database with ``--postgres``), one registered GitHub
     repository whose ``match`` is the payload's ``repository.full_name``;
 (b) ``bench/bare_app.py``: HMAC check with ``hmac.compare_digest``, then 202;
 
-warms each up, loads it with ``wrk`` (or a Python keep-alive client when wrk is absent),
-and prints req/s, latency p50/p99 and the ratio (a)/(b). Every request carries the same body
+warms each up, loads them in turn (``--rounds`` alternates a, b, a, b, ...) with ``wrk`` (or a
+Python keep-alive client when wrk is absent), and prints req/s, latency p50/p99, server CPU per
+request and the ratio (a)/(b). Every request carries the same body
 bytes and signature (the HMAC covers the body only) and a unique ``X-GitHub-Delivery``, so
 Loopline really stores each one; the script checks that the number of stored deliveries
 equals the number of 202 answers. Servers and temporary files are removed on exit.
@@ -54,6 +55,20 @@ WRK_SCRIPT = r"""
 local threads = {}
 local next_id = 0
 
+-- wrk's own duration is always -d, even when every thread stopped early at the request cap;
+-- with LuaJIT's ffi each thread notes its first request and last answer on the monotonic clock.
+local now = nil
+local has_ffi, ffi = pcall(require, "ffi")
+if has_ffi then
+  pcall(ffi.cdef, "typedef struct { long tv_sec; long tv_nsec; } lb_timespec; "
+                  .. "int clock_gettime(int clk_id, lb_timespec *tp);")
+  local ts = ffi.new("lb_timespec")
+  now = function()
+    ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+    return tonumber(ts.tv_sec) * 1e6 + tonumber(ts.tv_nsec) / 1e3
+  end
+end
+
 function setup(thread)
   next_id = next_id + 1
   thread:set("tid", next_id)
@@ -71,9 +86,11 @@ function init(args)
   wrk.headers["X-GitHub-Event"] = "push"
   wrk.headers["X-Hub-Signature-256"] = args[2]
   sent, answered, c202, c200, cother = 0, 0, 0, 0, 0
+  t_first, t_last = 0, 0
 end
 
 function request()
+  if sent == 0 and now then t_first = now() end
   sent = sent + 1
   wrk.headers["X-GitHub-Delivery"] = prefix .. "-" .. tid .. "-" .. sent
   return wrk.format()
@@ -81,6 +98,7 @@ end
 
 function response(status, headers, body)
   answered = answered + 1
+  if now then t_last = now() end
   if status == 202 then c202 = c202 + 1
   elseif status == 200 then c200 = c200 + 1
   else cother = cother + 1 end
@@ -88,19 +106,23 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-  local t202, t200, tother = 0, 0, 0
+  local t202, t200, tother, first, last = 0, 0, 0, nil, 0
   for _, t in ipairs(threads) do
     t202 = t202 + (t:get("c202") or 0)
     t200 = t200 + (t:get("c200") or 0)
     tother = tother + (t:get("cother") or 0)
+    local f, l = t:get("t_first") or 0, t:get("t_last") or 0
+    if f > 0 and (first == nil or f < first) then first = f end
+    if l > last then last = l end
   end
+  local span = (first and last > first) and (last - first) or 0
   local e = summary.errors
   io.write(string.format(
     'BENCHJSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, '
     .. '"mean_us": %f, "s202": %d, "s200": %d, "sother": %d, "connect": %d, "read": %d, '
-    .. '"write": %d, "status": %d, "timeout": %d}\n',
+    .. '"write": %d, "status": %d, "timeout": %d, "span_us": %d}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    latency.max, latency.mean, t202, t200, tother, e.connect, e.read, e.write, e.status, e.timeout))
+    latency.max, latency.mean, t202, t200, tother, e.connect, e.read, e.write, e.status, e.timeout, span))
 end
 """
 
@@ -192,31 +214,62 @@ def drop_database(admin_url: str, name: str) -> None:
         print(f"warning: could not drop database {name}: {exc}", file=sys.stderr)
 
 
-def start_gunicorn(name: str, app: str, *, cwd: Path, env: dict[str, str], args: argparse.Namespace,
-                   logdir: Path, health: str, extra: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+def start_gunicorn(
+    name: str,
+    app: str,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    logdir: Path,
+    health: str,
+    extra: list[str],
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{HOST}:{port}", "--workers", str(args.workers),
-            "--worker-class", args.worker_class, "--log-level", "warning", "--backlog", "2048"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{HOST}:{port}",
+        "--workers",
+        str(args.workers),
+        "--worker-class",
+        args.worker_class,
+        "--log-level",
+        "warning",
+        "--backlog",
+        "2048",
+    ]
     if args.worker_class == "gthread":
         argv += ["--threads", str(args.threads)]
     argv += extra
     argv.append(app)
     log = (logdir / f"{name}.log").open("ab")
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     CLEANUP.procs.append(proc)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{name} exited with {proc.returncode}:\n{(logdir / f'{name}.log').read_text()[-3000:]}")
+            tail = (logdir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"{name} exited with {proc.returncode}:\n{tail}")
+        conn = http.client.HTTPConnection(HOST, port, timeout=2)
         try:
-            conn = http.client.HTTPConnection(HOST, port, timeout=2)
             conn.request("GET", health)
             if conn.getresponse().status == 200:
-                conn.close()
                 return proc, port
-        except OSError:
+        except (OSError, http.client.HTTPException):
             pass
+        finally:
+            conn.close()
         time.sleep(0.1)
     raise SystemExit(f"{name} did not answer {health} within 60 s; see {logdir / f'{name}.log'}")
 
@@ -254,8 +307,13 @@ def post(port: int, body: bytes, signature: str, delivery: str) -> tuple[int, by
 
 
 def _headers(signature: str, delivery: str) -> dict[str, str]:
-    return {"Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/loopline-bench",
-            "X-GitHub-Event": "push", "X-Hub-Signature-256": signature, "X-GitHub-Delivery": delivery}
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/loopline-bench",
+        "X-GitHub-Event": "push",
+        "X-Hub-Signature-256": signature,
+        "X-GitHub-Delivery": delivery,
+    }
 
 
 def sanity(name: str, port: int, body: bytes, signature: str, *, loopline: bool) -> None:
@@ -270,29 +328,73 @@ def sanity(name: str, port: int, body: bytes, signature: str, *, loopline: bool)
     if loopline:
         status, text = post(port, body, signature, delivery)
         if status != 200 or json.loads(text).get("status") != "duplicate":
-            raise SystemExit(f"{name}: expected 200 duplicate for a repeated delivery, got {status}: {text[:300]!r}")
+            raise SystemExit(
+                f"{name}: expected 200 duplicate for a repeated delivery, got {status}: {text[:300]!r}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------- load
 
-def run_wrk(port: int, *, seconds: float, args: argparse.Namespace, prefix: str, signature: str,
-            body_path: Path, script: Path) -> Result:
+
+def run_wrk(
+    port: int,
+    *,
+    seconds: float,
+    args: argparse.Namespace,
+    prefix: str,
+    signature: str,
+    body_path: Path,
+    script: Path,
+) -> Result:
     per_thread = -(-args.max_requests // args.wrk_threads) if args.max_requests else 0
-    argv = ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections), "-d", f"{max(1, round(seconds))}s",
-            "--timeout", "10s", "-s", str(script), f"http://{HOST}:{port}/hooks/github",
-            "--", prefix, signature, str(body_path), str(per_thread)]
+    argv = [
+        "wrk",
+        "-t",
+        str(args.wrk_threads),
+        "-c",
+        str(args.connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        f"http://{HOST}:{port}/hooks/github",
+        "--",
+        prefix,
+        signature,
+        str(body_path),
+        str(per_thread),
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
     if out.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     d = json.loads(line.removeprefix("BENCHJSON "))
     errors = d["connect"] + d["read"] + d["write"] + d["timeout"]
-    return Result(requests=d["requests"], seconds=d["duration_us"] / 1e6, p50_ms=d["p50_us"] / 1000,
-                  p99_ms=d["p99_us"] / 1000, s202=d["s202"], s200=d["s200"], other=d["sother"], errors=errors)
+    # First request to last answer when the clock was available (exact also when the request cap
+    # stopped the threads early), else wrk's run time.
+    seconds = (d["span_us"] or d["duration_us"]) / 1e6
+    if not d["span_us"] and args.max_requests and d["requests"] >= args.max_requests:
+        print(
+            "  warning: the request cap was hit and wrk has no LuaJIT clock: req/s is understated",
+            file=sys.stderr,
+        )
+    return Result(
+        requests=d["requests"],
+        seconds=seconds,
+        p50_ms=d["p50_us"] / 1000,
+        p99_ms=d["p99_us"] / 1000,
+        s202=d["s202"],
+        s200=d["s200"],
+        other=d["sother"],
+        errors=errors,
+    )
 
 
-def run_python(port: int, *, seconds: float, args: argparse.Namespace, prefix: str, signature: str,
-               body: bytes) -> Result:
+def run_python(
+    port: int, *, seconds: float, args: argparse.Namespace, prefix: str, signature: str, body: bytes
+) -> Result:
     """Threads with one http.client connection each (reused while the server keeps it alive)."""
     lock = threading.Lock()
     latencies: list[float] = []
@@ -315,7 +417,8 @@ def run_python(port: int, *, seconds: float, args: argparse.Namespace, prefix: s
             n += 1
             t0 = time.perf_counter()
             try:
-                conn.request("POST", "/hooks/github", body=body, headers=_headers(signature, f"{prefix}-{tid}-{n}"))
+                headers = _headers(signature, f"{prefix}-{tid}-{n}")
+                conn.request("POST", "/hooks/github", body=body, headers=headers)
                 resp = conn.getresponse()
                 resp.read()
                 if resp.will_close:
@@ -344,8 +447,16 @@ def run_python(port: int, *, seconds: float, args: argparse.Namespace, prefix: s
     elapsed = time.perf_counter() - t0
     latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [0.0] * 99
-    return Result(requests=len(latencies), seconds=elapsed, p50_ms=q[49] * 1000, p99_ms=q[98] * 1000,
-                  s202=counts["s202"], s200=counts["s200"], other=counts["other"], errors=counts["errors"])
+    return Result(
+        requests=len(latencies),
+        seconds=elapsed,
+        p50_ms=q[49] * 1000,
+        p99_ms=q[98] * 1000,
+        s202=counts["s202"],
+        s200=counts["s200"],
+        other=counts["other"],
+        errors=counts["errors"],
+    )
 
 
 def count_deliveries(database_url: str) -> int:
@@ -358,39 +469,69 @@ def count_deliveries(database_url: str) -> int:
     db = Database(database_url)
     try:
         with db.session() as s:
-            return int(s.scalar(select(func.count()).select_from(Delivery).where(
-                Delivery.delivery_id.like("bench-%"))) or 0)
+            return int(
+                s.scalar(
+                    select(func.count()).select_from(Delivery).where(Delivery.delivery_id.like("bench-%"))
+                )
+                or 0
+            )
     finally:
         db.dispose()
 
 
 # ---------------------------------------------------------------------------------------------- main
 
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per target (10)")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load first (3)")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="measured runs per target, alternating a/b; the median is reported (1)")
-    ap.add_argument("--max-requests", type=int, default=200_000,
-                    help="upper bound on measured requests per target (200000; 0 = time only)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measured runs per target, alternating a/b; the median is reported (1)",
+    )
+    ap.add_argument(
+        "--max-requests",
+        type=int,
+        default=200_000,
+        help="upper bound on measured requests per target (200000; 0 = time only)",
+    )
     ap.add_argument("--connections", "-c", type=int, default=8, help="concurrent connections (8)")
-    ap.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (1: leave the CPUs to the server)")
+    ap.add_argument(
+        "--wrk-threads", type=int, default=1, help="wrk threads (1: leave the CPUs to the servers)"
+    )
     ap.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
-    ap.add_argument("--workers", "-w", type=int, default=os.cpu_count() or 2,
-                    help="gunicorn workers (default: CPU count)")
+    ap.add_argument(
+        "--workers", "-w", type=int, default=os.cpu_count() or 2, help="gunicorn workers (default: CPU count)"
+    )
     ap.add_argument("--worker-class", "-k", choices=("sync", "gthread"), default="sync")
     ap.add_argument("--threads", type=int, default=4, help="threads per gthread worker (4)")
-    ap.add_argument("--postgres", metavar="URL", default=None,
-                    help="store Loopline's state in a fresh database created (and dropped) on this server, "
-                         "e.g. postgresql://postgres@127.0.0.1/test; default: SQLite in the temp home")
+    ap.add_argument(
+        "--postgres",
+        metavar="URL",
+        default=None,
+        help="store Loopline's state in a fresh database created (and dropped) on this server, "
+        "e.g. postgresql://postgres@127.0.0.1/test; default: SQLite in the temp home",
+    )
     ap.add_argument("--payload", type=Path, default=DEFAULT_PAYLOAD)
     ap.add_argument("--only", choices=("both", "loopline", "bare"), default="both")
-    ap.add_argument("--tmpdir", type=Path, default=None, help="where the temp home goes (default: system temp)")
+    ap.add_argument(
+        "--tmpdir",
+        type=Path,
+        default=None,
+        help="where the temporary LOOPLINE_HOME goes (default: the system's temp dir)",
+    )
     ap.add_argument("--json", action="store_true", help="also print a JSON line with all figures")
-    ap.add_argument("--loopline-gunicorn-args", default="", metavar="ARGS",
-                    help="extra gunicorn arguments for (a) only, e.g. --loopline-gunicorn-args='-c /tmp/try.py'")
+    ap.add_argument(
+        "--loopline-gunicorn-args",
+        default="",
+        metavar="ARGS",
+        help="extra gunicorn arguments for (a) only, e.g. --loopline-gunicorn-args='-c /tmp/try.py'",
+    )
     args = ap.parse_args()
 
     client = args.client
@@ -417,53 +558,98 @@ def main() -> int:
     script = tmp / "ack.lua"
     script.write_text(WRK_SCRIPT)
     config = tmp / "loopline.yaml"
-    config.write_text(json.dumps({"repositories": [{
-        "name": "bench", "provider": "github", "match": repo_full_name,
-        "url": f"https://github.com/{repo_full_name}.git", "secret_env": SECRET_ENV, "branches": ["master"],
-    }]}, indent=2))  # JSON is YAML
+    config.write_text(
+        json.dumps(
+            {
+                "repositories": [
+                    {
+                        "name": "bench",
+                        "provider": "github",
+                        "match": repo_full_name,
+                        "url": f"https://github.com/{repo_full_name}.git",
+                        "secret_env": SECRET_ENV,
+                        "branches": ["master"],
+                    }
+                ]
+            },
+            indent=2,
+        )
+    )  # JSON is YAML
 
     if args.postgres:
         database_url = create_database(args.postgres)
         store_desc = f"PostgreSQL (fresh database on {args.postgres.rsplit('@', 1)[-1].rsplit('/', 1)[0]})"
     else:
         database_url = f"sqlite:///{home / 'loopline.db'}"
-        fstype = subprocess.run(["stat", "-f", "-c", "%T", str(home)], capture_output=True, text=True).stdout.strip()
-        store_desc = f"SQLite WAL, synchronous=NORMAL, on {fstype or '?'} ({home})"
+        fstype = subprocess.run(
+            ["stat", "-f", "-c", "%T", str(home)], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        store_desc = f"SQLite (pragmas from store/db.py) on {fstype or '?'} ({home})"
 
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPLINE_", "GUNICORN_", "WEB_CONC"))}
+    base_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LOOPLINE_", "GUNICORN_", "WEB_CONCURRENCY"))
+    }
     base_env[SECRET_ENV] = SECRET
     base_env["PYTHONDONTWRITEBYTECODE"] = "1"
-    loopline_env = dict(base_env, LOOPLINE_HOME=str(home), LOOPLINE_CONFIG=str(config),
-                        LOOPLINE_DATABASE_URL=database_url, LOOPLINE_LOG_LEVEL="WARNING")
+    loopline_env = dict(
+        base_env,
+        LOOPLINE_HOME=str(home),
+        LOOPLINE_CONFIG=str(config),
+        LOOPLINE_DATABASE_URL=database_url,
+        LOOPLINE_LOG_LEVEL="WARNING",
+    )
     # Loopline imports from the checkout even when the venv's editable install points elsewhere.
     loopline_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
     targets = []
     if args.only in ("both", "loopline"):
-        targets.append(("a", "loopline POST /hooks/github", "service:create_app()", tmp, loopline_env,
-                        shlex.split(args.loopline_gunicorn_args), True))
+        targets.append(
+            (
+                "a",
+                "loopline POST /hooks/github",
+                "service:create_app()",
+                tmp,
+                loopline_env,
+                shlex.split(args.loopline_gunicorn_args),
+                True,
+            )
+        )
     if args.only in ("both", "bare"):
         targets.append(("b", "bare Flask HMAC + 202", "bare_app:app", BENCH, base_env, [], False))
 
     gunicorn_desc = f"gunicorn -w {args.workers} -k {args.worker_class}" + (
-        f" --threads {args.threads}" if args.worker_class == "gthread" else "")
+        f" --threads {args.threads}" if args.worker_class == "gthread" else ""
+    )
     if client == "wrk":
-        wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("[")[0]
-        load_desc = (f"{wrk_version.strip()} ({args.wrk_threads} thread(s), {args.connections} connections, "
-                     "Lua: unique X-GitHub-Delivery per request)")
+        wrk_version = subprocess.run(
+            ["wrk", "--version"], capture_output=True, text=True, check=False
+        ).stdout.split("[")[0]
+        load_desc = (
+            f"{wrk_version.strip()} ({args.wrk_threads} thread(s), {args.connections} connections, "
+            "Lua: unique X-GitHub-Delivery per request)"
+        )
     else:
-        load_desc = (f"Python http.client fallback ({args.connections} threads, keep-alive when the server allows; "
-                     "wrk not used, figures are bounded by the client's GIL)")
+        why = "wrk not found" if args.client == "auto" else "--client python"
+        load_desc = (
+            f"Python http.client client ({why}; {args.connections} threads, keep-alive when the "
+            "server allows; the client's GIL caps the figures and compresses the ratio)"
+        )
     print("Loopline webhook acknowledgement benchmark")
     print(f"  load generator : {load_desc}")
     load_avg = " / ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    print(f"  server         : {gunicorn_desc}, bound to {HOST}; {os.cpu_count()} CPUs, "
-          f"load average before start {load_avg}")
+    print(
+        f"  server         : {gunicorn_desc}, bound to {HOST}; {os.cpu_count()} CPUs, "
+        f"load average before start {load_avg}"
+    )
     print(f"  loopline store : {store_desc}")
-    print(f"  body           : {args.payload.name} ({len(body)} bytes), repository {repo_full_name}, "
-          "valid X-Hub-Signature-256")
-    print(f"  per target     : {args.warmup:g} s warm-up, then {args.rounds} x {args.duration:g} s "
-          f"(at most {args.max_requests or 'unbounded'} requests each)")
+    print(
+        f"  body           : {args.payload.name} ({len(body)} bytes), repository {repo_full_name}, "
+        "valid X-Hub-Signature-256"
+    )
+    print(
+        f"  per target     : {args.warmup:g} s warm-up, then {args.rounds} x {args.duration:g} s "
+        f"(at most {args.max_requests or 'unbounded'} requests each)"
+    )
     sys.stdout.flush()
 
     # Both servers run side by side (an idle one costs nothing); each is warmed up, then the
@@ -471,16 +657,24 @@ def main() -> int:
     # machine hits both, and the median round is reported.
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     for key, label, app, cwd, env, extra, is_loopline in targets:
-        proc, port = start_gunicorn(f"server-{key}", app, cwd=cwd, env=env, args=args, logdir=logs,
-                                    health="/healthz", extra=extra)
+        proc, port = start_gunicorn(
+            f"server-{key}", app, cwd=cwd, env=env, args=args, logdir=logs, health="/healthz", extra=extra
+        )
         sanity(label, port, body, signature, loopline=is_loopline)
         servers[key] = (proc, port)
 
     def load(key: str, seconds: float, prefix: str) -> Result:
         port = servers[key][1]
         if client == "wrk":
-            return run_wrk(port, seconds=seconds, args=args, prefix=prefix, signature=signature,
-                           body_path=body_path, script=script)
+            return run_wrk(
+                port,
+                seconds=seconds,
+                args=args,
+                prefix=prefix,
+                signature=signature,
+                body_path=body_path,
+                script=script,
+            )
         return run_python(port, seconds=seconds, args=args, prefix=prefix, signature=signature, body=body)
 
     run_tag = uuid.uuid4().hex[:8]
@@ -506,16 +700,20 @@ def main() -> int:
 
     print()
     if args.rounds > 1:
-        for key, label, *_ in targets:
+        for key, *_ in targets:
             print(f"  ({key}) req/s per round: " + ", ".join(f"{r.rps:.0f}" for r in rounds[key]))
         print("  median round:")
-    print(f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} {'requests':>9} "
-          f"{'202':>8} {'200':>5} {'other':>5} {'errors':>6}")
+    print(
+        f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} {'requests':>9} "
+        f"{'202':>8} {'200':>5} {'other':>5} {'errors':>6}"
+    )
     for key, label, *_ in targets:
         r = results[key]
         cpu = f"{r.cpu_ms_per_req:.3f}" if r.cpu_ms_per_req is not None else "n/a"
-        print(f"  ({key}) {label:<28} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {cpu:>10} {r.requests:>9} "
-              f"{r.s202:>8} {r.s200:>5} {r.other:>5} {r.errors:>6}")
+        print(
+            f"  ({key}) {label:<28} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {cpu:>10} "
+            f"{r.requests:>9} {r.s202:>8} {r.s200:>5} {r.other:>5} {r.errors:>6}"
+        )
     ratio = None
     if "a" in results and "b" in results and results["b"].rps:
         ratio = results["a"].rps / results["b"].rps
@@ -523,8 +721,10 @@ def main() -> int:
         print(f"\n  ratio (a)/(b) req/s: {ratio:.2f}  ({verdict} the aim of >= 0.50)")
         ca, cb = results["a"].cpu_ms_per_req, results["b"].cpu_ms_per_req
         if ca and cb:
-            print(f"  server CPU per request (b)/(a): {cb / ca:.2f}  (what the ratio tends to when the servers "
-                  "are CPU-bound; steadier on a busy machine)")
+            print(
+                f"  server CPU per request (b)/(a): {cb / ca:.2f}  (what the ratio tends to when both "
+                "servers are CPU-bound; steadier on a busy machine)"
+            )
     stored = None
     if "a" in results:
         stored = count_deliveries(database_url)
@@ -532,20 +732,36 @@ def main() -> int:
         duplicates = sum(r.s200 for r in rounds["a"])
         # Requests still in flight when wrk's clock stops are stored but never counted as answered.
         slack = args.connections * (args.rounds + 1)
-        verdict = ("every 202 is a stored row" if accepted <= stored <= accepted + slack
-                   else "MISMATCH: stored rows and 202 answers disagree")
-        print(f"  (a) deliveries stored (warm-up + runs): {stored}; 202 answers: {accepted} ({verdict}); "
-              f"'duplicate' answers: {duplicates}")
+        verdict = (
+            "every 202 is a stored row"
+            if accepted <= stored <= accepted + slack
+            else "MISMATCH: stored rows and 202 answers disagree"
+        )
+        print(
+            f"  (a) deliveries stored (warm-up + runs): {stored}; 202 answers: {accepted} ({verdict}); "
+            f"'duplicate' answers: {duplicates}"
+        )
     for key, rs in rounds.items():
         other, errors = sum(r.other for r in rs), sum(r.errors for r in rs)
         if other or errors:
             print(f"  warning: ({key}) had {other} unexpected statuses and {errors} socket errors")
     if args.json:
-        print("JSON " + json.dumps({
-            "client": client, "server": gunicorn_desc, "store": "postgresql" if args.postgres else "sqlite",
-            "results": {k: dict(vars(r), rps=r.rps, cpu_ms_per_req=r.cpu_ms_per_req) for k, r in results.items()},
-            "ratio": ratio,
-            "stored": stored}))
+        print(
+            "JSON "
+            + json.dumps(
+                {
+                    "client": client,
+                    "server": gunicorn_desc,
+                    "store": "postgresql" if args.postgres else "sqlite",
+                    "results": {
+                        k: dict(vars(r), rps=r.rps, cpu_ms_per_req=r.cpu_ms_per_req)
+                        for k, r in results.items()
+                    },
+                    "ratio": ratio,
+                    "stored": stored,
+                }
+            )
+        )
     return 0
 
 
