@@ -6,7 +6,7 @@ Each sender speaks its own JSON; the rest of Loopline only ever sees these types
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 ZERO_SHA = "0" * 40
@@ -59,8 +59,9 @@ class Event:
     objects: tuple[DataObject, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["objects"] = [asdict(o) for o in self.objects]
+        # Built by hand: dataclasses.asdict deep-copies and was a sixth of the webhook ack's CPU.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["objects"] = [{f.name: getattr(o, f.name) for f in fields(o)} for o in self.objects]
         return data
 
     @classmethod

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 from pipelines.events import Event
 from store.db import Database
@@ -25,33 +25,33 @@ class Recorded:
     status: str
 
 
+_INSERT = (
+    "INSERT INTO deliveries (id, provider, delivery_id, body_sha256, repository, event, status, received_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (provider, delivery_id) DO NOTHING"
+)
+
+
 def record_delivery(
     db: Database, *, provider: str, delivery_id: str, body: bytes, repository: str, event: Event
 ) -> Recorded:
-    """Store a delivery as pending, exactly once per ``(provider, delivery_id)``."""
+    """Store a delivery as pending, exactly once per ``(provider, delivery_id)``.
+
+    This is the write every acknowledgement waits for, so it is one raw ``INSERT … ON CONFLICT
+    DO NOTHING`` in autocommit; only a conflict (a redelivery) takes the slower ORM path.
+    """
     digest = hashlib.sha256(body).hexdigest()
-    row = Delivery(
-        id=uuid.uuid4().hex,
-        provider=provider,
-        delivery_id=delivery_id[:200],
-        body_sha256=digest,
-        repository=repository,
-        event=event.to_dict(),
-        status="pending",
-    )
-    try:
-        with db.session() as session:
-            session.add(row)
-        return Recorded(row.id, "accepted")
-    except IntegrityError:
-        with db.session() as session:
-            existing = session.scalars(
-                select(Delivery).where(
-                    Delivery.provider == provider, Delivery.delivery_id == delivery_id[:200]
-                )
-            ).one()
-            status = "duplicate" if existing.body_sha256 == digest else "conflict"
-            return Recorded(existing.id, status)
+    event_id, delivery_id = uuid.uuid4().hex, delivery_id[:200]
+    now = utcnow()
+    # SQLite stores datetimes as text in SQLAlchemy's format; PostgreSQL takes the object.
+    received = now.replace(tzinfo=None).isoformat(" ", "microseconds") if db.dialect == "sqlite" else now
+    params = (event_id, provider, delivery_id, digest, repository, json.dumps(event.to_dict()), received)
+    if db.execute_raw(_INSERT, params) == 1:
+        return Recorded(event_id, "accepted")
+    with db.session() as session:
+        existing = session.scalars(
+            select(Delivery).where(Delivery.provider == provider, Delivery.delivery_id == delivery_id)
+        ).one()
+        return Recorded(existing.id, "duplicate" if existing.body_sha256 == digest else "conflict")
 
 
 def pending(db: Database, limit: int = 100) -> list[Delivery]:

@@ -31,7 +31,7 @@ class Delivery(Base):
     provider: Mapped[str] = mapped_column(String(32))
     delivery_id: Mapped[str] = mapped_column(String(200))
     body_sha256: Mapped[str] = mapped_column(String(64))
-    repository: Mapped[str] = mapped_column(String(64), index=True)
+    repository: Mapped[str] = mapped_column(String(64))
     event: Mapped[dict[str, Any]]
     # pending → dispatched → processed | failed
     status: Mapped[str] = mapped_column(String(16), index=True, default="pending")

@@ -65,7 +65,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("provider", "delivery_id", name="uq_delivery"),
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_deliveries_repository"), ["repository"], unique=False)
         batch_op.create_index(batch_op.f("ix_deliveries_run_id"), ["run_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_deliveries_status"), ["status"], unique=False)
 
@@ -157,7 +156,6 @@ def downgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deliveries_status"))
         batch_op.drop_index(batch_op.f("ix_deliveries_run_id"))
-        batch_op.drop_index(batch_op.f("ix_deliveries_repository"))
 
     op.drop_table("deliveries")
     with op.batch_alter_table("runs", schema=None) as batch_op:
