@@ -47,13 +47,25 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
-    """Run the web process (for production use gunicorn "service:create_app()")."""
-    from werkzeug.serving import run_simple
+@click.option("--workers", "-w", default=2, show_default=True, type=int, help="gunicorn worker processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the web process: gunicorn with service:create_app()."""
+    from gunicorn.app.base import BaseApplication
 
-    from service import create_app
+    _settings()  # a bad config is one clear line here, not a traceback in every worker
 
-    run_simple(host, port, create_app(), threaded=True, use_reloader=False)
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("accesslog", "-")
+
+        def load(self) -> Any:
+            from service import create_app
+
+            return create_app()  # in each worker: no database pool crosses a fork
+
+    _Gunicorn().run()
 
 
 @main.command()
