@@ -95,9 +95,11 @@ class Database:
                 cursor.close()
                 return count
             except (dbapi.OperationalError, dbapi.InterfaceError) as exc:
-                conn.invalidate()
+                conn.invalidate()  # a dropped connection: retry once on a fresh one
                 if attempt == 2:
                     raise StoreUnavailable(str(exc)) from exc
+            except dbapi.Error as exc:  # anything else the database refuses: nothing was stored
+                raise StoreUnavailable(str(exc)) from exc
             finally:
                 conn.close()
         raise AssertionError("unreachable")

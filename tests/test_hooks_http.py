@@ -215,3 +215,14 @@ def test_api_errors_are_json(client: FlaskClient) -> None:
     assert client.get("/api/runs?limit=x").json["error"] == "bad_parameter"
     assert client.get("/healthz").json == {"status": "ok"}
     assert client.get("/metrics").status_code == 200
+
+
+def test_store_that_cannot_write_answers_503(client: FlaskClient) -> None:
+    from sqlalchemy import text
+
+    with client.application.app_context(), loopline().db.session() as s:
+        s.execute(text("DROP TABLE deliveries"))
+    body = git_body()
+    answer = client.post("/hooks/git", data=body, headers=git_headers(body))
+    assert answer.status_code == 503 and answer.json["error"] == "store_unavailable"
+    assert "retry" in answer.json["message"]
