@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loopline.demo import EXAMPLE, prepare_project  # noqa: E402
+from loopline.demo import EXAMPLE, prepare_project, write_config  # noqa: E402
 from loopline.hook import install_hook  # noqa: E402
 from loopline.processes import Stack  # noqa: E402
 from workers.serving import free_port  # noqa: E402
@@ -77,22 +76,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="loopline-bench-"))
     work, remote, lake = root / "churn", root / "remote.git", root / "lake"
     lake.mkdir()
-    config = root / "loopline.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "repositories": [
-                    {
-                        "name": "churn",
-                        "provider": "git",
-                        "url": str(remote),
-                        "branches": ["main"],
-                        "data_lake": [{"folder": str(lake)}],
-                    }
-                ]
-            }
-        )
-    )
+    config = write_config(root / "loopline.yaml", remote, lake)
     env = {**os.environ, "LOOPLINE_HOME": str(root / "home"), "LOOPLINE_CONFIG": str(config)}
     env.pop("LOOPLINE_DATABASE_URL", None)
     stack = Stack(env, free_port())

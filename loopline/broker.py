@@ -13,6 +13,8 @@ from pathlib import Path
 
 import redis
 
+from workers.process import terminate
+
 
 class BrokerError(RuntimeError):
     pass
@@ -84,12 +86,8 @@ class EmbeddedRedis:
         raise BrokerError("redis-server did not start in time")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.proc:
+            terminate(self.proc)
         self.proc = None
         self.socket.unlink(missing_ok=True)
 

@@ -58,6 +58,22 @@ def prepare_project(example: Path, work: Path, remote: Path) -> None:
     _git("remote", "add", "origin", str(remote), cwd=work)
 
 
+def write_config(path: Path, remote: Path, lake: Path, secret_env: str | None = None) -> Path:
+    """A server config registering ``remote`` as repository ``churn`` with ``lake`` as its drop folder."""
+    repo: dict[str, Any] = {
+        "name": "churn",
+        "provider": "git",
+        "match": "churn",
+        "url": str(remote),
+        "branches": ["main"],
+        "data_lake": [{"folder": str(lake)}],
+    }
+    if secret_env:
+        repo["secret_env"] = secret_env
+    path.write_text(yaml.safe_dump({"repositories": [repo]}))
+    return path
+
+
 def wait_for_run(api: str, repo: str, after_id: int, timeout: float = 600) -> dict[str, Any]:
     """Follow the next run of ``repo`` to its end, printing each stage as it finishes."""
     deadline = time.monotonic() + timeout
@@ -107,24 +123,7 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
     root = Path(tempfile.mkdtemp(prefix="loopline-demo-"))
     work, remote, lake = root / "churn", root / "remote" / "churn.git", root / "lake"
     lake.mkdir()
-    config = root / "loopline.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "repositories": [
-                    {
-                        "name": "churn",
-                        "provider": "git",
-                        "match": "churn",
-                        "url": str(remote),
-                        "secret_env": "LOOPLINE_HOOK_SECRET",
-                        "branches": ["main"],
-                        "data_lake": [{"folder": str(lake)}],
-                    }
-                ]
-            }
-        )
-    )
+    config = write_config(root / "loopline.yaml", remote, lake, "LOOPLINE_HOOK_SECRET")
     env = {k: v for k, v in os.environ.items() if k not in ("LOOPLINE_BROKER_URL", "LOOPLINE_DATABASE_URL")}
     env.update(
         LOOPLINE_HOME=str(root / "home"),

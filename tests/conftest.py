@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -11,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from loopline.demo import EXAMPLE, prepare_project
 from loopline.settings import Settings
 from pipelines.config import RepoConfig
 from store.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples"
 PAYLOADS = Path(__file__).parent / "payloads"
 PG_ADMIN_URL = os.environ.get("LOOPLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -98,23 +97,7 @@ class Project:
     def __init__(self, root: Path) -> None:
         self.work = root / "work"
         self.remote = root / "remote.git"
-        ignore = shutil.ignore_patterns(
-            "__pycache__",
-            ".pytest_cache",
-            "models",
-            "prepared",
-            "metrics.json",
-            "dvc.lock",
-            "cache",
-            "tmp",
-            "config.local",
-        )
-        shutil.copytree(EXAMPLE, self.work, ignore=ignore)
-        git("init", "--bare", "-b", "main", str(self.remote), cwd=root)
-        git("init", "-b", "main", cwd=self.work)
-        git("add", "-A", cwd=self.work)
-        git("commit", "-qm", "initial", cwd=self.work)
-        git("remote", "add", "origin", str(self.remote), cwd=self.work)
+        prepare_project(EXAMPLE, self.work, self.remote)
 
     def head(self) -> str:
         return git("rev-parse", "HEAD", cwd=self.work)

@@ -37,9 +37,12 @@ LIVE_LOG = "epoch 3/10 loss=0.231\nepoch 4/10 loss=0.198\n"
 
 
 def settings_for(home: Path) -> Settings:
-    return Settings(home=home, config_path=home / "loopline.yaml",
-                    database_url=f"sqlite:///{home / 'loopline.db'}",
-                    broker_url=f"redis+socket://{home / 'redis.sock'}")
+    return Settings(
+        home=home,
+        config_path=home / "loopline.yaml",
+        database_url=f"sqlite:///{home / 'loopline.db'}",
+        broker_url=f"redis+socket://{home / 'redis.sock'}",
+    )
 
 
 def sha(text: str, n: int = 40) -> str:
@@ -64,28 +67,57 @@ def _stages(specs: list[StageSpec], start: datetime) -> list[Stage]:
         exit_code = spec.exit_code
         if exit_code is None and finished:
             exit_code = 0 if spec.status == "succeeded" else 1
-        out.append(Stage(name=spec.name, position=i, status=spec.status, started_at=started,
-                         finished_at=finished, exit_code=exit_code, log=spec.log, detail=spec.detail))
+        out.append(
+            Stage(
+                name=spec.name,
+                position=i,
+                status=spec.status,
+                started_at=started,
+                finished_at=finished,
+                exit_code=exit_code,
+                log=spec.log,
+                detail=spec.detail,
+            )
+        )
         if finished:
             t = finished
     return out
 
 
-def _gate(value: float, production: float | None, prod_version: int | None,
-          minimum: float = 0.8) -> dict[str, Any]:
+def _gate(
+    value: float, production: float | None, prod_version: int | None, minimum: float = 0.8
+) -> dict[str, Any]:
     checks: list[dict[str, Any]] = [
-        {"check": "min", "value": value, "threshold": minimum, "passed": value >= minimum}]
+        {"check": "min", "value": value, "threshold": minimum, "passed": value >= minimum}
+    ]
     if production is not None:
         floor = production - 0.01
-        checks.append({"check": "max_drop_vs_production", "value": value, "production": production,
-                       "threshold": floor, "passed": value >= floor})
+        checks.append(
+            {
+                "check": "max_drop_vs_production",
+                "value": value,
+                "production": production,
+                "threshold": floor,
+                "passed": value >= floor,
+            }
+        )
     failed = [c for c in checks if not c["passed"]]
-    verdict = (f"accuracy={value:.4f} passes " + ", ".join(c["check"] for c in checks) if not failed else
-               "; ".join(f"accuracy={value:.4f} below {c['check']} threshold {c['threshold']:.4f}"
-                         for c in failed))
-    return {"passed": not failed, "metric": "accuracy", "value": value, "checks": checks, "verdict": verdict,
-            "metrics": {"accuracy": value, "f1_macro": round(value - 0.012, 4), "loss": round(1 - value, 4)},
-            "production_version": prod_version}
+    verdict = (
+        f"accuracy={value:.4f} passes " + ", ".join(c["check"] for c in checks)
+        if not failed
+        else "; ".join(
+            f"accuracy={value:.4f} below {c['check']} threshold {c['threshold']:.4f}" for c in failed
+        )
+    )
+    return {
+        "passed": not failed,
+        "metric": "accuracy",
+        "value": value,
+        "checks": checks,
+        "verdict": verdict,
+        "metrics": {"accuracy": value, "f1_macro": round(value - 0.012, 4), "loss": round(1 - value, 4)},
+        "production_version": prod_version,
+    }
 
 
 def _classification(files: list[tuple[str, str, str, str]]) -> dict[str, Any]:
@@ -93,17 +125,23 @@ def _classification(files: list[tuple[str, str, str, str]]) -> dict[str, Any]:
     return {"files": [{"path": p, "status": s, "kind": k, "rule": r} for p, s, k, r in files], "kinds": kinds}
 
 
-TRAIN_LOG = ("$ dvc repro\nRunning stage 'prepare':\n> python src/prepare.py\nRunning stage 'train':\n"
-             "> python src/train.py\nfitting RandomForestClassifier(n_estimators=200)\ndone in 14.2s\n")
+TRAIN_LOG = (
+    "$ dvc repro\nRunning stage 'prepare':\n> python src/prepare.py\nRunning stage 'train':\n"
+    "> python src/train.py\nfitting RandomForestClassifier(n_estimators=200)\ndone in 14.2s\n"
+)
 
 
 def seed(db: Database) -> dict[str, Any]:
     """A realistic history: deployed iris versions, a failed gate, a running hostile run, every status."""
     now = datetime.now(UTC)
     repo, other = "iris-demo", "fraud-detector"
-    train_files = _classification([("src/train.py", "M", "training_code", "src/**"),
-                                   ("params.yaml", "M", "training_code", "params.yaml"),
-                                   ("README.md", "M", "ignored", "*.md")])
+    train_files = _classification(
+        [
+            ("src/train.py", "M", "training_code", "src/**"),
+            ("params.yaml", "M", "training_code", "params.yaml"),
+            ("README.md", "M", "ignored", "*.md"),
+        ]
+    )
     data_files = _classification([("data/raw/iris-2024-06.csv", "A", "data", "data/**")])
     accuracies = [0.912, 0.934, 0.951, 0.947, 0.962]
     runs: list[Run] = []
@@ -113,10 +151,19 @@ def seed(db: Database) -> dict[str, Any]:
         specs: list[StageSpec] = kw.pop("specs")
         status = kw.pop("status")
         started = created + timedelta(seconds=3) if status not in ("queued", "skipped") else None
-        run = Run(repository=kw.pop("repository", repo), ref=kw.pop("ref", "refs/heads/main"),
-                  commit=sha(f"commit{i}"), before=sha(f"commit{i - 1}"), trigger=kw.pop("trigger", "push"),
-                  status=status, dedupe_key=f"seed-{i}", created_at=created, started_at=started,
-                  plan=[s.name for s in specs], **kw)
+        run = Run(
+            repository=kw.pop("repository", repo),
+            ref=kw.pop("ref", "refs/heads/main"),
+            commit=sha(f"commit{i}"),
+            before=sha(f"commit{i - 1}"),
+            trigger=kw.pop("trigger", "push"),
+            status=status,
+            dedupe_key=f"seed-{i}",
+            created_at=created,
+            started_at=started,
+            plan=[s.name for s in specs],
+            **kw,
+        )
         run.stages = _stages(specs, started or created)
         if status not in ("running", "queued", "awaiting_approval") and run.stages:
             ends = [s.finished_at for s in run.stages if s.finished_at]
@@ -126,68 +173,181 @@ def seed(db: Database) -> dict[str, Any]:
         runs.append(run)
         return run
 
-    def training(i: int, acc: float, prod: float | None, prod_v: int | None, *,
-                 deploy: bool = True) -> list[StageSpec]:
+    def training(
+        i: int, acc: float, prod: float | None, prod_v: int | None, *, deploy: bool = True
+    ) -> list[StageSpec]:
         gate = _gate(acc, prod, prod_v)
         passed = gate["passed"]
         rest = "succeeded" if passed else "skipped"
-        specs = [StageSpec("unit_tests", "succeeded", 4.2, "collected 12 items\n12 passed in 3.9s\n"),
-                 StageSpec("retrain", "succeeded", 41.5, TRAIN_LOG),
-                 StageSpec("evaluate", "succeeded" if passed else "gate_failed", 2.1,
-                           f"gate: {gate['verdict']}\n", gate),
-                 StageSpec("register", rest, 0.8 if passed else None,
-                           f"registered iris-classifier v{i}\n" if passed else ""),
-                 StageSpec("integration_tests", rest, 6.3 if passed else None,
-                           "3 passed\n" if passed else "")]
+        specs = [
+            StageSpec("unit_tests", "succeeded", 4.2, "collected 12 items\n12 passed in 3.9s\n"),
+            StageSpec("retrain", "succeeded", 41.5, TRAIN_LOG),
+            StageSpec(
+                "evaluate", "succeeded" if passed else "gate_failed", 2.1, f"gate: {gate['verdict']}\n", gate
+            ),
+            StageSpec(
+                "register",
+                rest,
+                0.8 if passed else None,
+                f"registered iris-classifier v{i}\n" if passed else "",
+            ),
+            StageSpec("integration_tests", rest, 6.3 if passed else None, "3 passed\n" if passed else ""),
+        ]
         if deploy:
             detail = {"model": "iris-classifier", "version": i, "url": DEPLOY_URL} if passed else None
-            specs.append(StageSpec("deploy", rest, 1.4 if passed else None,
-                                   f"serving at {DEPLOY_URL}\n" if passed else "", detail))
+            specs.append(
+                StageSpec(
+                    "deploy",
+                    rest,
+                    1.4 if passed else None,
+                    f"serving at {DEPLOY_URL}\n" if passed else "",
+                    detail,
+                )
+            )
         return specs
 
-    r1 = add_run(1, kinds=["training_code"], classification=train_files, reason="changes: training_code",
-                 status="succeeded", specs=training(1, accuracies[0], None, None), model_version=1)
-    r2 = add_run(2, kinds=["training_code"], classification=train_files, reason="changes: training_code",
-                 status="succeeded", specs=training(2, accuracies[1], accuracies[0], 1), model_version=2)
-    r3 = add_run(3, kinds=["data"], classification=data_files, trigger="data", reason="changes: data",
-                 status="succeeded", model_version=3,
-                 specs=[StageSpec("validate_data", "succeeded", 1.1, "iris-2024-06.csv: ok\n",
-                                  {"files": [{"file": "iris-2024-06.csv", "rows": 150, "columns": 5,
-                                              "problems": [], "drifted": []}],
-                                   "reference_files": ["iris.csv"]}),
-                        *training(3, accuracies[2], accuracies[1], 2)[1:]])
-    r4 = add_run(4, kinds=["training_code"], classification=train_files, reason="changes: training_code",
-                 status="gate_failed", specs=training(4, 0.903, accuracies[2], 3))
-    r5 = add_run(5, kinds=["training_code"], classification=train_files, reason="not a deploy branch",
-                 ref="refs/heads/experiment/wider-trees", status="succeeded", model_version=4,
-                 specs=training(4, accuracies[3], accuracies[2] - 0.01, 3, deploy=False))
-    r6 = add_run(6, kinds=["training_code"], classification=train_files, reason="changes: training_code",
-                 status="succeeded", specs=training(5, accuracies[4], accuracies[2], 3), model_version=5)
-    add_run(7, repository=other, kinds=["app_code"], reason="changes: app_code", status="failed",
-            classification=_classification([("app/serve.py", "M", "app_code", "app/**")]),
-            specs=[StageSpec("unit_tests", "failed", 7.9,
-                             "FAILED tests/test_api.py::test_predict - KeyError\n"),
-                   StageSpec("integration_tests", "skipped"), StageSpec("deploy", "skipped")])
-    add_run(8, repository=other, kinds=[], reason="nothing to build: only ignored files changed",
-            status="skipped", classification=_classification([("docs/index.md", "M", "ignored", "*.md")]),
-            specs=[])
-    add_run(9, repository=other, kinds=["app_code"], reason="changes: app_code", status="awaiting_approval",
-            classification=_classification([("app/serve.py", "M", "app_code", "app/**")]),
-            specs=[StageSpec("unit_tests", "succeeded", 5.0),
-                   StageSpec("integration_tests", "succeeded", 8.0),
-                   StageSpec("approval", "awaiting_approval"), StageSpec("deploy", "queued")])
-    add_run(10, kinds=["training_code"], classification=train_files, reason="cancelled by admin",
-            status="cancelled",
-            specs=[StageSpec("unit_tests", "succeeded", 4.0), StageSpec("retrain", "cancelled", 12.0),
-                   StageSpec("evaluate", "skipped"), StageSpec("register", "skipped")])
-    hostile = add_run(11, ref=XSS_BRANCH, kinds=["training_code", "data"], reason=XSS_REASON,
-                      status="running",
-                      classification=_classification([(XSS_PATH, "A", "data", "data/**"),
-                                                      ("src/train.py", "M", "training_code", "src/**")]),
-                      specs=[StageSpec(XSS_STAGE, "succeeded", 0.4, XSS_LOG),
-                             StageSpec("retrain", "running"), StageSpec("evaluate", "queued")])
-    add_run(12, repository=other, kinds=["app_code"], reason="changes: app_code", status="queued",
-            classification=None, specs=[StageSpec("unit_tests", "queued"), StageSpec("deploy", "queued")])
+    r1 = add_run(
+        1,
+        kinds=["training_code"],
+        classification=train_files,
+        reason="changes: training_code",
+        status="succeeded",
+        specs=training(1, accuracies[0], None, None),
+        model_version=1,
+    )
+    r2 = add_run(
+        2,
+        kinds=["training_code"],
+        classification=train_files,
+        reason="changes: training_code",
+        status="succeeded",
+        specs=training(2, accuracies[1], accuracies[0], 1),
+        model_version=2,
+    )
+    r3 = add_run(
+        3,
+        kinds=["data"],
+        classification=data_files,
+        trigger="data",
+        reason="changes: data",
+        status="succeeded",
+        model_version=3,
+        specs=[
+            StageSpec(
+                "validate_data",
+                "succeeded",
+                1.1,
+                "iris-2024-06.csv: ok\n",
+                {
+                    "files": [
+                        {"file": "iris-2024-06.csv", "rows": 150, "columns": 5, "problems": [], "drifted": []}
+                    ],
+                    "reference_files": ["iris.csv"],
+                },
+            ),
+            *training(3, accuracies[2], accuracies[1], 2)[1:],
+        ],
+    )
+    r4 = add_run(
+        4,
+        kinds=["training_code"],
+        classification=train_files,
+        reason="changes: training_code",
+        status="gate_failed",
+        specs=training(4, 0.903, accuracies[2], 3),
+    )
+    r5 = add_run(
+        5,
+        kinds=["training_code"],
+        classification=train_files,
+        reason="not a deploy branch",
+        ref="refs/heads/experiment/wider-trees",
+        status="succeeded",
+        model_version=4,
+        specs=training(4, accuracies[3], accuracies[2] - 0.01, 3, deploy=False),
+    )
+    r6 = add_run(
+        6,
+        kinds=["training_code"],
+        classification=train_files,
+        reason="changes: training_code",
+        status="succeeded",
+        specs=training(5, accuracies[4], accuracies[2], 3),
+        model_version=5,
+    )
+    add_run(
+        7,
+        repository=other,
+        kinds=["app_code"],
+        reason="changes: app_code",
+        status="failed",
+        classification=_classification([("app/serve.py", "M", "app_code", "app/**")]),
+        specs=[
+            StageSpec("unit_tests", "failed", 7.9, "FAILED tests/test_api.py::test_predict - KeyError\n"),
+            StageSpec("integration_tests", "skipped"),
+            StageSpec("deploy", "skipped"),
+        ],
+    )
+    add_run(
+        8,
+        repository=other,
+        kinds=[],
+        reason="nothing to build: only ignored files changed",
+        status="skipped",
+        classification=_classification([("docs/index.md", "M", "ignored", "*.md")]),
+        specs=[],
+    )
+    add_run(
+        9,
+        repository=other,
+        kinds=["app_code"],
+        reason="changes: app_code",
+        status="awaiting_approval",
+        classification=_classification([("app/serve.py", "M", "app_code", "app/**")]),
+        specs=[
+            StageSpec("unit_tests", "succeeded", 5.0),
+            StageSpec("integration_tests", "succeeded", 8.0),
+            StageSpec("approval", "awaiting_approval"),
+            StageSpec("deploy", "queued"),
+        ],
+    )
+    add_run(
+        10,
+        kinds=["training_code"],
+        classification=train_files,
+        reason="cancelled by admin",
+        status="cancelled",
+        specs=[
+            StageSpec("unit_tests", "succeeded", 4.0),
+            StageSpec("retrain", "cancelled", 12.0),
+            StageSpec("evaluate", "skipped"),
+            StageSpec("register", "skipped"),
+        ],
+    )
+    hostile = add_run(
+        11,
+        ref=XSS_BRANCH,
+        kinds=["training_code", "data"],
+        reason=XSS_REASON,
+        status="running",
+        classification=_classification(
+            [(XSS_PATH, "A", "data", "data/**"), ("src/train.py", "M", "training_code", "src/**")]
+        ),
+        specs=[
+            StageSpec(XSS_STAGE, "succeeded", 0.4, XSS_LOG),
+            StageSpec("retrain", "running"),
+            StageSpec("evaluate", "queued"),
+        ],
+    )
+    add_run(
+        12,
+        repository=other,
+        kinds=["app_code"],
+        reason="changes: app_code",
+        status="queued",
+        classification=None,
+        specs=[StageSpec("unit_tests", "queued"), StageSpec("deploy", "queued")],
+    )
 
     with db.session() as s:
         s.add_all(runs)
@@ -195,35 +355,115 @@ def seed(db: Database) -> dict[str, Any]:
         by_version = {1: r1, 2: r2, 3: r3, 4: r5, 5: r6}
         for v, run in by_version.items():
             acc = accuracies[v - 1]
-            s.add(ModelVersion(
-                name="iris-classifier", version=v, run_id=run.id, repository=repo, commit=run.commit,
-                ref=run.ref, data_version={"data/raw": sha(f"data{min(v, 3)}", 32),
-                                           "data/prepared.csv": sha(f"prep{v}", 32),
-                                           "_stages": ["prepare", "train"]},
-                params={"n_estimators": 100 + 50 * v}, sha256=sha(f"artifact{v}", 64),
-                metrics={"accuracy": acc, "f1_macro": round(acc - 0.012, 4), "loss": round(1 - acc, 4)},
-                artifact_path=f"/srv/loopline/artifacts/iris-classifier/{v}/model.pkl",
-                created_at=run.created_at + timedelta(minutes=1)))
-        s.add(ModelVersion(name="fraud-detector", version=1, run_id=r4.id, repository=other, commit=r4.commit,
-                           ref=r4.ref, data_version={}, params={}, metrics={"auc": 0.88},
-                           sha256=sha("fraud", 64), artifact_path="/srv/x.pkl"))
-        s.add(Deployment(model_name="iris-classifier", version=3, run_id=r3.id, target="local",
-                         url=DEPLOY_URL, status="retired", created_at=r3.created_at + timedelta(minutes=2)))
-        s.add(Deployment(model_name="iris-classifier", version=5, run_id=r6.id, target="local",
-                         url=DEPLOY_URL, status="active", created_at=r6.created_at + timedelta(minutes=2)))
-        s.add(Delivery(id=sha("delivery6", 32), provider="github", delivery_id="8f14e45f-ceea-467f",
-                       body_sha256=sha("b"),
-                       repository=repo, status="processed", run_id=r6.id, received_at=r6.created_at,
-                       event={"type": "push", "ref": "refs/heads/main", "before": r6.before,
-                              "after": r6.commit, "objects": []}))
-        s.add(Delivery(id=sha("delivery3", 32), provider="s3", delivery_id="s3-evt-0042",
-                       body_sha256=sha("c"),
-                       repository=repo, status="processed", run_id=r3.id, received_at=r3.created_at,
-                       event={"type": "data", "ref": "refs/heads/main", "objects": [
-                           {"store": "s3", "bucket": "datasets", "key": "iris/iris-2024-06.csv", "size": 4551,
-                            "etag": "abc", "version": "3"}]}))
-        ids = {"hostile": hostile.id, "gate_failed": r4.id, "deployed": r6.id, "data": r3.id,
-               "all": [r.id for r in runs]}
+            s.add(
+                ModelVersion(
+                    name="iris-classifier",
+                    version=v,
+                    run_id=run.id,
+                    repository=repo,
+                    commit=run.commit,
+                    ref=run.ref,
+                    data_version={
+                        "data/raw": sha(f"data{min(v, 3)}", 32),
+                        "data/prepared.csv": sha(f"prep{v}", 32),
+                        "_stages": ["prepare", "train"],
+                    },
+                    params={"n_estimators": 100 + 50 * v},
+                    sha256=sha(f"artifact{v}", 64),
+                    metrics={"accuracy": acc, "f1_macro": round(acc - 0.012, 4), "loss": round(1 - acc, 4)},
+                    artifact_path=f"/srv/loopline/artifacts/iris-classifier/{v}/model.pkl",
+                    created_at=run.created_at + timedelta(minutes=1),
+                )
+            )
+        s.add(
+            ModelVersion(
+                name="fraud-detector",
+                version=1,
+                run_id=r4.id,
+                repository=other,
+                commit=r4.commit,
+                ref=r4.ref,
+                data_version={},
+                params={},
+                metrics={"auc": 0.88},
+                sha256=sha("fraud", 64),
+                artifact_path="/srv/x.pkl",
+            )
+        )
+        s.add(
+            Deployment(
+                model_name="iris-classifier",
+                version=3,
+                run_id=r3.id,
+                target="local",
+                url=DEPLOY_URL,
+                status="retired",
+                created_at=r3.created_at + timedelta(minutes=2),
+            )
+        )
+        s.add(
+            Deployment(
+                model_name="iris-classifier",
+                version=5,
+                run_id=r6.id,
+                target="local",
+                url=DEPLOY_URL,
+                status="active",
+                created_at=r6.created_at + timedelta(minutes=2),
+            )
+        )
+        s.add(
+            Delivery(
+                id=sha("delivery6", 32),
+                provider="github",
+                delivery_id="8f14e45f-ceea-467f",
+                body_sha256=sha("b"),
+                repository=repo,
+                status="processed",
+                run_id=r6.id,
+                received_at=r6.created_at,
+                event={
+                    "type": "push",
+                    "ref": "refs/heads/main",
+                    "before": r6.before,
+                    "after": r6.commit,
+                    "objects": [],
+                },
+            )
+        )
+        s.add(
+            Delivery(
+                id=sha("delivery3", 32),
+                provider="s3",
+                delivery_id="s3-evt-0042",
+                body_sha256=sha("c"),
+                repository=repo,
+                status="processed",
+                run_id=r3.id,
+                received_at=r3.created_at,
+                event={
+                    "type": "data",
+                    "ref": "refs/heads/main",
+                    "objects": [
+                        {
+                            "store": "s3",
+                            "bucket": "datasets",
+                            "key": "iris/iris-2024-06.csv",
+                            "size": 4551,
+                            "etag": "abc",
+                            "version": "3",
+                        }
+                    ],
+                },
+            )
+        )
+        ids = {
+            "hostile": hostile.id,
+            "gate_failed": r4.id,
+            "deployed": r6.id,
+            "data": r3.id,
+            "all": [r.id for r in runs],
+        }
     return ids
 
 
@@ -235,8 +475,9 @@ def write_live_log(home: Path, run_id: int, stage: str, text: str) -> None:
 
 
 @contextmanager
-def serve(home: Path, *, seeded: bool = True,
-          wrap: Callable[[Any], Any] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+def serve(
+    home: Path, *, seeded: bool = True, wrap: Callable[[Any], Any] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """The real app on 127.0.0.1:<free port> in a thread; yields (base URL, seeded ids).
 
     ``wrap`` may put WSGI middleware around the app (e.g. to change data between two requests).
@@ -262,10 +503,20 @@ def serve(home: Path, *, seeded: bool = True,
         db.dispose()
 
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-extensions", "--no-first-run", "--no-default-browser-check", "--mute-audio",
-                  "--hide-scrollbars")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--mute-audio",
+    "--hide-scrollbars",
+)
 
 
 def chromium_binary() -> str | None:
@@ -277,9 +528,20 @@ def chromium(url: str, profile: Path, *extra: str, budget_ms: int = 5000, timeou
     binary = chromium_binary()
     assert binary, "chromium is not installed"
     profile.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                           f"--virtual-time-budget={budget_ms}", *extra, url],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [
+            binary,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            *extra,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"chromium exited {proc.returncode}: {proc.stderr[-2000:]}")
     return proc.stdout

@@ -31,8 +31,10 @@ from dashboard_fixtures import (
     serve,
 )
 
-NO_CHROMIUM = ("chromium is not installed: the dashboard browser tests were SKIPPED. "
-               "Install the Debian packages with `apt-get install -y chromium chromium-driver`.")
+NO_CHROMIUM = (
+    "chromium is not installed: the dashboard browser tests were SKIPPED. "
+    "Install the Debian packages with `apt-get install -y chromium chromium-driver`."
+)
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +134,16 @@ def test_runs_models_and_lineage_render(seeded: Page) -> None:
     assert ">iris-demo<" in dom and ">fraud-detector<" in dom
     assert ">experiment/wider-trees<" in dom, "branch shown without refs/heads/"
     assert text(XSS_BRANCH.removeprefix("refs/heads/")) in dom
-    for status in ("queued", "running", "succeeded", "failed", "skipped", "cancelled",
-                   "awaiting_approval", "gate_failed"):
+    for status in (
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "skipped",
+        "cancelled",
+        "awaiting_approval",
+        "gate_failed",
+    ):
         assert f'class="badge status-{status}"' in dom, status
     assert ">awaiting approval<" in dom and ">gate failed<" in dom
     assert "12 shown" in dom
@@ -183,9 +193,9 @@ def test_evaluate_stage_shows_gate_verdict_and_numbers(seeded: Page) -> None:
     assert '<li class="stage status-gate_failed selected"><button type="button" aria-pressed="true"' in dom
     assert "✗ Gate failed" in dom
     assert "accuracy=0.9030 below max_drop_vs_production threshold 0.9410" in dom
-    assert "<td>max_drop_vs_production</td><td class=\"num\">0.903</td><td class=\"num\">0.951</td>" in dom
+    assert '<td>max_drop_vs_production</td><td class="num">0.903</td><td class="num">0.951</td>' in dom
     assert "Production version</dt><dd>v3</dd>" in dom
-    assert "<pre id=\"stage-log\"" in dom and "gate: accuracy=0.9030 below" in dom
+    assert '<pre id="stage-log"' in dom and "gate: accuracy=0.9030 below" in dom
     assert ">src/train.py<" in dom and ">training_code<" in dom, "classification table"
 
 

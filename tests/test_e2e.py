@@ -18,6 +18,7 @@ import redis
 import requests
 import yaml
 
+from loopline.demo import write_config
 from loopline.hook import install_hook
 from loopline.processes import Stack
 from tests.conftest import ROOT, Project
@@ -44,23 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pro
     project = Project(root)
     lake = root / "lake"
     lake.mkdir()
-    config = root / "loopline.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "repositories": [
-                    {
-                        "name": "churn",
-                        "provider": "git",
-                        "url": str(project.remote),
-                        "secret_env": "HOOK_SECRET",
-                        "branches": ["main"],
-                        "data_lake": [{"folder": str(lake)}],
-                    }
-                ]
-            }
-        )
-    )
+    config = write_config(root / "loopline.yaml", project.remote, lake, "HOOK_SECRET")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
     env.update(LOOPLINE_HOME=str(root / "home"), LOOPLINE_CONFIG=str(config), HOOK_SECRET="e2e-secret")
     broker = _system_redis()
@@ -74,9 +59,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pro
     flower_port = free_port()
     flower_log = (root / "flower.log").open("wb")
     flower = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower", "--address=127.0.0.1",
-         f"--port={flower_port}"],
-        env={**stack.env, "FLOWER_BASIC_AUTH": "loop:line"}, stdout=flower_log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.celery_app",
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={flower_port}",
+        ],
+        env={**stack.env, "FLOWER_BASIC_AUTH": "loop:line"},
+        stdout=flower_log,
+        stderr=subprocess.STDOUT,
     )
     stack.flower_url = f"http://127.0.0.1:{flower_port}"  # type: ignore[attr-defined]
     deadline = time.monotonic() + 30

@@ -27,6 +27,7 @@ from store import deliveries, runs
 from store.db import Database
 from store.models import Delivery, utcnow
 from workers.gitops import GitError
+from workers.process import terminate
 from workers.projects import mirror, project_at
 
 log = logging.getLogger(__name__)
@@ -120,12 +121,8 @@ class RelayStep(bootsteps.StartStopStep):
         )
 
     def stop(self, parent: Any) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.proc:
+            terminate(self.proc)
 
 
 def install(app: Celery) -> None:
