@@ -42,6 +42,7 @@ def main() -> None:
         level=os.environ.get("LOOPLINE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations say nothing unless they fail
 
 
 @main.command()

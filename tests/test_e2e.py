@@ -26,7 +26,7 @@ from workers.serving import free_port
 
 pytestmark = pytest.mark.e2e
 SYSTEM_REDIS = os.environ.get("LOOPLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
-TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "gate_failed"}
+TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled", "gate_failed"})
 
 
 def _system_redis() -> str | None:
@@ -47,7 +47,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pro
     lake.mkdir()
     config = write_config(root / "loopline.yaml", project.remote, lake, "HOOK_SECRET")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
-    env.update(LOOPLINE_HOME=str(root / "home"), LOOPLINE_CONFIG=str(config), HOOK_SECRET="e2e-secret")
+    env.update(
+        LOOPLINE_HOME=str(root / "home"),
+        LOOPLINE_CONFIG=str(config),
+        HOOK_SECRET="e2e-secret",
+        LOOPLINE_API_TOKEN="e2e-token",
+    )
     broker = _system_redis()
     if broker:  # the Procfile shape: a real Redis over TCP; else the embedded one
         env["LOOPLINE_BROKER_URL"] = broker
@@ -90,14 +95,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pro
         stack.stop()
 
 
-def wait_run(stack: Stack, after_id: int, timeout: float = 240) -> dict[str, Any]:
+def wait_run(
+    stack: Stack, after_id: int, timeout: float = 240, until: frozenset[str] | set[str] = TERMINAL
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stack.check()
         runs = [
             r for r in requests.get(f"{stack.url}/api/runs", timeout=5).json()["runs"] if r["id"] > after_id
         ]
-        if runs and runs[-1]["status"] in TERMINAL:
+        if runs and runs[-1]["status"] in until:
             return requests.get(f"{stack.url}/api/runs/{runs[-1]['id']}", timeout=5).json()
         time.sleep(0.25)
     raise AssertionError(
@@ -188,6 +195,28 @@ def test_dropped_data_retrains_and_redeploys(stack: tuple[Stack, Project, Path])
     ).ok
     with pytest.raises(requests.ConnectionError):  # the previous release was stopped
         requests.get(old["deployment"]["url"] + "/healthz", timeout=2)
+
+
+def test_approval_waits_without_a_worker_then_deploys(stack: tuple[Stack, Project, Path]) -> None:
+    s, project, _lake = stack
+    last = requests.get(f"{s.url}/api/runs", timeout=5).json()["runs"][0]["id"]
+    config = (project.work / "loopline.yml").read_text()
+    project.commit({"loopline.yml": config.replace("target: local,", "target: local, approval: required,")})
+    project.push(env={"HOOK_SECRET": "e2e-secret"})
+    run = wait_run(s, last, timeout=120, until={"awaiting_approval"})
+    assert [st["name"] for st in run["stages"]][-2:] == ["approval", "deploy"]
+    assert run["stages"][-1]["status"] == "queued"
+    token = {"Authorization": "Bearer e2e-token", "X-Loopline-User": "ada"}
+    assert requests.post(f"{s.url}/api/runs/{run['id']}/approve", timeout=5).status_code == 401
+    answer = requests.post(
+        f"{s.url}/api/runs/{run['id']}/approve", json={"comment": "ship"}, headers=token, timeout=5
+    )
+    assert answer.status_code == 200, answer.text
+    done = wait_run(s, last, timeout=120)
+    assert done["id"] == run["id"] and done["status"] == "succeeded", done
+    assert done["stages"][-1]["status"] == "succeeded"
+    current = requests.get(f"{s.url}/api/deployments/current", params={"model": "churn"}, timeout=5).json()
+    assert current["deployment"]["run_id"] == run["id"]
 
 
 def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
