@@ -197,3 +197,20 @@ def test_cli_approve_and_errors(tmp_path: Path) -> None:
     assert again.exit_code == 1 and "not awaiting approval" in again.output
     assert runner.invoke(main, ["approve", "999"], env=env).exit_code == 1
     db.dispose()
+
+
+def test_deliveries_a_broker_lost_are_requeued(db: Database, tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from store.deliveries import requeue_stuck
+
+    push = Event(type="push", repository="churn", ref="refs/heads/main", before="a" * 40, after="b" * 40)
+    record_delivery(db, provider="git", delivery_id="lost", body=b"l", repository="churn", event=push)
+    recorder = Recorder()
+    assert relay_once(make_settings(tmp_path), db, recorder) == 1  # published … and lost by the broker
+    assert requeue_stuck(db, older_than=timedelta(minutes=5)) == 0  # too recent to call lost
+    with db.session() as s:
+        s.execute(update(Delivery).values(dispatched_at=utcnow() - timedelta(minutes=6)))
+    assert requeue_stuck(db, older_than=timedelta(minutes=5)) == 1
+    assert relay_once(make_settings(tmp_path), db, recorder) == 1
+    assert recorder.intakes[0] == recorder.intakes[1]
