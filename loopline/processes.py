@@ -149,7 +149,11 @@ class Stack:
             db.dispose()
 
     def __enter__(self) -> Stack:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:  # Ctrl-C or a failure while starting: stop what did start
+            self.stop()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

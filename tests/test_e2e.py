@@ -22,6 +22,7 @@ from loopline.demo import write_config
 from loopline.hook import install_hook
 from loopline.processes import Stack
 from tests.conftest import ROOT, Project
+from workers.process import terminate
 from workers.serving import free_port
 
 pytestmark = pytest.mark.e2e
@@ -58,41 +59,36 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pro
         env["LOOPLINE_BROKER_URL"] = broker
     else:
         print("system Redis not reachable: e2e runs on the embedded broker", file=sys.stderr)
-    stack = Stack(env, free_port())
-    stack.start(timeout=90)
-    install_hook(project.remote, f"{stack.url}/hooks/git", "churn", secret_env="HOOK_SECRET")
-    flower_port = free_port()
-    flower_log = (root / "flower.log").open("wb")
-    flower = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.celery_app",
-            "flower",
-            "--address=127.0.0.1",
-            f"--port={flower_port}",
-        ],
-        env={**stack.env, "FLOWER_BASIC_AUTH": "loop:line"},
-        stdout=flower_log,
-        stderr=subprocess.STDOUT,
-    )
-    stack.flower_url = f"http://127.0.0.1:{flower_port}"  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # Flower must be listening before the first push
+    with Stack(env, free_port()) as stack, (root / "flower.log").open("wb") as flower_log:
+        install_hook(project.remote, f"{stack.url}/hooks/git", "churn", secret_env="HOOK_SECRET")
+        flower_port = free_port()
+        flower = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.celery_app",
+                "flower",
+                "--address=127.0.0.1",
+                f"--port={flower_port}",
+            ],
+            env={**stack.env, "FLOWER_BASIC_AUTH": "loop:line"},
+            stdout=flower_log,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            if requests.get(f"{stack.flower_url}/healthcheck", timeout=1).ok:  # type: ignore[attr-defined]
-                break
-        except requests.RequestException:
-            time.sleep(0.2)
-    try:
-        yield stack, project, lake
-    finally:
-        flower.terminate()
-        flower.wait(timeout=10)
-        flower_log.close()
-        stack.stop()
+            stack.flower_url = f"http://127.0.0.1:{flower_port}"  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # Flower must be listening before the first push
+                try:
+                    if requests.get(f"http://127.0.0.1:{flower_port}/healthcheck", timeout=1).ok:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.2)
+            yield stack, project, lake
+        finally:
+            terminate(flower, timeout=10)
 
 
 def wait_run(
@@ -236,3 +232,40 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
         assert heading in out
     assert out.index("✓ unit_tests") < out.index("✓ retrain") < out.index("✓ deploy")
     assert "churn v2  (production)" in out
+
+
+def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env.update(LOOPLINE_HOME=str(tmp_path / "home"), LOOPLINE_CONFIG=str(tmp_path / "none.yaml"))
+    (tmp_path / "none.yaml").write_text("repositories: []\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loopline", "up", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        assert (tmp_path / "home" / "redis.sock").exists()  # the embedded broker
+        time.sleep(3)  # let the workers come up before asking them to stop
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert "Loopline is up at" in out and "stopping" in out
+    assert not (tmp_path / "home" / "redis.sock").exists()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
