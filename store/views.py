@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.models import Delivery, Deployment, ModelVersion, Run, Stage
+from store.models import Delivery, Deployment, ModelVersion, Run, Stage, as_utc
 
 
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 in UTC; SQLite hands back naive datetimes, which Loopline always writes in UTC."""
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return as_utc(value).isoformat() if value else None
 
 
 def stage_dict(stage: Stage) -> dict[str, Any]:

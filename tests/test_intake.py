@@ -10,7 +10,7 @@ from loopline.settings import Settings
 from pipelines.events import ZERO_SHA, Event
 from store.db import Database
 from store.deliveries import record_delivery
-from store.models import Delivery, Run
+from store.models import Delivery, Run, utcnow
 from tests.conftest import Project, make_settings
 from workers import runner
 from workers.intake import Prepared, prepare_run
@@ -229,3 +229,23 @@ def test_second_delivery_of_the_same_commit_joins_its_run(
     )
     two = prepare_run(settings, db, [other.event_id])
     assert two.run_id == one.run_id and two.stages == ()
+
+
+def test_a_duplicate_stage_message_does_not_run_it_twice(
+    settings: Settings, db: Database, project: Project
+) -> None:
+    from datetime import timedelta
+
+    first = project.head()
+    after = project.commit({"app/x.py": "X = 4\n"})
+    project.push()
+    prepared = prepare_run(settings, db, [deliver(db, project, first, after)])
+    with db.session() as s:
+        stage = s.get(Run, prepared.run_id).stages[0]
+        stage.status, stage.started_at = "running", utcnow()  # another worker has it
+    assert runner.execute(settings, db, prepared.run_id, "unit_tests") == runner.ALREADY_RUNNING
+    with db.session() as s:  # … but one that started longer ago than any stage may run was lost
+        s.get(Run, prepared.run_id).stages[0].started_at = utcnow() - timedelta(
+            seconds=settings.stage_timeout + 1
+        )
+    assert runner.execute(settings, db, prepared.run_id, "unit_tests") == "succeeded"

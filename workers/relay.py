@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import click
@@ -25,7 +25,7 @@ from loopline.settings import Settings
 from pipelines.config import ConfigError
 from store import deliveries, runs
 from store.db import Database
-from store.models import Delivery, utcnow
+from store.models import Delivery, as_utc, utcnow
 from workers.gitops import GitError
 from workers.process import terminate
 from workers.projects import mirror, project_at
@@ -33,10 +33,6 @@ from workers.projects import mirror, project_at
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 _debounce_cache: dict[str, tuple[float, float]] = {}
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def debounce_for(settings: Settings, repo_name: str) -> float:
@@ -78,8 +74,8 @@ def relay_once(settings: Settings, db: Database, publish: Publisher, now: dateti
             batches.append([row])
     for repo_name, rows in data.items():
         debounce = debounce_for(settings, repo_name)
-        newest = max(_utc(r.received_at) for r in rows)
-        oldest = min(_utc(r.received_at) for r in rows)
+        newest = max(as_utc(r.received_at) for r in rows)
+        oldest = min(as_utc(r.received_at) for r in rows)
         max_wait = max(debounce * 10, 60.0)
         if now - newest >= timedelta(seconds=debounce) or now - oldest >= timedelta(seconds=max_wait):
             batches.append(rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,12 +19,14 @@ from loopline.settings import Settings
 from pipelines.config import ConfigError
 from pipelines.events import DataObject, Event
 from store.db import Database
-from store.models import Delivery, Run, Stage, utcnow
+from store.models import Delivery, Run, Stage, as_utc, utcnow
 from store.runs import forget_workspace
 from workers.projects import log_path, mirror, project_in
 from workers.steps import StepContext, StepError, StepResult, registry
 
 log = logging.getLogger(__name__)
+#: What :func:`execute` answers for a second message of a stage another worker is running.
+ALREADY_RUNNING = "already_running"
 TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "gate_failed"}
 MAX_LOG = 2 * 1024 * 1024
 
@@ -51,6 +54,12 @@ def execute(settings: Settings, db: Database, run_id: int, name: str) -> str:
             return stage.status
         if run.status in TERMINAL:
             return "cancelled"
+        if (
+            stage.status == "running"
+            and stage.started_at
+            and as_utc(stage.started_at) > utcnow() - timedelta(seconds=settings.stage_timeout)
+        ):
+            return ALREADY_RUNNING  # a duplicate message while another worker runs it (not a lost one)
         stage.status, stage.started_at = "running", utcnow()
         run.status = "running"
         run.started_at = run.started_at or stage.started_at

@@ -61,8 +61,8 @@ def intake(delivery_ids: list[str]) -> int | None:
 def run_stage(run_id: int, stage: str) -> str:
     settings, db = current()
     status = runner.execute(settings, db, run_id, stage)
-    if status == "awaiting_approval":
-        raise Ignore()  # the chain stops here without holding a worker; approval resumes it
+    if status in ("awaiting_approval", runner.ALREADY_RUNNING):
+        raise Ignore()  # this chain stops here; an approval (or the other worker's chain) goes on
     if status not in ("succeeded",):
         raise StageFailed(f"run {run_id}: stage {stage} {status}")
     return status
