@@ -30,7 +30,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.register(app)
     for module in (hooks, api, actions, health, dashboard):
         app.register_blueprint(module.bp)
-    logging.getLogger(__name__).info(
+    log = logging.getLogger(__name__)
+    for repo in settings.repositories:
+        if repo.name not in settings.secrets:
+            log.warning("repository %s has no secret_env: its webhooks are accepted unsigned", repo.name)
+    log.info(
         "loopline: %d repositories registered from %s", len(settings.repositories), settings.config_path
     )
     return app

@@ -226,3 +226,12 @@ def test_store_that_cannot_write_answers_503(client: FlaskClient) -> None:
     answer = client.post("/hooks/git", data=body, headers=git_headers(body))
     assert answer.status_code == 503 and answer.json["error"] == "store_unavailable"
     assert "retry" in answer.json["message"]
+
+
+def test_repository_without_a_secret_accepts_unsigned_deliveries(tmp_path: Path) -> None:
+    app = create_app({"settings": make_settings(tmp_path, (GIT,)), "TESTING": True})
+    client = app.test_client()
+    assert client.post("/hooks/git", data=git_body(), headers={}).status_code == 202
+    assert client.post("/hooks/git", data=git_body(repository="other")).status_code == 404
+    with app.app_context():
+        loopline().db.dispose()
