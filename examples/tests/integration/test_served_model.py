@@ -46,7 +46,7 @@ def test_predict_is_accurate_on_real_rows(base_url: str) -> None:
     predictions = resp.json()["predictions"]
     assert len(predictions) == len(rows)
     assert set(predictions) <= {0, 1}
-    accuracy = sum(int(p == t) for p, t in zip(predictions, labels)) / len(labels)
+    accuracy = sum(int(p == t) for p, t in zip(predictions, labels, strict=True)) / len(labels)
     assert accuracy > 0.8, f"served model accuracy {accuracy:.3f} on real rows"
 
 
