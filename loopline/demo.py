@@ -75,44 +75,49 @@ def write_config(path: Path, remote: Path, lake: Path, secret_env: str | None = 
 
 
 def wait_for_run(api: str, repo: str, after_id: int, timeout: float = 600) -> dict[str, Any]:
-    """Follow the next run of ``repo`` to its end, printing each stage as it finishes."""
+    """Follow the next run of ``repo`` to its end, printing its plan and each stage as it moves."""
     deadline = time.monotonic() + timeout
-    shown: set[str] = set()
+    click.echo("  waiting for Loopline to pick up the event …")
+    shown: set[tuple[str, str]] = set()
     run: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         runs = requests.get(f"{api}/api/runs", params={"repo": repo}, timeout=5).json()["runs"]
-        newer = [r for r in runs if r["id"] > after_id]
+        newer = [r["id"] for r in runs if r["id"] > after_id]
         if newer:
-            run = requests.get(f"{api}/api/runs/{min(r['id'] for r in newer)}", timeout=5).json()
-            if not shown:
-                click.echo(
-                    f"  run #{run['id']}: {', '.join(run['kinds']) or 'no changes'} → "
-                    f"{' → '.join(run['plan']) or '(nothing to do)'}"
-                )
+            if run is None:
+                run = requests.get(f"{api}/api/runs/{min(newer)}", timeout=5).json()
+                plan = " → ".join(run["plan"]) or "(nothing to do)"
+                click.echo(f"  run #{run['id']}: {', '.join(run['kinds']) or 'no changes'}: {plan}")
+            run = requests.get(f"{api}/api/runs/{run['id']}", timeout=5).json()
             for stage in run["stages"]:
-                key = f"{stage['name']}:{stage['status']}"
-                if key not in shown and stage["status"] not in ("queued",):
-                    shown.add(key)
-                    took = f" {stage['duration_seconds']:.1f}s" if stage["duration_seconds"] else ""
+                if stage["status"] != "queued" and (stage["name"], stage["status"]) not in shown:
+                    shown.add((stage["name"], stage["status"]))
+                    took = (
+                        f" {stage['duration_seconds']:.1f}s" if stage["duration_seconds"] is not None else ""
+                    )
                     click.echo(f"    {stage['status']:<10} {stage['name']}{took}")
-            shown.add("started")
             if run["status"] in TERMINAL:
                 return run
-        else:
-            click.echo("  waiting for Loopline to pick up the event …") if not shown else None
-            shown.add("waiting")
         time.sleep(0.3)
     raise click.ClickException(f"timed out waiting for a run of {repo}" + (f" (#{run['id']})" if run else ""))
 
 
-def predict(api: str, model: str) -> tuple[dict[str, Any], list[int]]:
+def predict(api: str, model: str) -> dict[str, Any]:
+    """Ask the deployed model about six real rows (three of each class); print what it says."""
     from sklearn.datasets import load_breast_cancer
 
     current = requests.get(f"{api}/api/deployments/current", params={"model": model}, timeout=5).json()
-    url = current["deployment"]["url"]
-    rows = load_breast_cancer().data[:5].tolist()
-    answer = requests.post(f"{url}/predict", json={"instances": rows}, timeout=10).json()
-    return current, answer["predictions"]
+    data = load_breast_cancer()
+    picks = [i for label in (0, 1) for i in (data.target == label).nonzero()[0][:3]]
+    rows = data.data[picks].tolist()
+    answer = requests.post(
+        f"{current['deployment']['url']}/predict", json={"instances": rows}, timeout=10
+    ).json()
+    click.echo(
+        f"  POST /predict on v{current['deployment']['version']}: predicted {answer['predictions']}, "
+        f"true {data.target[picks].tolist()}"
+    )
+    return current
 
 
 def run_demo(example: Path | None = None, keep: bool = False) -> int:
@@ -151,8 +156,7 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
         first = wait_for_run(stack.url, "churn", 0)
         if first["status"] != "succeeded":
             return _fail(stack, first)
-        current, predictions = predict(stack.url, "churn")
-        click.echo(f"  /predict on v{current['deployment']['version']}: {predictions}")
+        current = predict(stack.url, "churn")
 
         click.echo("\n2. a new data file lands in the drop folder")
         batch = lake / "batch-001.csv"
@@ -167,8 +171,7 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
         second = wait_for_run(stack.url, "churn", first["id"])
         if second["status"] != "succeeded":
             return _fail(stack, second)
-        current, predictions = predict(stack.url, "churn")
-        click.echo(f"  /predict on v{current['deployment']['version']}: {predictions}")
+        current = predict(stack.url, "churn")
 
         settings = Settings.from_env(stack.env)
         click.echo("\nRuns")
