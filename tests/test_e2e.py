@@ -257,7 +257,13 @@ def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:
             except requests.RequestException:
                 time.sleep(0.3)
         assert (tmp_path / "home" / "redis.sock").exists()  # the embedded broker
-        time.sleep(3)  # let the workers come up before asking them to stop
+        logs = tmp_path / "home" / "logs"
+        while time.monotonic() < deadline and not all(  # both workers up: `up` has said so
+            (logs / f"{name}.log").exists() and "ready." in (logs / f"{name}.log").read_text()
+            for name in ("worker", "trainer")
+        ):
+            time.sleep(0.2)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
