@@ -24,18 +24,8 @@ class Settings:
     #: Webhook secrets by repository name, resolved from each ``secret_env``; never logged.
     secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     api_token: str | None = field(default=None, repr=False)
-    event_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 25 * MB
     stage_timeout: float = 3600.0
-    public_url: str = "http://127.0.0.1:8080"
-
-    @property
-    def embedded_broker(self) -> bool:
-        return self.broker_url.startswith("redis+socket://") and str(self.home) in self.broker_url
-
-    @property
-    def redis_socket(self) -> Path:
-        return self.home / "redis.sock"
 
     def repo(self, name: str) -> RepoConfig | None:
         return next((r for r in self.repositories if r.name == name), None)
@@ -67,10 +57,8 @@ class Settings:
             repositories=repos,
             secrets=secrets,
             api_token=env.get("LOOPLINE_API_TOKEN") or None,
-            event_token=env.get("LOOPLINE_EVENT_TOKEN") or None,
             max_body_bytes=int(env.get("LOOPLINE_MAX_BODY_BYTES") or 25 * MB),
             stage_timeout=float(env.get("LOOPLINE_STAGE_TIMEOUT") or 3600),
-            public_url=env.get("LOOPLINE_PUBLIC_URL") or "http://127.0.0.1:8080",
         )
 
 

@@ -69,12 +69,6 @@ class Event:
         objects = tuple(DataObject(**o) for o in data.get("objects", ()))
         return cls(**{**data, "objects": objects})
 
-    @property
-    def branch(self) -> str | None:
-        if self.ref and self.ref.startswith("refs/heads/"):
-            return self.ref.removeprefix("refs/heads/")
-        return None
-
 
 def valid_sha(value: object) -> bool:
     return isinstance(value, str) and bool(_SHA_RE.match(value))

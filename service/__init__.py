@@ -34,7 +34,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for repo in settings.repositories:
         if repo.name not in settings.secrets:
             log.warning("repository %s has no secret_env: its webhooks are accepted unsigned", repo.name)
-    log.info(
-        "loopline: %d repositories registered from %s", len(settings.repositories), settings.config_path
-    )
+    log.info("loopline: %d repositories registered from %s", len(settings.repositories), settings.config_path)
     return app

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from service.errors import ApiError, NotFound
 from service.state import loopline
-from store import views
-from store.models import Delivery, Deployment, ModelVersion, Run, Stage
+from store import registry, views
+from store.models import Delivery, ModelVersion, Run, Stage
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -82,7 +82,7 @@ def models() -> Response:
             latest.setdefault(mv.name, {"name": mv.name, "latest_version": mv.version, "versions": 0})
             latest[mv.name]["versions"] += 1
         for name, entry in latest.items():
-            dep = _current(s, name)
+            dep = registry.current_deployment(s, name)
             entry["production_version"] = dep.version if dep else None
         return jsonify(models=list(latest.values()))
 
@@ -101,21 +101,10 @@ def versions(name: str) -> Response:
 @bp.get("/models/<name>/versions/<int:version>")
 def version(name: str, version: int) -> Response:
     with loopline().db.session() as s:
-        mv = s.scalars(
-            select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
-        ).one_or_none()
+        mv = registry.model_version(s, name, version)
         if mv is None:
             raise NotFound(f"no version {version} of model {name[:64]!r}")
         return jsonify(views.model_dict(mv))
-
-
-def _current(s: Any, model: str) -> Deployment | None:
-    return s.scalars(
-        select(Deployment)
-        .where(Deployment.model_name == model, Deployment.status == "active")
-        .order_by(Deployment.id.desc())
-        .limit(1)
-    ).one_or_none()
 
 
 @bp.get("/deployments/current")
@@ -124,7 +113,7 @@ def current_deployment() -> Response:
     if not model:
         raise ApiError("query parameter 'model' is required", "missing_parameter")
     with loopline().db.session() as s:
-        dep = _current(s, model)
+        dep = registry.current_deployment(s, model)
         if dep is None:
             raise NotFound(f"model {model[:64]!r} is not deployed")
         return jsonify(views.lineage(s, dep))

@@ -12,13 +12,9 @@ from store.deliveries import record_delivery
 
 bp = Blueprint("hooks", __name__)
 
-#: Forgejo is a Gitea fork; repositories registered as either accept either endpoint.
-_FAMILY = {"gitea": {"gitea", "forgejo"}, "forgejo": {"gitea", "forgejo"}}
-
 
 def _candidates(provider: str) -> list[RepoConfig]:
-    family = _FAMILY.get(provider, {provider})
-    return [r for r in loopline().settings.repositories if r.provider in family]
+    return [r for r in loopline().settings.repositories if r.provider == provider]
 
 
 @bp.post("/hooks/<provider>")

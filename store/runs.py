@@ -22,12 +22,17 @@ def _load(session: Session, run_id: int) -> Run:
     return run
 
 
+def _waiting(session: Session, run_id: int) -> Run:
+    run = _load(session, run_id)
+    if run.status != "awaiting_approval":
+        raise InvalidAction(f"run {run_id} is {run.status}, not awaiting approval")
+    return run
+
+
 def approve(db: Database, run_id: int, *, by: str, comment: str | None) -> Run:
     """Approve a waiting run for its exact commit and model version; the relay resumes it."""
     with db.session() as s:
-        run = _load(s, run_id)
-        if run.status != "awaiting_approval":
-            raise InvalidAction(f"run {run_id} is {run.status}, not awaiting approval")
+        run = _waiting(s, run_id)
         stage = next(st for st in run.stages if st.name == "approval")
         now = utcnow()
         stage.status, stage.finished_at, stage.exit_code = "succeeded", now, 0
@@ -45,9 +50,7 @@ def approve(db: Database, run_id: int, *, by: str, comment: str | None) -> Run:
 
 def reject(db: Database, run_id: int, *, by: str, comment: str | None) -> Run:
     with db.session() as s:
-        run = _load(s, run_id)
-        if run.status != "awaiting_approval":
-            raise InvalidAction(f"run {run_id} is {run.status}, not awaiting approval")
+        run = _waiting(s, run_id)
         now = utcnow()
         for stage in run.stages:
             if stage.name == "approval":

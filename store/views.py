@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.models import Delivery, Deployment, ModelVersion, Run, Stage, as_utc
+from store.registry import model_version
 
 
 def iso(value: datetime | None) -> str | None:
@@ -105,9 +106,7 @@ def deployment_dict(dep: Deployment) -> dict[str, Any]:
 
 def lineage(session: Session, dep: Deployment) -> dict[str, Any]:
     """The chain behind a deployment: delivery → commit → data → run → stages → model version."""
-    mv = session.scalars(
-        select(ModelVersion).where(ModelVersion.name == dep.model_name, ModelVersion.version == dep.version)
-    ).one_or_none()
+    mv = model_version(session, dep.model_name, dep.version)
     trained_by = session.get(Run, mv.run_id) if mv else None
     deliveries = session.scalars(select(Delivery).where(Delivery.run_id == mv.run_id)).all() if mv else []
     return {

@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from store import registry
 from store.db import Database
-from store.models import Deployment, ModelVersion, Run
+from store.models import ModelVersion, Run
 from workers.steps import StepContext
 
 
@@ -29,18 +30,9 @@ def _ref(mv: ModelVersion) -> ModelRef:
 def production(db: Database, name: str) -> ModelRef | None:
     """The version the active deployment serves, if any."""
     with db.session() as s:
-        dep = s.scalars(
-            select(Deployment)
-            .where(Deployment.model_name == name, Deployment.status == "active")
-            .order_by(Deployment.id.desc())
-            .limit(1)
-        ).one_or_none()
-        if dep is None:
-            return None
-        mv = s.scalars(
-            select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == dep.version)
-        ).one()
-        return _ref(mv)
+        dep = registry.current_deployment(s, name)
+        mv = registry.model_version(s, name, dep.version) if dep else None
+        return _ref(mv) if mv else None
 
 
 def model_for_run(ctx: StepContext) -> ModelRef | None:
@@ -48,12 +40,8 @@ def model_for_run(ctx: StepContext) -> ModelRef | None:
     name = ctx.project.model_name
     with ctx.db.session() as s:
         run = s.get(Run, ctx.run_id)
-        if run is not None and run.model_version is not None:
-            mv = s.scalars(
-                select(ModelVersion).where(
-                    ModelVersion.name == name, ModelVersion.version == run.model_version
-                )
-            ).one()
+        mv = registry.model_version(s, name, run.model_version) if run and run.model_version else None
+        if mv is not None:
             return _ref(mv)
     current = production(ctx.db, name)
     if current is not None:

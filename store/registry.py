@@ -1,0 +1,24 @@
+"""Registry look-ups shared by the API and the workers."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.models import Deployment, ModelVersion
+
+
+def current_deployment(session: Session, model: str) -> Deployment | None:
+    """The active deployment of ``model``: what serves now."""
+    return session.scalars(
+        select(Deployment)
+        .where(Deployment.model_name == model, Deployment.status == "active")
+        .order_by(Deployment.id.desc())
+        .limit(1)
+    ).one_or_none()
+
+
+def model_version(session: Session, name: str, version: int) -> ModelVersion | None:
+    return session.scalars(
+        select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+    ).one_or_none()
