@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 
 from loopline.settings import Settings
 from store.db import Database
@@ -23,7 +24,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings: Settings = config.pop("settings", None) or Settings.from_env()
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, **config)
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the order records are written in
+    app.json = BoundedJSON(app)
+    app.before_request(read_body_within_limit)
     db = Database(settings.database_url)
     db.migrate()
     app.extensions["loopline"] = Loopline(settings=settings, db=db)
@@ -36,3 +38,28 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             log.warning("repository %s has no secret_env: its webhooks are accepted unsigned", repo.name)
     log.info("loopline: %d repositories registered from %s", len(settings.repositories), settings.config_path)
     return app
+
+
+class BoundedJSON(DefaultJSONProvider):
+    """Flask's JSON, keeping the order records are written in; hostile nesting is a
+    ``ValueError`` (so ``request.get_json`` answers 400), not a ``RecursionError`` (a 500)."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc
+
+
+def read_body_within_limit() -> None:
+    """Read every request body before its view runs, at most ``MAX_CONTENT_LENGTH`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before a byte is read; a chunked
+    body is refused as soon as it passes the limit (Werkzeug's bounded stream). Either way the
+    answer is a JSON 413 for every endpoint, whether or not its view reads the body; the views
+    then get the body from the cache.
+    """
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        request.get_data()
