@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from loopline.settings import Settings
 from store.db import Database
@@ -54,12 +55,19 @@ class BoundedJSON(DefaultJSONProvider):
 
 
 def read_body_within_limit() -> None:
-    """Read every request body before its view runs, at most ``MAX_CONTENT_LENGTH`` bytes.
+    """Read every request body before its view runs, refusing one over ``MAX_CONTENT_LENGTH``.
 
-    A declared ``Content-Length`` over the limit is refused before a byte is read; a chunked
-    body is refused as soon as it passes the limit (Werkzeug's bounded stream). Either way the
-    answer is a JSON 413 for every endpoint, whether or not its view reads the body; the views
-    then get the body from the cache.
+    A declared ``Content-Length`` over the limit is refused before a byte is read. A chunked
+    body has no declared length, and Werkzeug's bounded stream silently stops at its limit, so
+    the stream is bounded one byte above it: reading that byte means the body is over. Either
+    way the answer is a JSON 413 for every endpoint, whether or not its view reads the body;
+    views then get the body from the request's cache.
     """
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
-        request.get_data()
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge()
+    request.max_content_length = limit + 1
+    if len(request.get_data()) > limit:
+        raise RequestEntityTooLarge()
