@@ -50,6 +50,9 @@ def receive(provider: str) -> tuple[Response, int]:
     if repo.name not in verified and repo.name not in unsigned_ok:
         raise Unauthorized("missing or invalid signature", "bad_signature")
     delivery = dialect.delivery_id(headers, body)
+    work = [(i, e) for i, e in enumerate(events) if not e.deleted]
+    # Stored first: a conflicting redelivery (409) changes nothing, not even a cancellation.
+    answer = _store(provider, repo.name, delivery, body, work, several=len(events) > 1) if work else None
     cancelled = [
         run_id
         for event in events
@@ -58,12 +61,10 @@ def receive(provider: str) -> tuple[Response, int]:
             state.db, repo.name, event.ref or "", reason=f"{event.ref} was deleted before the run started"
         )
     ]
-    work = [(i, e) for i, e in enumerate(events) if not e.deleted]
-    if not work:
+    if answer is None:
         refs = ", ".join(e.ref or "" for e in events)
         reason = f"{refs} deleted: a deletion never starts a pipeline"
         return jsonify(status="ignored", reason=reason, cancelled_run_ids=cancelled), 200
-    answer = _store(provider, repo.name, delivery, body, work, several=len(events) > 1)
     if len(work) < len(events):
         answer["cancelled_run_ids"] = cancelled
     return jsonify(answer), 202 if answer["status"] == "accepted" else 200

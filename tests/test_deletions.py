@@ -184,3 +184,21 @@ def test_bitbucket_push_of_several_refs_is_deduplicated_whole(client: FlaskClien
     assert again.status_code == 200 and again.json["status"] == "duplicate"
     assert again.json["event_ids"] == first.json["event_ids"]
     assert deliveries(client) == 2
+
+
+def test_a_conflicting_redelivery_cancels_nothing(client: FlaskClient) -> None:
+    db = db_of(client)
+    first = bitbucket_push("updated", "created")
+    assert (
+        client.post(
+            "/hooks/bitbucket", data=first, headers=headers_for("bitbucket", first, SECRET, delivery="r")
+        ).status_code
+        == 202
+    )
+    queued = add_run(db, repository="foo", ref="refs/heads/develop", stages=QUEUED, status="queued")
+    other = bitbucket_push("updated", "deleted")  # same delivery id, another body
+    answer = client.post(
+        "/hooks/bitbucket", data=other, headers=headers_for("bitbucket", other, SECRET, delivery="r")
+    )
+    assert answer.status_code == 409 and answer.json["error"] == "delivery_conflict"
+    assert state(db, queued)[0] == "queued" and deliveries(client) == 2
