@@ -10,11 +10,18 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 ZERO_SHA = "0" * 40
-_SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-# git check-ref-format, restricted further: no "..", no control chars, no leading "-".
+_SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z")
+# git check-ref-format, restricted further: a short ASCII set, no "..", "//" or "@{", no component
+# that starts with "." or "-" or ends with ".lock", no "." or "/" at the end.
 _REF_RE = re.compile(
-    r"^refs/(heads|tags)/(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/+@=-]{1,200}(?<![./])$"
+    r"^refs/(?P<namespace>[a-z][a-z0-9_-]{0,30})/"
+    r"(?![.-])(?!.*/[.-])(?!.*\.\.)(?!.*//)(?!.*@\{)(?!.*\.lock(/|$))"
+    r"[A-Za-z0-9._/+@=-]{1,200}(?<![./])\Z"
 )
+#: Where a branch or tag lives; Gitea's create/delete events and Bitbucket name them short.
+REF_PREFIXES = {"branch": "refs/heads/", "tag": "refs/tags/"}
+#: Longer commit messages are left out of the event; the worker reads the message from git.
+MAX_MESSAGE = 4096
 
 
 class PayloadError(ValueError):
@@ -75,7 +82,31 @@ def valid_sha(value: object) -> bool:
 
 
 def valid_ref(value: object) -> bool:
-    return isinstance(value, str) and bool(_REF_RE.match(value)) and not value.endswith(".lock")
+    """A well-formed branch or tag ref (``refs/heads/…``, ``refs/tags/…``)."""
+    match = _REF_RE.match(value) if isinstance(value, str) else None
+    return match is not None and match["namespace"] in ("heads", "tags")
+
+
+def _checked_ref(ref: object) -> str:
+    """``ref`` if it is a branch or tag; a well-formed ref elsewhere (``refs/notes/…``, which a
+    post-receive hook reports too) is :class:`Ignored`; anything else is a :class:`PayloadError`."""
+    match = _REF_RE.match(ref) if isinstance(ref, str) and len(ref) <= 255 else None
+    if match is None:
+        shown = ref[:100] if isinstance(ref, str) else type(ref).__name__
+        raise PayloadError(f"invalid ref: {shown!r}")
+    assert isinstance(ref, str)
+    if match["namespace"] not in ("heads", "tags"):
+        raise Ignored(f"{ref} is neither a branch nor a tag; only those run pipelines")
+    return ref
+
+
+def full_ref(name: object, ref_type: object) -> str:
+    """``("main", "branch")`` → ``refs/heads/main``: the full ref for a short name and its type."""
+    if not isinstance(ref_type, str) or ref_type not in REF_PREFIXES:
+        raise PayloadError(f"ref type must be one of {', '.join(REF_PREFIXES)}")
+    if not isinstance(name, str) or not name:
+        raise PayloadError("ref name must be a non-empty string")
+    return REF_PREFIXES[ref_type] + name
 
 
 def git_event(
@@ -85,19 +116,21 @@ def git_event(
     after: object,
     *,
     forced: bool = False,
-    message: str | None = None,
+    message: object = None,
 ) -> Event:
     """Build a push/tag/delete event from the ref update every git dialect reports.
 
-    Refs and SHAs are validated here, once, so nothing malformed ever reaches git.
+    Refs and SHAs are validated here, once, so nothing malformed ever reaches git. A zero
+    ``before`` is a creation, a zero ``after`` a deletion.
     """
-    if not valid_ref(ref):
-        raise PayloadError(f"invalid ref: {str(ref)[:100]!r}")
+    ref = _checked_ref(ref)
     if not valid_sha(before) or not valid_sha(after):
         raise PayloadError("before/after must be full commit SHAs")
-    assert isinstance(ref, str) and isinstance(before, str) and isinstance(after, str)
+    assert isinstance(before, str) and isinstance(after, str)
     deleted = set(after) == {"0"}
     created = set(before) == {"0"}
+    if created and deleted:
+        raise PayloadError("before and after cannot both be zero")
     kind = "delete" if deleted else ("tag" if ref.startswith("refs/tags/") else "push")
     return Event(
         type=kind,
@@ -108,5 +141,10 @@ def git_event(
         created=created,
         deleted=deleted,
         forced=forced,
-        message=message,
+        message=message if isinstance(message, str) and len(message) <= MAX_MESSAGE else None,
     )
+
+
+def deletion(repository: str, ref: object) -> Event:
+    """A branch or tag deletion reported without SHAs (Gitea's and Forgejo's ``delete`` event)."""
+    return Event(type="delete", repository=repository, ref=_checked_ref(ref), after=ZERO_SHA, deleted=True)

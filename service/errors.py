@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, current_app, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from pipelines.config import ConfigError
 from pipelines.events import Ignored, PayloadError
@@ -64,6 +64,11 @@ def register(app: Flask) -> None:
     def _store(exc: StoreUnavailable) -> tuple[Response, int]:
         log.error("store unavailable: %s", exc)
         return error_response(503, "store_unavailable", "the store cannot be written; retry later")
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge) -> tuple[Response, int]:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return error_response(413, "request_entity_too_large", f"the body is over the limit of {limit} bytes")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:

@@ -81,6 +81,37 @@ def cancel(db: Database, run_id: int, *, by: str, reason: str | None = None) -> 
         return run
 
 
+def cancel_queued(db: Database, repository: str, ref: str, *, reason: str) -> list[int]:
+    """Cancel the runs of ``ref`` that no stage has started yet (the branch or tag is gone);
+    returns their ids. Runs already under way are left to finish.
+
+    One conditional ``UPDATE``: a worker that starts a stage at the same moment either wins
+    (the run is ``running`` and stays so) or finds the run ``cancelled`` and does not start it.
+    """
+    now = utcnow()
+    with db.session() as s:
+        ids = list(
+            s.scalars(
+                update(Run)
+                .where(
+                    Run.repository == repository,
+                    Run.ref == ref,
+                    Run.status == "queued",
+                    ~Run.stages.any(Stage.status != "queued"),
+                )
+                .values(status="cancelled", reason=reason, finished_at=now, resume_requested_at=None)
+                .returning(Run.id)
+            )
+        )
+        if ids:
+            s.execute(
+                update(Stage)
+                .where(Stage.run_id.in_(ids), Stage.status == "queued")
+                .values(status="cancelled")
+            )
+    return sorted(ids)
+
+
 def take_resumable(db: Database) -> list[tuple[int, list[str]]]:
     """Claim approved runs (atomically) and return each with its stages still to run."""
     claimed: list[tuple[int, list[str]]] = []

@@ -61,7 +61,7 @@ def test_reserialized_body_fails() -> None:
     ],
 )
 def test_push_payloads(name: str, expect: dict[str, object]) -> None:
-    event = github.parse(INDEX[name]["headers"], body_of(name))
+    (event,) = github.parse(INDEX[name]["headers"], body_of(name))
     for key, value in expect.items():
         assert getattr(event, key) == value, key
     assert event.repository.count("/") == 1

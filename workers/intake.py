@@ -58,7 +58,7 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
         )
         return Prepared(None)
     first = events[0]
-    if first.type == "delete":  # recorded; never starts a pipeline
+    if first.type == "delete":  # stored by versions that kept deletions; never starts a pipeline
         deliveries.finish(db, delivery_ids, run_id=None)
         return Prepared(None)
     mirror_ = mirror(settings, repo)

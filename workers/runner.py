@@ -46,7 +46,8 @@ class _Facts:
 def execute(settings: Settings, db: Database, run_id: int, name: str) -> str:
     """Run stage ``name`` of run ``run_id``; returns the stage's final status."""
     with db.session() as s:
-        run = s.get(Run, run_id)
+        # Locked (on PostgreSQL) so a cancellation either lands before this read or waits for it.
+        run = s.get(Run, run_id, with_for_update=True)
         stage = s.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
         if run is None or stage is None:
             return "skipped"

@@ -1,13 +1,20 @@
-"""Webhook dialects, one module per provider (the provider comes from the URL path).
+"""Webhook dialects, one per Git host (the provider comes from the URL path, never the body).
 
-Each module offers ``verify(headers, body, secret)`` on the raw bytes, ``delivery_id(headers,
-body)`` and a pure ``parse(headers, body) -> Event``.
+Each offers ``verify(headers, body, secret)`` on the raw bytes, ``delivery_id(headers, body)``
+and a pure ``parse(headers, body) -> list[Event]`` (see :class:`~service.dialects.base.Dialect`).
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from service.dialects import bitbucket, git, github, gitlab
+from service.dialects.base import Dialect
+from service.dialects.gitea import FORGEJO, GITEA
 
-from service.dialects import git, github
-
-DIALECTS: dict[str, ModuleType] = {"github": github, "git": git}
+DIALECTS: dict[str, Dialect] = {
+    "github": github,
+    "gitlab": gitlab,
+    "gitea": GITEA,
+    "forgejo": FORGEJO,
+    "bitbucket": bitbucket,
+    "git": git,
+}

@@ -1,14 +1,42 @@
-"""Helpers every dialect shares: strict JSON, headers, HMAC on the raw body."""
+"""What every dialect shares: the interface, strict JSON, headers, signatures on the raw body."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
-from typing import Any
+import re
+from typing import Any, Protocol
 
-from pipelines.events import PayloadError
+from pipelines.events import Event, PayloadError
+
+_DELIVERY_RE = re.compile(r"[\x21-\x7e]{1,128}\Z")
+
+
+class Headers(Protocol):
+    """Request headers: Werkzeug's (case-insensitive) in the app, a plain dict in tests."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+class Dialect(Protocol):
+    """One Git host's webhooks. The provider comes from the URL path, never from the body."""
+
+    def verify(self, headers: Headers, body: bytes, secret: bytes) -> bool:
+        """True if the request is signed (or carries the token) for ``secret``; never raises."""
+        ...
+
+    def delivery_id(self, headers: Headers, body: bytes) -> str:
+        """The sender's id for this delivery, stable across its retries."""
+        ...
+
+    def parse(self, headers: Headers, body: bytes) -> list[Event]:
+        """The ref updates the delivery reports, in order (several only for Bitbucket).
+
+        Raises :class:`~pipelines.events.PayloadError` or :class:`~pipelines.events.Ignored`
+        and nothing else, whatever the bytes.
+        """
+        ...
 
 
 def load_json(body: bytes) -> dict[str, Any]:
@@ -21,23 +49,35 @@ def load_json(body: bytes) -> dict[str, Any]:
         data = json.loads(text)
     except RecursionError as exc:  # hostile nesting: answer 400, fast, not a crash
         raise PayloadError("JSON nested too deeply") from exc
-    except ValueError as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # also integers beyond CPython's digit limit
+        raise PayloadError(f"body is not valid JSON: {str(exc)[:200]}") from exc
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object")
     return data
 
 
-def header(headers: Mapping[str, str], name: str) -> str | None:
+def header(headers: Headers, name: str) -> str | None:
     value = headers.get(name)
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def require_header(headers: Mapping[str, str], name: str) -> str:
+def require_header(headers: Headers, name: str) -> str:
     value = header(headers, name)
     if value is None:
         raise PayloadError(f"missing header {name}")
     return value
+
+
+def delivery_header(headers: Headers, *names: str) -> str:
+    """The first of ``names`` present: printable ASCII, at most 128 characters."""
+    for name in names:
+        value = header(headers, name)
+        if value is None:
+            continue
+        if not _DELIVERY_RE.match(value):
+            raise PayloadError(f"header {name} must be 1-128 printable ASCII characters")
+        return value
+    raise PayloadError(f"missing header {' or '.join(names)}")
 
 
 def hmac_sha256_hex(secret: bytes, body: bytes) -> str:
@@ -49,4 +89,38 @@ def signature_matches(signature: str | None, secret: bytes, body: bytes, prefix:
     if not signature or not signature.startswith(prefix):
         return False
     expected = prefix + hmac_sha256_hex(secret, body)
-    return hmac.compare_digest(signature.strip().encode(), expected.encode())
+    return hmac.compare_digest(signature.encode(), expected.encode())
+
+
+def token_matches(token: str | None, secret: bytes) -> bool:
+    """True if a shared token sent in a header equals ``secret`` (constant time)."""
+    return token is not None and hmac.compare_digest(token.encode(), secret)
+
+
+def full_name(repo: object) -> str:
+    """``owner/name`` of a GitHub-shaped repository object (GitHub, Gitea, Forgejo)."""
+    if not isinstance(repo, dict):
+        raise PayloadError("repository must be an object")
+    full = repo.get("full_name")
+    if isinstance(full, str) and full:
+        return full
+    owner = repo.get("owner")
+    if not isinstance(owner, dict):
+        owner = {}
+    login = owner.get("login") or owner.get("name")
+    name = repo.get("name")
+    if isinstance(login, str) and login and isinstance(name, str) and name:
+        return f"{login}/{name}"  # payloads from before full_name existed
+    raise PayloadError("repository.full_name is missing")
+
+
+def commit_message(commits: object, sha: object) -> str | None:
+    """The message of commit ``sha`` in a payload's commit list, if listed there (GitLab and
+    Gitea list at most 20 commits; the worker reads a missing message from git)."""
+    if not isinstance(commits, list):
+        return None
+    for commit in commits:
+        if isinstance(commit, dict) and commit.get("id") == sha:
+            message = commit.get("message")
+            return message if isinstance(message, str) else None
+    return None
