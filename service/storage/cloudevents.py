@@ -3,8 +3,7 @@
 
 Storage events inside are mapped by ``type``: ``Microsoft.Storage.Blob*`` are Azure events (as
 Event Grid sends them in its CloudEvents schema); S3-family types (``com.amazonaws.s3.*``,
-``aws.s3.*``, ``io.minio.*``, ``s3:*``, or a ``source`` of ``aws:s3``/``minio:s3``/``arn:aws:s3…``)
-carry an S3 notification, EventBridge event or single S3 record as ``data`` or ``data_base64``.
+``aws.s3*``, ``io.minio.*``, ``s3:*``, ``ObjectCreated:*``, ``ObjectRemoved:*``) carry an S3 notification, EventBridge event or single S3 record as ``data`` or ``data_base64``.
 Other types are understood and skipped.
 """
 
@@ -22,7 +21,6 @@ from service.storage.base import Notification, decode_json, mapping, text
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 _S3_TYPES = ("com.amazonaws.s3.", "aws.s3", "io.minio.", "s3:", "ObjectCreated:", "ObjectRemoved:")
-_S3_SOURCES = ("aws:s3", "minio:s3", "arn:aws:s3", "aws.s3")
 
 
 def parse(headers: Mapping[str, str], body: bytes) -> Notification:
@@ -46,10 +44,10 @@ def _event(event: dict[str, Any], where: str) -> Notification:
         raise PayloadError(f'{where}.specversion must be "1.0"')
     for attribute in ("id", "source", "type"):
         text(event.get(attribute), f"{where}.{attribute}", required=True)
-    kind, source = str(event["type"]), str(event["source"])
+    kind = str(event["type"])
     if kind.startswith("Microsoft.Storage."):
         return azure.storage_event({**event, "data": _data(event, where)}, kind, where)
-    if kind.startswith(_S3_TYPES) or source.startswith(_S3_SOURCES):
+    if kind.startswith(_S3_TYPES):
         data = mapping(_data(event, where), f"{where}.data")
         try:
             if "s3" in data and "eventName" in data:  # a single record
