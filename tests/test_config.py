@@ -145,3 +145,13 @@ def test_data_lake_entries_and_matching() -> None:
     assert lake_matches(repos, DataObject(store="s3", bucket="c", key="in/y.csv")) == []
     assert lake_matches(repos, DataObject(store="azure", account="acct", bucket="c", key="k")) == [("a", "k")]
     assert lake_matches(repos, DataObject(store="azure", account="other", bucket="c", key="k")) == []
+
+
+def test_the_deploy_example_parses() -> None:
+    import yaml
+
+    from tests.conftest import ROOT
+
+    repos = parse_server_config(yaml.safe_load((ROOT / "deploy/loopline.example.yaml").read_text()))
+    kinds = [next(k for k in ("folder", "s3", "azure") if getattr(e, k)) for e in repos[0].data_lake]
+    assert kinds == ["folder", "s3", "azure"]
