@@ -3,8 +3,9 @@
 
 Storage events inside are mapped by ``type``: ``Microsoft.Storage.Blob*`` are Azure events (as
 Event Grid sends them in its CloudEvents schema); S3-family types (``com.amazonaws.s3.*``,
-``aws.s3*``, ``io.minio.*``, ``s3:*``, ``ObjectCreated:*``, ``ObjectRemoved:*``) carry an S3 notification, EventBridge event or single S3 record as ``data`` or ``data_base64``.
-Other types are understood and skipped.
+``aws.s3*``, ``io.minio.*``, ``s3:*``, ``ObjectCreated:*``, ``ObjectRemoved:*``) carry an S3
+notification, EventBridge event or single S3 record as ``data`` or ``data_base64``. Other types
+are understood and skipped.
 """
 
 from __future__ import annotations
