@@ -24,6 +24,8 @@ class Settings:
     #: Webhook secrets by repository name, resolved from each ``secret_env``; never logged.
     secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     api_token: str | None = field(default=None, repr=False)
+    #: Bearer token for ``/events/*`` (storage senders cannot sign bodies); unset = refused.
+    event_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 25 * MB
     stage_timeout: float = 3600.0
 
@@ -57,6 +59,7 @@ class Settings:
             repositories=repos,
             secrets=secrets,
             api_token=env.get("LOOPLINE_API_TOKEN") or None,
+            event_token=env.get("LOOPLINE_EVENT_TOKEN") or None,
             max_body_bytes=int(env.get("LOOPLINE_MAX_BODY_BYTES") or 25 * MB),
             stage_timeout=float(env.get("LOOPLINE_STAGE_TIMEOUT") or 3600),
         )

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.events import DataObject
+
 PROVIDERS = ("github", "gitlab", "gitea", "forgejo", "bitbucket", "git")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -23,10 +25,61 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class S3Lake:
+    """An S3 or S3-compatible (MinIO) bucket. Credentials are named, never written here: each
+    ``*_env`` names an environment variable the workers read; none set = boto3's own chain."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_env: str | None = None
+    secret_key_env: str | None = None
+    session_token_env: str | None = None
+
+
+@dataclass(frozen=True)
+class AzureLake:
+    """An Azure Blob Storage (or ADLS Gen2) container; ``credential_env`` names a variable
+    holding a SAS token or an OAuth bearer token."""
+
+    account: str
+    container: str
+    prefix: str = ""
+    endpoint: str | None = None
+    credential_env: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return (self.endpoint or f"https://{self.account}.blob.core.windows.net").rstrip("/")
+
+
+@dataclass(frozen=True)
 class DataLakeEntry:
+    """Exactly one of ``folder``, ``s3`` or ``azure``."""
+
     folder: str | None = None
-    s3: dict[str, str] | None = None
-    azure: dict[str, str] | None = None
+    s3: S3Lake | None = None
+    azure: AzureLake | None = None
+
+    def match(self, item: DataObject) -> str | None:
+        """The object's path below this entry's prefix, or None if the object is not in it.
+
+        Drop folders are matched by the watcher itself, which scans them.
+        """
+        if item.store == "s3" and self.s3 and item.bucket == self.s3.bucket:
+            prefix = self.s3.prefix
+        elif (
+            item.store == "azure"
+            and self.azure
+            and (item.account, item.bucket) == (self.azure.account, self.azure.container)
+        ):
+            prefix = self.azure.prefix
+        else:
+            return None
+        if not item.key.startswith(prefix):
+            return None
+        return item.key[len(prefix) :].lstrip("/") or None
 
 
 @dataclass(frozen=True)
@@ -123,10 +176,69 @@ def _number(value: Any, source: str, key: str) -> float | None:
     return float(value)
 
 
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_LAKE_KEYS = {
+    "s3": {
+        "bucket",
+        "prefix",
+        "endpoint_url",
+        "region",
+        "access_key_env",
+        "secret_key_env",
+        "session_token_env",
+    },
+    "azure": {"account", "container", "prefix", "endpoint", "credential_env"},
+}
+
+
+def _lake_entry(raw: dict[str, Any], source: str, key: str) -> DataLakeEntry:
+    """One ``data_lake`` item; credentials only ever as names of environment variables."""
+    if len(raw) != 1 or next(iter(raw)) not in ("folder", "s3", "azure"):
+        raise ConfigError(source, key, "expected exactly one of folder, s3, azure")
+    kind, value = next(iter(raw.items()))
+    if kind == "folder":
+        return DataLakeEntry(folder=_string(value, source, f"{key}.folder", required=True))
+    spec = _mapping(value, source, f"{key}.{kind}")
+    unknown = sorted(set(spec) - _LAKE_KEYS[kind])
+    if unknown:
+        hint = (
+            " (credentials go in environment variables: name them with *_env)" if "key" in unknown[0] else ""
+        )
+        raise ConfigError(source, f"{key}.{kind}.{unknown[0]}", "unknown key" + hint)
+    values: dict[str, Any] = {"prefix": spec.get("prefix", "")}
+    if not isinstance(values["prefix"], str):
+        raise ConfigError(source, f"{key}.{kind}.prefix", "expected a string")
+    for name in sorted(_LAKE_KEYS[kind] - {"prefix"}):
+        where = f"{key}.{kind}.{name}"
+        value = _string(spec.get(name), source, where, required=name in ("bucket", "account", "container"))
+        if value and name.endswith("_env") and not _ENV_RE.match(value):
+            raise ConfigError(source, where, "expected the NAME of an environment variable")
+        if value and name.startswith("endpoint") and not value.startswith(("https://", "http://")):
+            raise ConfigError(source, where, "expected an http:// or https:// URL")
+        values[name] = value
+    if kind == "s3":
+        if bool(values["access_key_env"]) != bool(values["secret_key_env"]):
+            raise ConfigError(source, f"{key}.s3", "access_key_env and secret_key_env go together")
+        return DataLakeEntry(s3=S3Lake(**values))
+    return DataLakeEntry(azure=AzureLake(**values))
+
+
 def _relative_path(value: str, source: str, key: str) -> str:
     if value.startswith("/") or ".." in value.split("/"):
         raise ConfigError(source, key, "must be a path inside the repository")
     return value
+
+
+def lake_matches(repos: tuple[RepoConfig, ...], item: DataObject) -> list[tuple[str, str]]:
+    """``(repository, path below data.into)`` for each repository whose ``data_lake`` holds ``item``
+    (the first matching entry of a repository wins)."""
+    found: dict[str, str] = {}
+    for repo in repos:
+        for entry in repo.data_lake:
+            path = entry.match(item)
+            if path and repo.name not in found:
+                found[repo.name] = path
+    return list(found.items())
 
 
 def parse_server_config(raw: Any, source: str = "loopline.yaml") -> tuple[RepoConfig, ...]:
@@ -159,15 +271,8 @@ def parse_server_config(raw: Any, source: str = "loopline.yaml") -> tuple[RepoCo
             raise ConfigError(source, f"{key}.data_lake", "expected a list")
         lake_entries = []
         for j, lake in enumerate(lakes):
-            lake_map = _mapping(lake, source, f"{key}.data_lake[{j}]")
-            unknown = set(lake_map) - {"folder", "s3", "azure"}
-            if unknown or not lake_map:
-                raise ConfigError(source, f"{key}.data_lake[{j}]", "expected one of folder, s3, azure")
-            lake_entries.append(
-                DataLakeEntry(
-                    folder=lake_map.get("folder"), s3=lake_map.get("s3"), azure=lake_map.get("azure")
-                )
-            )
+            where = f"{key}.data_lake[{j}]"
+            lake_entries.append(_lake_entry(_mapping(lake, source, where), source, where))
         result.append(
             RepoConfig(
                 name=name,

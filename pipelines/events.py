@@ -40,14 +40,40 @@ class Ignored(Exception):
 
 @dataclass(frozen=True)
 class DataObject:
-    """One object in a data lake: a file in a folder, a blob or an S3 key."""
+    """One object in a data lake: a file in a folder, a blob or an S3 key.
 
-    store: str
-    bucket: str
+    ``key`` is always decoded (S3 sends ``New+File.jpg`` for ``New File.jpg``). ``path`` is where
+    the object lands under the project's ``data.into``: the key below its ``data_lake`` prefix,
+    filled in once the object is matched to a repository.
+    """
+
+    store: str  # folder | s3 | azure
+    bucket: str  # folder path, S3 bucket or Azure container
     key: str
     size: int | None = None
     etag: str | None = None
     version: str | None = None
+    #: Orders events for one key: S3 and Azure hex sequencers (see :func:`sequencer_order`).
+    sequencer: str | None = None
+    event_time: str | None = None
+    #: True for a removal (``ObjectRemoved:*``, ``BlobDeleted``): recorded, never fetched.
+    removed: bool = False
+    account: str | None = None  # Azure storage account
+    path: str | None = None
+
+    @property
+    def url(self) -> str:
+        """A display name: ``s3://bucket/key``, ``azure://account/container/key``, ``folder://…``."""
+        where = f"{self.account}/{self.bucket}" if self.account else self.bucket.lstrip("/")
+        return f"{self.store}://{where}/{self.key}"
+
+
+def sequencer_order(sequencer: str) -> str:
+    """A sort key for hex sequencers: AWS says to left-pad the shorter one and compare as strings."""
+    return sequencer.lower().rjust(SEQUENCER_WIDTH, "0")
+
+
+SEQUENCER_WIDTH = 64
 
 
 @dataclass(frozen=True)
@@ -75,6 +101,29 @@ class Event:
     def from_dict(cls, data: dict[str, Any]) -> Event:
         objects = tuple(DataObject(**o) for o in data.get("objects", ()))
         return cls(**{**data, "objects": objects})
+
+
+MAX_KEY_BYTES = 1024  # S3's and Azure's own limit for an object key / blob name
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unsafe_key(key: str) -> str | None:
+    """Why ``key`` cannot become a path under ``data.into`` (None if it can).
+
+    Keys are names in a flat namespace, so ``..``, ``/abs`` or ``a//b`` are legal there; here they
+    would leave the workspace or collide, so they are refused before anything is stored.
+    """
+    if not key:
+        return "empty key"
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        return f"key longer than {MAX_KEY_BYTES} bytes"
+    if _CONTROL_RE.search(key):
+        return "key contains NUL or control characters"
+    if key.startswith("/"):
+        return "absolute key"
+    if any(part in ("", ".", "..") for part in key.removesuffix("/").split("/")):
+        return "key has '.', '..' or empty path segments"
+    return None
 
 
 def valid_sha(value: object) -> bool:

@@ -15,7 +15,7 @@ from store.db import Database
 from store.models import Delivery, utcnow
 
 #: Providers whose deliveries are data events, batched per repository by the relay.
-DATA_PROVIDERS = ("folder", "s3", "azure", "cloudevents")
+DATA_PROVIDERS = ("folder", "s3", "azure")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,21 @@ def record_delivery(
             select(Delivery).where(Delivery.provider == provider, Delivery.delivery_id == delivery_id)
         ).one()
         return Recorded(existing.id, "duplicate" if existing.body_sha256 == digest else "conflict")
+
+
+def seen(db: Database, provider: str, delivery_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """``delivery_id -> (event id, body sha256)`` for those already stored: a request holding many
+    records is checked whole before any of them is written."""
+    found: dict[str, tuple[str, str]] = {}
+    with db.session() as session:
+        for start in range(0, len(delivery_ids), 500):
+            rows = session.execute(
+                select(Delivery.delivery_id, Delivery.id, Delivery.body_sha256).where(
+                    Delivery.provider == provider, Delivery.delivery_id.in_(delivery_ids[start : start + 500])
+                )
+            )
+            found.update({d: (i, sha) for d, i, sha in rows})
+    return found
 
 
 def pending(db: Database, limit: int = 100) -> list[Delivery]:

@@ -111,6 +111,17 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LakeObject(Base):
+    """The newest storage event seen for one object (by its hex sequencer, left-padded to 64 so
+    that string order is AWS's order): an older event arriving late cannot override it."""
+
+    __tablename__ = "lake_objects"
+
+    #: sha256 of store, account, bucket and key (keys may be 1 KiB: too long for an index)
+    object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sequencer: Mapped[str] = mapped_column(String(64))
+
+
 class Deployment(Base):
     __tablename__ = "deployments"
 

@@ -73,3 +73,85 @@ def test_missing_secret_is_a_start_error(tmp_path: Path) -> None:
         {"LOOPLINE_CONFIG": str(cfg), "LOOPLINE_HOME": str(tmp_path), "A_SECRET": "s"}
     )
     assert settings.secrets == {"a": b"s"} and "s'" not in repr(settings)
+
+
+def _lake(entry: object) -> dict:
+    return {"repositories": [{"name": "a", "url": "/x", "data_lake": [entry]}]}
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "problem"),
+    [
+        ({"s3": {"prefix": "in/"}}, "repositories[0].data_lake[0].s3.bucket", "is required"),
+        (
+            {"s3": {"bucket": "b", "secret_key": "AKIA…"}},
+            "repositories[0].data_lake[0].s3.secret_key",
+            "_env",
+        ),
+        ({"s3": {"bucket": "b", "access_key_env": "A"}}, "repositories[0].data_lake[0].s3", "go together"),
+        (
+            {"s3": {"bucket": "b", "access_key_env": "not a name", "secret_key_env": "S"}},
+            "repositories[0].data_lake[0].s3.access_key_env",
+            "NAME",
+        ),
+        (
+            {"s3": {"bucket": "b", "endpoint_url": "minio:9000"}},
+            "repositories[0].data_lake[0].s3.endpoint_url",
+            "http",
+        ),
+        ({"s3": {"bucket": "b", "prefix": 3}}, "repositories[0].data_lake[0].s3.prefix", "string"),
+        ({"azure": {"account": "a"}}, "repositories[0].data_lake[0].azure.container", "is required"),
+        (
+            {"azure": {"account": "a", "container": "c", "sas": "sv=…"}},
+            "repositories[0].data_lake[0].azure.sas",
+            "unknown key",
+        ),
+        ({"s3": {"bucket": "b"}, "folder": "/x"}, "repositories[0].data_lake[0]", "exactly one"),
+        ({"gcs": {"bucket": "b"}}, "repositories[0].data_lake[0]", "exactly one"),
+        ({"folder": ""}, "repositories[0].data_lake[0].folder", "non-empty"),
+    ],
+)
+def test_data_lake_errors(entry: object, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_server_config(_lake(entry), "loopline.yaml")
+    assert info.value.key == key and problem in info.value.problem
+
+
+def test_data_lake_entries_and_matching() -> None:
+    from pipelines.config import AzureLake, S3Lake, lake_matches
+    from pipelines.events import DataObject
+
+    raw = _lake(
+        {
+            "s3": {
+                "bucket": "b",
+                "prefix": "in/",
+                "endpoint_url": "http://minio:9000",
+                "region": "eu-west-1",
+                "access_key_env": "LAKE_KEY",
+                "secret_key_env": "LAKE_SECRET",
+            }
+        }
+    )
+    raw["repositories"][0]["data_lake"].append(
+        {"azure": {"account": "acct", "container": "c", "credential_env": "AZ"}}
+    )
+    repos = parse_server_config(raw)
+    s3, azure = (e.s3 or e.azure for e in repos[0].data_lake)
+    assert s3 == S3Lake("b", "in/", "http://minio:9000", "eu-west-1", "LAKE_KEY", "LAKE_SECRET", None)
+    assert isinstance(azure, AzureLake) and azure.base_url == "https://acct.blob.core.windows.net"
+    assert lake_matches(repos, DataObject(store="s3", bucket="b", key="in/x/y.csv")) == [("a", "x/y.csv")]
+    assert lake_matches(repos, DataObject(store="s3", bucket="b", key="out/y.csv")) == []
+    assert lake_matches(repos, DataObject(store="s3", bucket="c", key="in/y.csv")) == []
+    assert lake_matches(repos, DataObject(store="azure", account="acct", bucket="c", key="k")) == [("a", "k")]
+    assert lake_matches(repos, DataObject(store="azure", account="other", bucket="c", key="k")) == []
+
+
+def test_the_deploy_example_parses() -> None:
+    import yaml
+
+    from tests.conftest import ROOT
+
+    repos = parse_server_config(yaml.safe_load((ROOT / "deploy/loopline.example.yaml").read_text()))
+    kinds = [next(k for k in ("folder", "s3", "azure") if getattr(e, k)) for e in repos[0].data_lake]
+    assert kinds == ["folder", "s3", "azure"]

@@ -6,10 +6,10 @@ redelivered intake task finds the run it made and only finishes what was left un
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,11 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from loopline.settings import Settings
 from pipelines.classify import Classification, FileClass, classify
 from pipelines.config import ConfigError, ProjectConfig, RepoConfig
-from pipelines.events import Event
+from pipelines.events import DataObject, Event, sequencer_order
 from pipelines.plan import plan
-from store import deliveries
+from store import deliveries, objects
 from store.db import Database
 from store.models import Delivery, Run, Stage, utcnow
+from workers.fetch import FetchError, fetch_all
 from workers.gitops import GitError, Mirror
 from workers.projects import mirror, project_at, project_in, workspace
 
@@ -42,7 +43,9 @@ class IntakeError(RuntimeError):
 
 def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Prepared:
     with db.session() as s:
-        rows = list(s.scalars(select(Delivery).where(Delivery.id.in_(delivery_ids))))
+        rows = list(
+            s.scalars(select(Delivery).where(Delivery.id.in_(delivery_ids)).order_by(Delivery.received_at))
+        )
     if not rows:
         return Prepared(None)
     events = [Event.from_dict(r.event) for r in rows]
@@ -58,7 +61,10 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
         )
         return Prepared(None)
     first = events[0]
-    if first.type == "delete":  # stored by versions that kept deletions; never starts a pipeline
+    wanted = wanted_objects(db, events) if first.type == "data" else []
+    if first.type == "delete" or (first.type == "data" and not wanted):
+        # Recorded; never starts a pipeline: a deletion stored by an earlier version, or only removed
+        # or superseded objects.
         deliveries.finish(db, delivery_ids, run_id=None)
         return Prepared(None)
     mirror_ = mirror(settings, repo)
@@ -94,7 +100,7 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
             )
         ]
         return _insert(db, run, delivery_ids)
-    classification = _classify(mirror_, project, first, events, base, commit)
+    classification = _classify(mirror_, project, first, wanted, base, commit)
     branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
     planned = plan(
         classification.kinds,
@@ -109,7 +115,8 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
         stages, run.reason = (), "tag pushes do not run pipelines yet"
     if first.type == "data":
         run.reason = f"{len(classification.files)} new data file(s)"
-        run.dedupe_key = f"{repo.name}|data|{','.join(sorted(delivery_ids))}"
+        batch = hashlib.sha256(",".join(sorted(delivery_ids)).encode()).hexdigest()
+        run.dedupe_key = f"{repo.name}|data|{batch}"
     else:
         run.dedupe_key = f"{repo.name}|{ref}|{commit}|{','.join(classification.kinds)}"
     run.kinds, run.plan, run.classification = (
@@ -141,20 +148,38 @@ def _locate(mirror_: Mirror, repo: RepoConfig, event: Event) -> tuple[str, str, 
     return event.ref, event.after, mirror_.base_for(event.before, event.after, default)
 
 
+def wanted_objects(db: Database, events: list[Event]) -> list[DataObject]:
+    """What a data run fetches: per object the newest event of the batch (by sequencer, else by
+    arrival), unless that is a removal or a newer event has been recorded since. So an older
+    event never overrides a newer one, and a removed object is never fetched."""
+    newest: dict[str, DataObject] = {}
+    for item in (o for e in events for o in e.objects):
+        oid = objects.object_id(item)
+        prior = newest.get(oid)
+        if prior is None or _order(item) >= _order(prior):
+            newest[oid] = item
+    live = [o for o in newest.values() if not o.removed]
+    stale = objects.superseded(db, live)
+    return [o for o in live if objects.object_id(o) not in stale]
+
+
+def _order(item: DataObject) -> str:
+    return sequencer_order(item.sequencer) if item.sequencer else ""
+
+
 def _classify(
-    mirror_: Mirror, project: ProjectConfig, first: Event, events: list[Event], base: str, commit: str
+    mirror_: Mirror, project: ProjectConfig, first: Event, wanted: list[DataObject], base: str, commit: str
 ) -> Classification:
     if first.type != "data":
         return classify(mirror_.changed_files(base, commit), project.rules)
     files = tuple(
         FileClass(
-            path=f"{project.data_into}/{o.key}",
+            path=f"{project.data_into}/{o.path or o.key}",
             status="A",
             kind="data",
-            rule=f"data_lake: {o.store} {o.bucket}",
+            rule=f"data_lake: {o.url}",
         )
-        for e in events
-        for o in e.objects
+        for o in wanted
     )
     return Classification(files=files, kinds=("data",))
 
@@ -193,8 +218,9 @@ def _ready(
         try:
             if repo is None:
                 raise IntakeError(f"repository {run.repository!r} is not registered")
-            _make_workspace(settings, mirror_ or mirror(settings, repo), run_id, commit, events)
-        except (ConfigError, GitError, OSError, IntakeError) as exc:
+            wanted = wanted_objects(db, events) if events[0].type == "data" else []
+            _make_workspace(settings, mirror_ or mirror(settings, repo), repo, run_id, commit, wanted)
+        except (ConfigError, GitError, OSError, IntakeError, FetchError) as exc:
             _fail(db, run_id, f"workspace: {exc}")
             return Prepared(run_id)
         with db.session() as s:
@@ -214,22 +240,12 @@ def _fail(db: Database, run_id: int, reason: str) -> None:
 
 
 def _make_workspace(
-    settings: Settings, mirror_: Mirror, run_id: int, commit: str, events: list[Event]
+    settings: Settings, mirror_: Mirror, repo: RepoConfig, run_id: int, commit: str, wanted: list[DataObject]
 ) -> None:
-    """A worktree at the exact commit, with dropped data files copied into ``data.into``."""
+    """A worktree at the exact commit, with the run's data objects fetched into ``data.into``."""
     path = workspace(settings, run_id)
     if path.exists():
         mirror_.remove_worktree(path)
         shutil.rmtree(path, ignore_errors=True)
     mirror_.add_worktree(path, commit)
-    into = path / project_in(path).data_into
-    for event in events:
-        for obj in event.objects:
-            if obj.store != "folder":
-                raise IntakeError(f"fetching from {obj.store} is not supported yet")
-            key = PurePosixPath(obj.key)
-            if key.is_absolute() or ".." in key.parts:
-                raise IntakeError(f"refusing object key {obj.key!r}")
-            dest = into / key
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(obj.bucket) / key, dest, follow_symlinks=False)
+    fetch_all(repo, wanted, path / project_in(path).data_into)

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loopline.settings import Settings
@@ -62,27 +63,35 @@ class FolderWatcher:
                     self._seen[path] = _Seen(stat.st_size, stat.st_mtime_ns, now)
                 elif not seen.done and now - seen.since >= self.settle:
                     seen.done = True
-                    recorded += self._record(repo_name, folder, path, stat.st_size)
+                    recorded += self._record(repo_name, folder, path, stat)
         for gone in set(self._seen) - present:
             del self._seen[gone]
         return recorded
 
-    def _record(self, repo_name: str, folder: Path, path: Path, size: int) -> int:
-        digest = hashlib.sha256()
-        try:
-            with path.open("rb") as fh:
+    def _record(self, repo_name: str, folder: Path, path: Path, stat: os.stat_result) -> int:
+        """One data delivery for the file as hashed now (its size is what was hashed)."""
+        digest, size = hashlib.sha256(), 0
+        try:  # O_NOFOLLOW: a file swapped for a symlink since the scan is not read through it
+            with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
+                    size += len(block)
         except OSError as exc:
             log.warning("watch: cannot read %s: %s", path, exc)
             return 0
         sha = digest.hexdigest()
         key = path.relative_to(folder).as_posix()
-        event = Event(
-            type="data",
-            repository=repo_name,
-            objects=(DataObject(store="folder", bucket=str(folder), key=key, size=size, etag=sha),),
+        changed = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat()
+        item = DataObject(
+            store="folder",
+            bucket=str(folder),
+            key=key,
+            size=size,
+            etag=sha,
+            event_time=changed,
+            path=key,
         )
+        event = Event(type="data", repository=repo_name, objects=(item,))
         # One delivery per content hash: the same bytes dropped twice (or renamed) start nothing new.
         result = record_delivery(
             self.db,

@@ -68,11 +68,12 @@ def profile(path: Path) -> Profile:
 
 def validate_data(ctx: StepContext) -> StepResult:
     into = ctx.worktree / ctx.project.data_into
-    # Dropped objects, or for a push the data files it changed (from the run's classification).
-    new = [into / o.key for o in ctx.objects] or [
+    # From the run's classification: a data run checks every object it fetched (removed or
+    # superseded ones are not in it), a push the CSV files it added or changed.
+    new = [
         ctx.worktree / f["path"]
         for f in ctx.classification.get("files", [])
-        if f["kind"] == "data" and f["status"] != "D" and f["path"].endswith(".csv")
+        if f["kind"] == "data" and f["status"] != "D" and (ctx.objects or f["path"].endswith(".csv"))
     ]
     reference = [p for p in sorted(into.glob("*.csv")) if p not in new]
     ref_header: list[str] | None = None
