@@ -23,7 +23,7 @@ from workers import status
 from workers.relay import relay_once
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
-TOKEN = "tok-s3cret-value"  # noqa: S105
+TOKEN = "tok-s3cret-value"
 
 #: What each host documents: path, auth header, required and allowed body fields, states.
 HOSTS: dict[str, dict[str, Any]] = {
@@ -78,7 +78,8 @@ EXPECTED = {  # run status → state, per host
     "gitlab": {"queued": "pending", "running": "running", "succeeded": "success", "skipped": "success",
                "failed": "failed", "gate_failed": "failed", "cancelled": "canceled"},
     "bitbucket": {"queued": "INPROGRESS", "running": "INPROGRESS", "succeeded": "SUCCESSFUL",
-                  "skipped": "SUCCESSFUL", "failed": "FAILED", "gate_failed": "FAILED", "cancelled": "STOPPED"},
+                  "skipped": "SUCCESSFUL", "failed": "FAILED", "gate_failed": "FAILED",
+                  "cancelled": "STOPPED"},
 }  # fmt: skip
 EXPECTED["gitea"] = EXPECTED["forgejo"] = EXPECTED["github"]
 
