@@ -56,7 +56,8 @@ def intake(delivery_ids: list[str]) -> int | None:
     if prepared.stages:
         assert prepared.run_id is not None
         publish_stages(prepared.run_id, prepared.stages)
-        deliveries.finish(db, delivery_ids, run_id=prepared.run_id)  # only once the chain is out
+    if prepared.run_id is not None:  # only once the chain is out (a superseded run has none)
+        deliveries.finish(db, delivery_ids, run_id=prepared.run_id)
     return prepared.run_id
 
 
