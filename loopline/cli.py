@@ -200,6 +200,25 @@ def approve(run_id: int, reject: bool, comment: str | None) -> None:
 
 
 @main.command()
+@click.argument("run_id", type=int)
+def retry(run_id: int) -> None:
+    """Run a failed, gate-failed or cancelled run again: a new attempt at the same commit."""
+    from loopline.report import format_run, open_store
+    from store import runs, views
+    from store.models import Run
+
+    db = open_store(_settings())
+    try:
+        again = runs.retry(db, run_id, by=os.environ.get("USER") or "cli")
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with db.session() as s:
+        run = s.get(Run, again.id)
+        assert run is not None
+        click.echo(format_run(views.run_dict(run)))
+
+
+@main.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True)
 def models(name: str | None, as_json: bool) -> None:

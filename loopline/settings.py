@@ -28,6 +28,8 @@ class Settings:
     event_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 25 * MB
     stage_timeout: float = 3600.0
+    #: Where people reach the dashboard: commit statuses link to ``{public_url}/#run=<id>``.
+    public_url: str = "http://127.0.0.1:8080"
 
     def repo(self, name: str) -> RepoConfig | None:
         return next((r for r in self.repositories if r.name == name), None)
@@ -62,6 +64,7 @@ class Settings:
             event_token=env.get("LOOPLINE_EVENT_TOKEN") or None,
             max_body_bytes=int(env.get("LOOPLINE_MAX_BODY_BYTES") or 25 * MB),
             stage_timeout=float(env.get("LOOPLINE_STAGE_TIMEOUT") or 3600),
+            public_url=(env.get("LOOPLINE_PUBLIC_URL") or "http://127.0.0.1:8080").rstrip("/"),
         )
 
 

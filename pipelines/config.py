@@ -82,6 +82,27 @@ class DataLakeEntry:
         return item.key[len(prefix) :].lstrip("/") or None
 
 
+STATUS_PROVIDERS = ("github", "gitlab", "gitea", "forgejo", "bitbucket")
+#: Where each host's API lives when ``status.api_url`` is not given (self-hosted: give it).
+STATUS_API_DEFAULTS = {
+    "github": "https://api.github.com",
+    "gitlab": "https://gitlab.com/api/v4",
+    "bitbucket": "https://api.bitbucket.org/2.0",
+}
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """Where and how a repository's runs are reported as commit statuses."""
+
+    provider: str
+    api_url: str
+    token_env: str
+    #: ``owner/repo`` (GitLab: the project's full path; Bitbucket: ``workspace/repo_slug``).
+    repository: str
+    context: str = "loopline"
+
+
 @dataclass(frozen=True)
 class RepoConfig:
     """One repository registered with the server (``loopline.yaml``)."""
@@ -93,6 +114,7 @@ class RepoConfig:
     secret_env: str | None = None
     branches: tuple[str, ...] = ("main",)
     data_lake: tuple[DataLakeEntry, ...] = ()
+    status: StatusConfig | None = None
 
     @property
     def default_branch(self) -> str:
@@ -273,18 +295,53 @@ def parse_server_config(raw: Any, source: str = "loopline.yaml") -> tuple[RepoCo
         for j, lake in enumerate(lakes):
             where = f"{key}.data_lake[{j}]"
             lake_entries.append(_lake_entry(_mapping(lake, source, where), source, where))
+        match = _string(entry.get("match"), source, f"{key}.match") or name
         result.append(
             RepoConfig(
                 name=name,
                 provider=provider,
-                match=_string(entry.get("match"), source, f"{key}.match") or name,
+                match=match,
                 url=url or "",
                 secret_env=_string(entry.get("secret_env"), source, f"{key}.secret_env"),
                 branches=tuple(branches),
                 data_lake=tuple(lake_entries),
+                status=_status(entry.get("status"), source, f"{key}.status", provider, match),
             )
         )
     return tuple(result)
+
+
+def _status(value: Any, source: str, key: str, provider: str, match: str) -> StatusConfig | None:
+    """``status: {token_env, api_url?, provider?, repository?, context?}``, or None if absent."""
+    if value is None:
+        return None
+    raw = _mapping(value, source, key)
+    unknown = set(raw) - {"token_env", "api_url", "provider", "repository", "context"}
+    if unknown:
+        raise ConfigError(source, f"{key}.{sorted(unknown)[0]}", "unknown key")
+    host = raw.get("provider", provider)
+    if host not in STATUS_PROVIDERS:
+        raise ConfigError(source, f"{key}.provider", f"must be one of {', '.join(STATUS_PROVIDERS)}")
+    api_url = _string(raw.get("api_url"), source, f"{key}.api_url") or STATUS_API_DEFAULTS.get(host)
+    if api_url is None:
+        raise ConfigError(source, f"{key}.api_url", f"is required for {host} (your server's API URL)")
+    if not api_url.startswith(("https://", "http://")):
+        raise ConfigError(source, f"{key}.api_url", "must be an http(s) URL")
+    repository = _string(raw.get("repository"), source, f"{key}.repository") or match
+    if "/" not in repository.strip("/"):
+        raise ConfigError(source, f"{key}.repository", "expected owner/name: the host's repository path")
+    token_env = _string(raw.get("token_env"), source, f"{key}.token_env", required=True)
+    context = _string(raw.get("context"), source, f"{key}.context") or "loopline"
+    if len(context) > 40:
+        raise ConfigError(source, f"{key}.context", "at most 40 characters (Bitbucket's limit for a key)")
+    assert token_env is not None
+    return StatusConfig(
+        provider=host,
+        api_url=api_url.rstrip("/"),
+        token_env=token_env,
+        repository=repository.strip("/"),
+        context=context,
+    )
 
 
 def parse_project_config(raw: Any, source: str = "loopline.yml") -> ProjectConfig:

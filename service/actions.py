@@ -1,4 +1,4 @@
-"""Human actions (approve, reject, cancel), allowed only with ``LOOPLINE_API_TOKEN``."""
+"""Human actions (approve, reject, cancel, retry), allowed only with ``LOOPLINE_API_TOKEN``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def _act(action: str, run_id: int) -> Response:
     try:
         if action == "cancel":
             runs.cancel(db, run_id, by=by, reason=comment)
+        elif action == "retry":
+            run_id = runs.retry(db, run_id, by=by).id
         else:
             getattr(runs, action)(db, run_id, by=by, comment=comment)
     except LookupError as exc:
@@ -54,7 +56,11 @@ def _act(action: str, run_id: int) -> Response:
     with db.session() as s:
         run = s.get(Run, run_id)
         assert run is not None
-        return jsonify(views.run_dict(run))
+        response = jsonify(views.run_dict(run))
+    if action == "retry":
+        response.status_code = 201
+        response.headers["Location"] = f"/api/runs/{run_id}"
+    return response
 
 
 @bp.post("/runs/<int:run_id>/approve")
@@ -70,3 +76,9 @@ def reject(run_id: int) -> Response:
 @bp.post("/runs/<int:run_id>/cancel")
 def cancel(run_id: int) -> Response:
     return _act("cancel", run_id)
+
+
+@bp.post("/runs/<int:run_id>/retry")
+def retry(run_id: int) -> Response:
+    """A new attempt of a failed, gate-failed or cancelled run: 201 with the new run."""
+    return _act("retry", run_id)

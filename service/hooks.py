@@ -15,7 +15,7 @@ from service.dialects import DIALECTS
 from service.errors import Conflict, NotFound, Unauthorized
 from service.state import loopline
 from store.deliveries import record_delivery
-from store.runs import cancel_queued
+from store.runs import cancel_branch
 
 bp = Blueprint("hooks", __name__)
 
@@ -57,9 +57,7 @@ def receive(provider: str) -> tuple[Response, int]:
         run_id
         for event in events
         if event.deleted
-        for run_id in cancel_queued(
-            state.db, repo.name, event.ref or "", reason=f"{event.ref} was deleted before the run started"
-        )
+        for run_id in cancel_branch(state.db, repo.name, event.ref or "", reason=f"{event.ref} was deleted")
     ]
     if answer is None:
         refs = ", ".join(e.ref or "" for e in events)

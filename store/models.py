@@ -64,8 +64,15 @@ class Run(Base):
     workspace: Mapped[str | None] = mapped_column(Text)
     dedupe_key: Mapped[str] = mapped_column(String(400))
     model_version: Mapped[int | None]
-    #: Set by a human action (approve); the relay then publishes the remaining stages.
+    #: Set by a human action (approve, retry); the relay then publishes the remaining stages.
     resume_requested_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: 1 for the run a delivery made; a retry is the next attempt of the run it retries.
+    attempt: Mapped[int] = mapped_column(default=1, server_default="1")
+    retry_of: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    #: The newer run of the branch that cancelled this one (a smaller id: this run came late).
+    superseded_by: Mapped[int | None]
+    #: The run status last sent to the Git host as a commit status.
+    reported_status: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -1,21 +1,39 @@
-"""Human actions on runs: approve, reject, cancel. Plain state changes; workers do the rest."""
+"""Human actions and branch supersession on runs: plain state changes; workers do the rest.
+
+Every change reads the run only after :func:`lock_run`, so two writers (a supersession and a
+worker starting a stage, an approval and a cancel) never both act on the same old state.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from store.db import Database
 from store.models import Run, Stage, utcnow
 
 ACTIVE = ("queued", "running", "awaiting_approval")
+RETRYABLE = ("failed", "cancelled", "gate_failed")
 
 
 class InvalidAction(ValueError):
     """The run is not in a state that allows the action (answered with 409)."""
 
 
+def lock_run(session: Session, run_id: int) -> None:
+    """Take the run's row for the rest of the transaction before reading it.
+
+    A no-op write: PostgreSQL locks the row and later statements see what others committed;
+    SQLite's driver opens the write transaction here, so nobody else writes until commit.
+    """
+    session.execute(update(Run).where(Run.id == run_id).values(id=Run.id))
+
+
 def _load(session: Session, run_id: int) -> Run:
+    lock_run(session, run_id)
     run = session.get(Run, run_id)
     if run is None:
         raise LookupError(f"no run {run_id}")
@@ -63,58 +81,147 @@ def reject(db: Database, run_id: int, *, by: str, comment: str | None) -> Run:
         return run
 
 
+def _end(session: Session, run_id: int, reason: str, superseded_by: int | None = None) -> Run:
+    """Cancel a locked, active run. A stage still running is stopped by its worker, which
+    watches the run's status; a deploy under way is never interrupted, so it refuses."""
+    run = _load(session, run_id)
+    if run.status not in ACTIVE:
+        raise InvalidAction(f"run {run_id} is {run.status}; only {', '.join(ACTIVE)} runs can be cancelled")
+    if any(st.name == "deploy" and st.status == "running" for st in run.stages):
+        raise InvalidAction(f"run {run_id} is deploying; a deploy in progress is never interrupted")
+    for stage in run.stages:
+        if stage.status in ("queued", "awaiting_approval"):
+            stage.status = "cancelled"
+    run.status, run.finished_at, run.resume_requested_at = "cancelled", utcnow(), None
+    run.reason, run.superseded_by = reason, superseded_by
+    return run
+
+
 def cancel(db: Database, run_id: int, *, by: str, reason: str | None = None) -> Run:
-    """Cancel a queued, running or waiting run; a stage already running finishes its command
-    but its result no longer moves the run on."""
+    """Cancel a queued, running or waiting run (a running stage is stopped, never a deploy)."""
     with db.session() as s:
-        run = _load(s, run_id)
-        if run.status not in ACTIVE:
-            raise InvalidAction(
-                f"run {run_id} is {run.status}; only {', '.join(ACTIVE)} runs can be cancelled"
-            )
-        now = utcnow()
-        for stage in run.stages:
-            if stage.status in ("queued", "awaiting_approval"):
-                stage.status = "cancelled"
-        run.status, run.finished_at, run.resume_requested_at = "cancelled", now, None
-        run.reason = reason or f"cancelled by {by}"
-        return run
+        return _end(s, run_id, reason or f"cancelled by {by}")
 
 
-def cancel_queued(db: Database, repository: str, ref: str, *, reason: str) -> list[int]:
-    """Cancel the runs of ``ref`` that no stage has started yet (the branch or tag is gone);
-    returns their ids. Runs already under way are left to finish.
+def supersede(db: Database, run_id: int, *, reason: str | None = None) -> list[int]:
+    """Cancel the other active push runs of ``run_id``'s branch: the newest push wins.
 
-    One conditional ``UPDATE``: a worker that starts a stage at the same moment either wins
-    (the run is ``running`` and stays so) or finds the run ``cancelled`` and does not start it.
+    Data runs neither supersede nor are superseded (their files exist only in that run); a run
+    that is deploying finishes, and the newer run deploys after it. Returns the cancelled ids.
     """
-    now = utcnow()
+    with db.session() as s:
+        newer = s.get(Run, run_id)
+        assert newer is not None
+        repository, ref = newer.repository, newer.ref
+    if ref is None:
+        return []
+    return cancel_branch(
+        db, repository, ref, reason=reason or f"superseded by run {run_id}", keep=run_id, superseded_by=run_id
+    )
+
+
+def cancel_branch(
+    db: Database,
+    repository: str,
+    ref: str,
+    *,
+    reason: str,
+    keep: int | None = None,
+    superseded_by: int | None = None,
+) -> list[int]:
+    """Cancel the active push runs of a branch (queued, running or awaiting approval) but
+    ``keep``; runs that are deploying are left to finish. Returns the cancelled ids."""
     with db.session() as s:
         ids = list(
             s.scalars(
-                update(Run)
-                .where(
+                select(Run.id).where(
                     Run.repository == repository,
                     Run.ref == ref,
-                    Run.status == "queued",
-                    ~Run.stages.any(Stage.status != "queued"),
+                    Run.trigger != "data",
+                    Run.status.in_(ACTIVE),
+                    Run.id != (keep or 0),
                 )
-                .values(status="cancelled", reason=reason, finished_at=now, resume_requested_at=None)
-                .returning(Run.id)
             )
         )
-        if ids:
-            s.execute(
-                update(Stage)
-                .where(Stage.run_id.in_(ids), Stage.status == "queued")
-                .values(status="cancelled")
+    cancelled = []
+    for other in ids:
+        try:
+            with db.session() as s:
+                _end(s, other, reason, superseded_by)
+            cancelled.append(other)
+        except InvalidAction:  # it ended meanwhile, or it is deploying
+            continue
+    return cancelled
+
+
+def newer_run(session: Session, run: Run) -> int | None:
+    """A later run of the same branch, if any. A run that came late for an older commit
+    (superseded at intake by a run with a smaller id) does not count."""
+    return session.scalar(
+        select(Run.id)
+        .where(
+            Run.repository == run.repository,
+            Run.ref == run.ref,
+            Run.id > run.id,
+            or_(Run.superseded_by.is_(None), Run.superseded_by > Run.id),
+        )
+        .order_by(Run.id)
+        .limit(1)
+    )
+
+
+def origin(session: Session, run: Run) -> Run:
+    """The run a delivery made, following retries back to it (its deliveries are the inputs)."""
+    while run.retry_of is not None:
+        earlier = session.get(Run, run.retry_of)
+        assert earlier is not None
+        run = earlier
+    return run
+
+
+def retry(db: Database, run_id: int, *, by: str) -> Run:
+    """A new attempt of a finished run: same commit, same plan, linked to it; a worker makes its
+    worktree and runs it. Refused while the run is active or when its branch has a newer run."""
+    with db.session() as s:
+        run = _load(s, run_id)
+        if run.status not in RETRYABLE:
+            raise InvalidAction(
+                f"run {run_id} is {run.status}; only {', '.join(RETRYABLE)} runs can be retried"
             )
-    return sorted(ids)
+        if run.superseded_by is not None:
+            raise InvalidAction(f"run {run_id} was superseded by run {run.superseded_by}")
+        if run.ref is not None and (later := newer_run(s, run)) is not None:
+            raise InvalidAction(f"run {later} is newer on {run.ref}; retry that one instead")
+        if "config" in run.plan:
+            raise InvalidAction(f"run {run_id} could not read its loopline.yml; push a fix instead")
+        first = origin(s, run)
+        attempt = run.attempt + 1
+        again = Run(
+            repository=run.repository,
+            ref=run.ref,
+            commit=run.commit,
+            before=run.before,
+            trigger=run.trigger,
+            kinds=list(run.kinds),
+            classification=run.classification,
+            plan=list(run.plan),
+            status="queued",
+            reason=f"retry of run {run_id} by {by}",
+            dedupe_key=f"{first.dedupe_key}#{attempt}",
+            attempt=attempt,
+            retry_of=run_id,
+            resume_requested_at=utcnow(),
+            stages=[Stage(name=name, position=i, status="queued") for i, name in enumerate(run.plan)],
+        )
+        s.add(again)
+        s.flush()
+        return again
 
 
-def take_resumable(db: Database) -> list[tuple[int, list[str]]]:
-    """Claim approved runs (atomically) and return each with its stages still to run."""
-    claimed: list[tuple[int, list[str]]] = []
+def take_resumable(db: Database) -> list[tuple[int, list[str], bool]]:
+    """Claim approved runs and retries (atomically): each with its stages still to run, and
+    whether it is under way (a retry is not: a worker makes its worktree first)."""
+    claimed: list[tuple[int, list[str], bool]] = []
     with db.session() as s:
         ids = list(s.scalars(select(Run.id).where(Run.resume_requested_at.is_not(None))))
     for run_id in ids:
@@ -128,7 +235,8 @@ def take_resumable(db: Database) -> list[tuple[int, list[str]]]:
                 continue
             run = s.get(Run, run_id)
             assert run is not None
-            claimed.append((run_id, [st.name for st in run.stages if st.status == "queued"]))
+            queued = [st.name for st in run.stages if st.status == "queued"]
+            claimed.append((run_id, queued, len(queued) < len(run.stages)))
     return claimed
 
 
@@ -154,3 +262,39 @@ def finished_workspaces(db: Database) -> list[tuple[int, str, str]]:
 def forget_workspace(db: Database, run_id: int) -> None:
     with db.session() as s:
         s.execute(update(Run).where(Run.id == run_id).values(workspace=None))
+
+
+def take_unreported(db: Database, repositories: Collection[str], since: datetime) -> list[int]:
+    """Claim runs (of ``repositories``, created after ``since``) whose status changed since it
+    was last sent to the Git host; each claim is atomic, so several relays send it once."""
+    if not repositories:
+        return []
+    with db.session() as s:
+        rows = s.execute(
+            select(Run.id, Run.status).where(
+                Run.repository.in_(repositories),
+                Run.created_at >= since,
+                or_(Run.reported_status.is_(None), Run.reported_status != Run.status),
+            )
+        ).all()
+    claimed = []
+    for run_id, status in rows:
+        with db.session() as s:
+            result = s.execute(
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    Run.status == status,
+                    or_(Run.reported_status.is_(None), Run.reported_status != status),
+                )
+                .values(reported_status=status)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                claimed.append(run_id)
+    return claimed
+
+
+def unreport(db: Database, run_id: int) -> None:
+    """Undo a claim whose publish failed, so the next relay pass sends it again."""
+    with db.session() as s:
+        s.execute(update(Run).where(Run.id == run_id).values(reported_status=None))

@@ -27,12 +27,20 @@ class Recorder:
     def __init__(self) -> None:
         self.intakes: list[list[str]] = []
         self.resumed: list[tuple[int, list[str]]] = []
+        self.prepared: list[int] = []
+        self.statuses: list[int] = []
 
     def intake(self, delivery_ids: list[str]) -> None:
         self.intakes.append(sorted(delivery_ids))
 
     def stages(self, run_id: int, stages: list[str]) -> None:
         self.resumed.append((run_id, stages))
+
+    def prepare(self, run_id: int) -> None:
+        self.prepared.append(run_id)
+
+    def commit_status(self, run_id: int) -> None:
+        self.statuses.append(run_id)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""A deleted branch or tag: answered ``200 ignored``, never stored as work, and the ref's runs
-that have not started are cancelled (``store.runs.cancel_queued``); the runner then refuses them."""
+"""A deleted branch or tag: answered ``200 ignored``, never stored as work, and the ref's active
+runs are cancelled (``store.runs.cancel_branch``); the runner then refuses their stages."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from service import create_app
 from service.state import loopline
 from store.db import Database
 from store.models import Delivery, Run, Stage
-from store.runs import cancel_queued
+from store.runs import cancel_branch
 from tests.conftest import PAYLOADS, make_settings
 from tests.webhooks import headers_for
 from workers import runner
@@ -58,7 +58,7 @@ def state(db: Database, run_id: int) -> tuple[str, str | None, list[str]]:
 QUEUED = {"unit_tests": "queued", "integration_tests": "queued"}
 
 
-def test_cancel_queued_cancels_only_unstarted_runs_of_that_ref(db: Database) -> None:
+def test_cancel_branch_cancels_the_active_runs_of_that_ref(db: Database) -> None:
     waiting = add_run(db, stages=QUEUED, status="queued")
     running = add_run(db, stages={"unit_tests": "running", "integration_tests": "queued"}, status="running")
     # Approved and queued again to resume: a stage already ran, so it is under way.
@@ -69,17 +69,19 @@ def test_cancel_queued_cancels_only_unstarted_runs_of_that_ref(db: Database) -> 
     other_repo = add_run(db, repository="fraud", stages=QUEUED, status="queued")
     done = add_run(db, stages={"unit_tests": "succeeded"}, status="succeeded")
 
-    assert cancel_queued(db, "churn", FEATURE, reason="refs/heads/feature was deleted") == [waiting]
-    assert state(db, waiting) == ("cancelled", "refs/heads/feature was deleted", ["cancelled", "cancelled"])
+    reason = "refs/heads/feature was deleted"
+    assert cancel_branch(db, "churn", FEATURE, reason=reason) == [waiting, running, resumed]
+    assert state(db, waiting) == ("cancelled", reason, ["cancelled", "cancelled"])
     with db.session() as s:
         run = s.get(Run, waiting)
         assert run is not None and run.finished_at is not None
-    assert state(db, running)[0] == "running"
-    assert state(db, resumed) == ("queued", None, ["succeeded", "succeeded", "queued"])
+    # The running stage is stopped by its worker, which watches the run's status.
+    assert state(db, running) == ("cancelled", reason, ["running", "cancelled"])
+    assert state(db, resumed) == ("cancelled", reason, ["succeeded", "succeeded", "cancelled"])
     for untouched in (other_ref, other_repo):
         assert state(db, untouched) == ("queued", None, ["queued", "queued"])
     assert state(db, done)[0] == "succeeded"
-    assert cancel_queued(db, "churn", FEATURE, reason="again") == []  # idempotent
+    assert cancel_branch(db, "churn", FEATURE, reason="again") == []  # idempotent
 
 
 def test_runner_never_starts_a_stage_of_a_cancelled_run(db: Database, tmp_path: Path) -> None:
@@ -87,7 +89,7 @@ def test_runner_never_starts_a_stage_of_a_cancelled_run(db: Database, tmp_path: 
         tmp_path, (RepoConfig(name="churn", provider="git", match="churn", url="/x"),), db_url=db.url
     )
     run_id = add_run(db, stages=QUEUED, status="queued")
-    cancel_queued(db, "churn", FEATURE, reason="deleted")
+    cancel_branch(db, "churn", FEATURE, reason="deleted")
     # The chain was already on the broker: its messages arrive after the cancellation.
     assert [runner.execute(settings, db, run_id, name) for name in QUEUED] == ["cancelled", "cancelled"]
     assert state(db, run_id)[::2] == ("cancelled", ["cancelled", "cancelled"])

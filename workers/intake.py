@@ -2,6 +2,12 @@
 
 Idempotent: the run and its link to the deliveries are written in one transaction, so a
 redelivered intake task finds the run it made and only finishes what was left undone.
+
+Supersession: intake holds a per-repository lock from the fetch to the run's insert, so the
+mirror's branch tips only move forward and runs of a branch are planned in push order. A push
+whose commit is no longer its branch's tip came late (a newer push was fetched already): its
+run is recorded ``cancelled``, "superseded by run N", and never starts. A push that is the tip
+cancels the branch's older queued, running and waiting runs (a deploy under way finishes).
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from pipelines.classify import Classification, FileClass, classify
 from pipelines.config import ConfigError, ProjectConfig, RepoConfig
 from pipelines.events import DataObject, Event, sequencer_order
 from pipelines.plan import plan
-from store import deliveries, objects
+from store import deliveries, objects, runs
 from store.db import Database
 from store.models import Delivery, Run, Stage, utcnow
 from workers.fetch import FetchError, fetch_all
 from workers.gitops import GitError, Mirror
+from workers.locks import file_lock, lock_path
 from workers.projects import mirror, project_at, project_in, workspace
 
 log = logging.getLogger(__name__)
@@ -67,9 +74,25 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
         # or superseded objects.
         deliveries.finish(db, delivery_ids, run_id=None)
         return Prepared(None)
+    with file_lock(lock_path(settings.home, f"intake-{repo.name}")):
+        return _plan(settings, db, repo, delivery_ids, events, wanted)
+
+
+def _plan(
+    settings: Settings,
+    db: Database,
+    repo: RepoConfig,
+    delivery_ids: list[str],
+    events: list[Event],
+    wanted: list[DataObject],
+) -> Prepared:
+    """Fetch, classify, plan and record the run; the caller holds the repository's lock."""
+    first = events[0]
     mirror_ = mirror(settings, repo)
     try:
         ref, commit, base = _locate(mirror_, repo, first)
+        if first.type == "push":
+            base = _last_built(db, mirror_, repo.name, ref, commit) or base
     except (GitError, IntakeError) as exc:
         log.warning("intake %s failed: %s", delivery_ids, exc)
         deliveries.finish(db, delivery_ids, run_id=None, error=str(exc))
@@ -127,10 +150,54 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
     run.stages = [Stage(name=name, position=i, status="queued") for i, name in enumerate(stages)]
     if not stages:
         run.status, run.finished_at = "skipped", utcnow()
+    tip = mirror_.resolve(ref) if first.type == "push" else commit
+    if tip != commit:  # a newer push of this branch was fetched already: this one came late
+        _late(db, run, repo.name, ref, tip)
     prepared = _insert(db, run, delivery_ids)
-    if prepared.run_id is None or not stages or prepared.run_id != run.id:
+    if prepared.run_id != run.id or run.status in ("cancelled", "skipped", "failed"):
         return prepared
+    if first.type == "push":
+        runs.supersede(db, run.id)
     return _ready(settings, db, run.id, events, mirror_)
+
+
+def _last_built(db: Database, mirror_: Mirror, repository: str, ref: str, commit: str) -> str | None:
+    """The commit of the branch's last finished run when this push descends from it. Diffing
+    against it (not the push's ``before``) keeps the changes of pushes whose runs were
+    superseded, or came late, in this run's plan."""
+    with db.session() as s:
+        last = s.scalar(
+            select(Run.commit)
+            .where(
+                Run.repository == repository,
+                Run.ref == ref,
+                Run.trigger == "push",
+                Run.status.in_(("succeeded", "failed", "gate_failed", "skipped")),
+            )
+            .order_by(Run.id.desc())
+            .limit(1)
+        )
+    return last if last and last != commit and mirror_.is_ancestor(last, commit) else None
+
+
+def _late(db: Database, run: Run, repository: str, ref: str, tip: str | None) -> None:
+    """Record a run for a commit its branch has moved past as cancelled, naming the newer run."""
+    with db.session() as s:
+        newer = s.scalar(
+            select(Run.id)
+            .where(Run.repository == repository, Run.ref == ref, Run.commit == tip)
+            .order_by(Run.id.desc())
+            .limit(1)
+        )
+    if newer is not None:
+        run.reason = f"superseded by run {newer}"
+    elif tip is None:
+        run.reason = f"{ref} no longer exists"
+    else:
+        run.reason = f"superseded: {ref} is now at {tip[:12]}"
+    run.status, run.finished_at, run.superseded_by = "cancelled", utcnow(), newer
+    for stage in run.stages:
+        stage.status = "cancelled"
 
 
 def _locate(mirror_: Mirror, repo: RepoConfig, event: Event) -> tuple[str, str, str]:
@@ -249,3 +316,16 @@ def _make_workspace(
         shutil.rmtree(path, ignore_errors=True)
     mirror_.add_worktree(path, commit)
     fetch_all(repo, wanted, path / project_in(path).data_into)
+
+
+def prepare_retry(settings: Settings, db: Database, run_id: int) -> Prepared:
+    """A retry's worktree at its commit (with the first attempt's dropped data files), and the
+    stages to publish; nothing when it was superseded or cancelled meanwhile."""
+    with db.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            return Prepared(None)
+        first = runs.origin(s, run)
+        rows = s.scalars(select(Delivery).where(Delivery.run_id == first.id))
+        events = [Event.from_dict(d.event) for d in rows]
+    return _ready(settings, db, run_id, events)

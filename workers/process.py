@@ -7,12 +7,31 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO
 
 #: Variables a project command may see; everything else (tokens, webhook secrets) stays out.
 _PASS_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER", "LOGNAME")
+#: How often a running command asks whether it should stop, and how long SIGTERM gets.
+POLL_SECONDS = 0.5
+STOP_GRACE = 10.0
+#: Why the current stage must stop (a reason) or None; set by the runner around a step.
+_stop_check: ContextVar[Callable[[], str | None] | None] = ContextVar("stop_check", default=None)
+
+
+@contextmanager
+def stoppable(check: Callable[[], str | None]) -> Iterator[None]:
+    """Commands started in this block are stopped (SIGTERM to the group, then SIGKILL after
+    :data:`STOP_GRACE`) as soon as ``check()`` returns a reason; steps need not know."""
+    token = _stop_check.set(check)
+    try:
+        yield
+    finally:
+        _stop_check.reset(token)
 
 
 def project_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -60,13 +79,31 @@ def run_logged(
     except OSError as exc:
         log.write(f"cannot start {argv[0]!r}: {exc}\n".encode())
         return 127
+    check = _stop_check.get()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return proc.wait(timeout=max(0.0, min(POLL_SECONDS, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() >= deadline:
+            log.write(f"\n[loopline] timed out after {timeout:.0f}s; stopping the command\n".encode())
+            stop_group(proc)
+            return 124
+        if check is not None and (reason := check()):
+            log.write(f"\n[loopline] stopping the command: {reason}\n".encode())
+            log.flush()
+            return stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float | None = None) -> int:
+    """SIGTERM the command's process group, SIGKILL it after ``grace`` seconds; its exit code."""
+    kill_group(proc.pid)
     try:
-        return proc.wait(timeout=timeout)
+        return proc.wait(timeout=STOP_GRACE if grace is None else grace)
     except subprocess.TimeoutExpired:
-        log.write(f"\n[loopline] timed out after {timeout:.0f}s; stopping the command\n".encode())
-        kill_group(proc.pid)
-        proc.wait()
-        return 124
+        kill_group(proc.pid, signal.SIGKILL)
+        return proc.wait()
 
 
 def kill_group(pid: int, sig: int = signal.SIGTERM) -> None:

@@ -32,6 +32,8 @@ from workers.projects import mirror, project_at
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
+#: Runs older than this are not reported to the Git host (e.g. when a status config is added).
+REPORT_WINDOW = timedelta(days=1)
 _debounce_cache: dict[str, tuple[float, float]] = {}
 
 
@@ -60,9 +62,14 @@ class Publisher(Protocol):
 
     def stages(self, run_id: int, stages: list[str]) -> None: ...
 
+    def prepare(self, run_id: int) -> None: ...
+
+    def commit_status(self, run_id: int) -> None: ...
+
 
 def relay_once(settings: Settings, db: Database, publish: Publisher, now: datetime | None = None) -> int:
-    """Publish what is due (deliveries, approved runs); returns how many messages were sent."""
+    """Publish what is due (deliveries, approved runs, retries, commit statuses to report);
+    returns how many messages were sent."""
     now = now or utcnow()
     sent = 0
     batches: list[list[Delivery]] = []
@@ -89,13 +96,24 @@ def relay_once(settings: Settings, db: Database, publish: Publisher, now: dateti
         except Exception:
             log.exception("relay: publish failed; deliveries go back to pending")
             deliveries.release(db, ids)
-    for run_id, stages in runs.take_resumable(db):
+    for run_id, stages, ready in runs.take_resumable(db):
         try:
-            publish.stages(run_id, stages)
+            if ready:
+                publish.stages(run_id, stages)
+            else:  # a retry: a worker makes its worktree, then publishes its stages
+                publish.prepare(run_id)
             sent += 1
         except Exception:
-            log.exception("relay: publish failed; run %s stays approved", run_id)
+            log.exception("relay: publish failed; run %s stays due", run_id)
             runs.request_resume(db, run_id)
+    reporting = [r.name for r in settings.repositories if r.status is not None]
+    for run_id in runs.take_unreported(db, reporting, since=now - REPORT_WINDOW):
+        try:
+            publish.commit_status(run_id)
+            sent += 1
+        except Exception:
+            log.exception("relay: publish failed; run %s's commit status goes next pass", run_id)
+            runs.unreport(db, run_id)
     return sent
 
 

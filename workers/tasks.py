@@ -13,10 +13,10 @@ from celery.exceptions import Ignore
 
 from pipelines.plan import queue_for
 from store import deliveries, runs
-from workers import runner
+from workers import runner, status
 from workers.celery_app import app
 from workers.context import current
-from workers.intake import prepare_run
+from workers.intake import prepare_retry, prepare_run
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,12 @@ class CeleryPublisher:
     def stages(self, run_id: int, stages: list[str]) -> None:
         publish_stages(run_id, stages)
 
+    def prepare(self, run_id: int) -> None:
+        prepare.apply_async(args=[run_id], queue="default")
+
+    def commit_status(self, run_id: int) -> None:
+        commit_status.apply_async(args=[run_id], queue="default")
+
 
 # Intake does git fetches and diffs: acks_late + reject_on_worker_lost so a crash mid-intake
 # redelivers it; prepare_run is idempotent, so a second delivery finds the run already made.
@@ -50,8 +56,25 @@ def intake(delivery_ids: list[str]) -> int | None:
     if prepared.stages:
         assert prepared.run_id is not None
         publish_stages(prepared.run_id, prepared.stages)
-        deliveries.finish(db, delivery_ids, run_id=prepared.run_id)  # only once the chain is out
+    if prepared.run_id is not None:  # only once the chain is out (a superseded run has none)
+        deliveries.finish(db, delivery_ids, run_id=prepared.run_id)
     return prepared.run_id
+
+
+# A retry: its worktree at the commit, then its stages. Idempotent like intake.
+@app.task(name="loopline.prepare", acks_late=True, reject_on_worker_lost=True)
+def prepare(run_id: int) -> None:
+    settings, db = current()
+    prepared = prepare_retry(settings, db, run_id)
+    publish_stages(run_id, prepared.stages)
+
+
+# Tells the Git host the run's current status (never the web process). Idempotent: a repeat
+# sends the same state again. Bounded: a few quick retries inside, never raises.
+@app.task(name="loopline.commit_status", acks_late=True, reject_on_worker_lost=True)
+def commit_status(run_id: int) -> None:
+    settings, db = current()
+    status.report(settings, db, run_id)
 
 
 # Stages run for minutes (retrain: up to the stage timeout). acks_late + reject_on_worker_lost:
@@ -60,12 +83,12 @@ def intake(delivery_ids: list[str]) -> int | None:
 @app.task(name="loopline.stage", acks_late=True, reject_on_worker_lost=True, throws=(StageFailed,))
 def run_stage(run_id: int, stage: str) -> str:
     settings, db = current()
-    status = runner.execute(settings, db, run_id, stage)
-    if status in ("awaiting_approval", runner.ALREADY_RUNNING):
-        raise Ignore()  # this chain stops here; an approval (or the other worker's chain) goes on
-    if status not in ("succeeded",):
-        raise StageFailed(f"run {run_id}: stage {stage} {status}")
-    return status
+    outcome = runner.execute(settings, db, run_id, stage)
+    if outcome in ("awaiting_approval", "cancelled", runner.ALREADY_RUNNING):
+        raise Ignore()  # the chain stops here; an approval (or the other worker's chain) goes on
+    if outcome != "succeeded":
+        raise StageFailed(f"run {run_id}: stage {stage} {outcome}")
+    return outcome
 
 
 # Periodic and idempotent: acks early is fine, a lost tick is redone 30 s later.
