@@ -77,6 +77,7 @@ def test_cancel_branch_cancels_the_active_runs_of_that_ref(db: Database) -> None
         assert run is not None and run.finished_at is not None
     # The running stage is stopped by its worker, which watches the run's status.
     assert state(db, running) == ("cancelled", reason, ["running", "cancelled"])
+    assert runner.cancelled(db, running) == reason
     assert state(db, resumed) == ("cancelled", reason, ["succeeded", "succeeded", "cancelled"])
     for untouched in (other_ref, other_repo):
         assert state(db, untouched) == ("queued", None, ["queued", "queued"])
@@ -133,7 +134,7 @@ def post(client: FlaskClient, provider: str, body: bytes, event: str | None = No
     )
 
 
-def test_git_branch_deletion_cancels_queued_runs(client: FlaskClient) -> None:
+def test_git_branch_deletion_cancels_the_branch_runs(client: FlaskClient) -> None:
     db = db_of(client)
     queued = add_run(db, stages=QUEUED, status="queued")
     running = add_run(db, stages={"unit_tests": "running", "integration_tests": "queued"}, status="running")
@@ -141,12 +142,12 @@ def test_git_branch_deletion_cancels_queued_runs(client: FlaskClient) -> None:
     answer = post(client, "git", body)
     assert answer.status_code == 200, answer.json
     assert answer.json["status"] == "ignored" and FEATURE in answer.json["reason"]
-    assert answer.json["cancelled_run_ids"] == [queued]
-    assert state(db, queued)[0] == "cancelled" and state(db, running)[0] == "running"
+    assert answer.json["cancelled_run_ids"] == [queued, running]
+    assert state(db, queued)[0] == "cancelled" and state(db, running)[0] == "cancelled"
     assert deliveries(client) == 0
 
 
-def test_gitea_delete_event_cancels_queued_runs(client: FlaskClient) -> None:
+def test_gitea_delete_event_cancels_the_branch_runs(client: FlaskClient) -> None:
     db = db_of(client)
     queued = add_run(db, repository="hello", stages=QUEUED, status="queued")
     answer = post(client, "gitea", (PAYLOADS / "gitea/delete-branch.json").read_bytes(), event="delete")

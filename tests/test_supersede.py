@@ -230,23 +230,6 @@ def test_a_superseded_run_never_deploys(settings: Settings, db: Database) -> Non
         assert run_of(db, queued).stages[-1].status == "cancelled"
 
 
-def test_a_deleted_branch_cancels_its_runs(settings: Settings, db: Database, project: Project) -> None:
-    from pipelines.events import ZERO_SHA
-
-    active = waiting_run(db, [("unit_tests", "running"), ("deploy", "queued")])
-    with db.session() as s:
-        s.execute(update(Run).where(Run.id == active).values(ref="refs/heads/feature"))
-    gone = Event(type="delete", repository="churn", ref="refs/heads/feature", before="c" * 40, after=ZERO_SHA)
-    delivery = record_delivery(
-        db, provider="git", delivery_id="del", body=b"d", repository="churn", event=gone
-    )
-    assert prepare_run(settings, db, [delivery.event_id]).run_id is None
-    run = run_of(db, active)
-    assert run.status == "cancelled" and run.reason == "branch feature was deleted"
-    # … and the worker running its stage stops it: that is what it watches.
-    assert runner.cancelled(db, active) == "branch feature was deleted"
-
-
 def test_retry_makes_a_new_attempt_of_the_same_commit(
     settings: Settings, db: Database, project: Project, tmp_path: Path
 ) -> None:
