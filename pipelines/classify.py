@@ -85,16 +85,69 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(_glob_source(pattern), re.DOTALL)
 
 
+_SUFFIX_RULE = re.compile(r"(?:\*\*/)?\*(\.[^*?/]+)")
+
+
+def _first_segment(pattern: str) -> str | None:
+    """The literal first path segment every match starts with (None: it has a wildcard)."""
+    segment = pattern.partition("/")[0]
+    return None if "*" in segment or "?" in segment else segment
+
+
+def _extension(pattern: str) -> str | None:
+    """For ``**/*.ext`` and ``*.ext``: the last extension every match ends with."""
+    found = _SUFFIX_RULE.fullmatch(pattern)
+    return "." + found.group(1).rsplit(".", 1)[1] if found else None
+
+
+class _Matcher:
+    """First-match-wins over ordered rules, fast for 100,000s of paths.
+
+    A path is only tried against the rules that could match it: those whose literal first
+    segment is the path's (or that start with a wildcard), and of the ``*.ext`` rules only
+    those for the path's extension. Each such subset is one regex alternation, in rule order:
+    the engine tries alternatives left to right, so the first group that matches is the first
+    rule that matches. Subsets are compiled once per (first segment, extension) that rules name.
+    """
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = rules
+        self.keys = [(_first_segment(r.pattern), _extension(r.pattern)) for r in rules]
+        self.segments = {seg for seg, _ in self.keys if seg is not None}
+        self.extensions = {ext for _, ext in self.keys if ext is not None}
+        self.subsets: dict[tuple[str | None, str | None], tuple[re.Pattern[str], tuple[Rule, ...]]] = {}
+
+    def _subset(self, key: tuple[str | None, str | None]) -> tuple[re.Pattern[str], tuple[Rule, ...]]:
+        chosen = tuple(
+            rule
+            for rule, (seg, ext) in zip(self.rules, self.keys, strict=True)
+            if seg in (None, key[0]) and ext in (None, key[1])
+        )
+        source = "|".join(f"({_glob_source(r.pattern)})" for r in chosen) or r"(?!)"
+        self.subsets[key] = subset = (re.compile(source, re.DOTALL), chosen)
+        return subset
+
+    def match(self, path: str) -> Rule | None:
+        slash = path.find("/")
+        segment = path[:slash] if slash >= 0 else path
+        dot = path.rfind(".")
+        ext = path[dot:] if dot > path.rfind("/") else None
+        key = (
+            segment if segment in self.segments else None,
+            ext if ext in self.extensions else None,
+        )
+        regex, chosen = self.subsets.get(key) or self._subset(key)
+        found = regex.match(path)
+        return chosen[found.lastindex - 1] if found and found.lastindex else None
+
+
 @lru_cache(maxsize=64)
-def _matcher(rules: tuple[Rule, ...]) -> re.Pattern[str]:
-    """All rules as one alternation, in order: the regex engine tries the alternatives left to
-    right, so the first group that matches is the first rule that matches (one scan per path)."""
-    return re.compile("|".join(f"({_glob_source(r.pattern)})" for r in rules) or r"(?!)", re.DOTALL)
+def _matcher(rules: tuple[Rule, ...]) -> _Matcher:
+    return _Matcher(rules)
 
 
 def match_rule(path: str, rules: tuple[Rule, ...]) -> Rule | None:
-    found = _matcher(rules).match(path)
-    return rules[found.lastindex - 1] if found and found.lastindex else None
+    return _matcher(rules).match(path)
 
 
 def classify(changes: Iterable[Change], rules: tuple[Rule, ...]) -> Classification:
@@ -104,8 +157,7 @@ def classify(changes: Iterable[Change], rules: tuple[Rule, ...]) -> Classificati
     kinds: set[str] = set()
     for change in changes:
         for path in (change.old_path, change.path) if change.old_path else (change.path,):
-            found = match(path)
-            rule = rules[found.lastindex - 1] if found and found.lastindex else None
+            rule = match(path)
             kind, name = (rule.kind, rule.name) if rule else ("app_code", UNMATCHED)
             files.append(FileClass(path, change.status, kind, name))
             kinds.add(kind)
