@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.classify import Change, Rule, classify, glob_regex
+from pipelines.classify import Change, Rule, classify, glob_regex, match_rule
 from pipelines.config import ConfigError, parse_project_config
 from pipelines.plan import plan
 from pipelines.rules import DEFAULT_RULES, dvc_rules
@@ -262,6 +262,26 @@ def test_dvc_rules_survive_odd_dvc_files() -> None:
     odd = {"stages": {"a": {"cmd": "x", "deps": [".", "../outside", 3, None], "outs": "notalist"}, "b": "x"}}
     assert [r.pattern for r in dvc_rules(odd) if r.name.startswith("dvc.yaml: stages")] == []
     assert dvc_rules([]) == dvc_rules({})
+
+
+def test_fast_matching_agrees_with_trying_every_glob_in_order() -> None:
+    """Rules are only tried where they can match (by first segment and extension): that must
+    never change which rule wins."""
+    patterns = [
+        "dvc.yaml", "docs/**", "**/*.md", "*.md", "LICENSE*", "**/*.tar.gz", "**/*.gz", "data/**/*.csv",
+        "a/?.py", "src/**", "**/tests/**", ".github/**", "**/*.gitignore", "x[1].py", "**",
+    ]  # fmt: skip
+    paths = [
+        "dvc.yaml", "docs", "docs/a.md", "README.md", "a/README.md", "LICENSE", "LICENSE.txt", "b.tar.gz",
+        "c/d.gz", "data/x.csv", "data/y/z.csv", "data/x.tsv", "a/b.py", "a/bc.py", "src/m.py",
+        "pkg/tests/t.py", ".github/workflows/ci.yml", ".gitignore", "sub/.gitignore", "x[1].py",
+        "noext", "dir.with.dots/file", "a.b/c.md", "src", "weird/\nline.md",
+    ]  # fmt: skip
+    for start in range(len(patterns)):
+        rules = tuple(Rule("app_code", p, f"r{i}") for i, p in enumerate(patterns[start:] + patterns[:start]))
+        for path in paths:
+            naive = next((r for r in rules if glob_regex(r.pattern).match(path)), None)
+            assert match_rule(path, rules) == naive, (path, rules)
 
 
 @pytest.mark.parametrize(
