@@ -16,6 +16,8 @@ import pytest
 
 from loopline.settings import Settings
 from pipelines.events import ZERO_SHA, Event
+from service import create_app
+from service.state import loopline
 from store.db import Database
 from store.deliveries import record_delivery
 from store.models import Run
@@ -242,6 +244,14 @@ def test_push_of_300_commits_touching_5000_files(project: Project, tmp_path: Pat
 
 
 def intake(tmp_path: Path, project: Project, db: Database, event: Event) -> Run:
+    run_id, _ = intake_with_delivery(tmp_path, project, db, event)
+    with db.session() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        return run
+
+
+def intake_with_delivery(tmp_path: Path, project: Project, db: Database, event: Event) -> tuple[int, str]:
     settings: Settings = make_settings(tmp_path / "server", (project.repo_config(),), db_url=db.url)
     delivery = record_delivery(
         db,
@@ -251,11 +261,9 @@ def intake(tmp_path: Path, project: Project, db: Database, event: Event) -> Run:
         repository="churn",
         event=event,
     ).event_id
-    prepared = prepare_run(settings, db, [delivery])
-    with db.session() as s:
-        run = s.get(Run, prepared.run_id)
-        assert run is not None
-        return run
+    run_id = prepare_run(settings, db, [delivery]).run_id
+    assert run_id is not None
+    return run_id, delivery
 
 
 def test_submodule_pointer_change_is_one_path_never_fetched(
@@ -297,18 +305,28 @@ def test_submodule_pointer_change_is_one_path_never_fetched(
 
 
 def test_intake_records_what_explain_prints(project: Project, tmp_path: Path, db: Database) -> None:
+    """One code path: the dry run, the run record, the event and the run API all say the same."""
     before = project.head()
     project.push()
     git("mv", "app/server.py", "app/serve.py", cwd=project.work)
     after = project.commit({"docs/overview.md": "x\n", "params.yaml": "prepare: {test_size: 0.3, seed: 1}\n"})
     project.push()
-    run = intake(tmp_path, project, db, push_event(before, after))
+    run_id, delivery = intake_with_delivery(tmp_path, project, db, push_event(before, after))
     printed = through_cli(project.work, "--before", before, "--after", after)
-    assert run.classification == {"files": printed["files"], "kinds": printed["kinds"]}
-    assert run.plan == printed["stages"] and run.reason == printed["reason"] and run.before == printed["base"]
     assert {f["path"]: f["rule"] for f in printed["files"]} == {
         "app/server.py": "classify.app_code[0]: app/**",
         "app/serve.py": "classify.app_code[0]: app/**",
         "docs/overview.md": "classify.ignore[0]: docs/**",
         "params.yaml": "classify.training_code[2]: params.yaml",
     }
+    app = create_app({"settings": make_settings(tmp_path / "api", db_url=db.url), "TESTING": True})
+    run = app.test_client().get(f"/api/runs/{run_id}").get_json()
+    event = app.test_client().get(f"/api/events/{delivery}").get_json()
+    with app.app_context():
+        loopline().db.dispose()
+    explanation = {"files": printed["files"], "kinds": printed["kinds"]}
+    assert run["classification"] == explanation and event["classification"] == explanation
+    assert run["kinds"] == printed["kinds"] == ["training_code", "app_code"]
+    assert run["plan"] == [s["name"] for s in run["stages"]] == printed["stages"]
+    assert (run["reason"], run["before"]) == (printed["reason"], printed["base"])
+    assert event["run_ids"] == [run_id]
