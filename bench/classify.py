@@ -8,6 +8,8 @@ the sample project's ``loopline.yml``, the rules derived from its ``dvc.yaml``, 
 Part 2 (git): a bare repository built with ``git fast-import`` whose second commit changes every
 one of ``--files`` files (and renames 1% of them), then ``Mirror.changed_files`` (``git diff -z
 --name-status -M``) and the whole dry run (:func:`workers.explain.explain`) between the two.
+Part 3 (a push): 300 commits touching 5,000 files pushed to a bare remote, then what the intake
+does with it: fetch into a fresh mirror, ``base_for``, ``changed_files``, the whole dry run.
 """
 
 from __future__ import annotations
@@ -157,6 +159,61 @@ def bench_git(n: int, repeat: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def history_push(root: Path, commits: int, files: int) -> tuple[Path, str, str]:
+    """A bare remote whose main moved by ``commits`` commits touching ``files`` distinct paths."""
+    remote, work = root / "remote.git", root / "work"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    chunks: list[bytes] = []
+    for c in range(commits + 1):
+        chunks.append(
+            b"commit refs/heads/main\ncommitter b <b@example.invalid> %d +0000\n" % (1_700_000_000 + c)
+        )
+        chunks.append(b"data 6\ncommit\n")
+        span = range(0, 1000) if c == 0 else range((c - 1) * files // commits, c * files // commits)
+        for i in span:
+            path = f"{TOPS[i % len(TOPS)]}/d{i % 97}/{'base' if c == 0 else 'f'}{i}.py"
+            chunks.append(b"M 100644 inline %s\ndata 2\n%d\n" % (path.encode(), i % 10))
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=work, input=b"".join(chunks), check=True)
+    revs = subprocess.run(
+        ["git", "rev-parse", f"main~{commits}", "main"], cwd=work, check=True, capture_output=True, text=True
+    ).stdout.split()
+    subprocess.run(["git", "push", "-q", str(remote), "main"], cwd=work, check=True)
+    return remote, revs[0], revs[1]
+
+
+def bench_history(repeat: int, commits: int = 300, files: int = 5000) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="loopline-bench-history-"))
+    try:
+        remote, before, after = history_push(tmp, commits, files)
+        print(f"\na push of {commits} commits touching {files:,} files, as the intake handles it:")
+
+        def fresh_fetch() -> Mirror:
+            shutil.rmtree(tmp / "mirror.git", ignore_errors=True)
+            repo = Mirror(path=tmp / "mirror.git", url=str(remote))
+            repo.update()
+            return repo
+
+        wall, cpu, repo = best_of(repeat, fresh_fetch)
+        print(f"  clone --mirror:           {wall:.3f} s wall, {cpu:.3f} s CPU")
+        wall, cpu, _ = best_of(repeat, repo.update)
+        print(f"  fetch (nothing new):      {wall:.3f} s wall, {cpu:.3f} s CPU")
+        wall, cpu, base = best_of(repeat, lambda: repo.base_for(before, after, "refs/heads/main"))
+        print(f"  base_for (fast-forward):  {wall:.3f} s wall, {cpu:.3f} s CPU")
+        wall, cpu, changes = best_of(repeat, lambda: repo.changed_files(base, after))
+        label = f"changed_files ({len(changes):,}):"
+        print(f"  {label:<25} {wall:.3f} s wall, {cpu:.3f} s CPU")
+        config = RepoConfig(name="bench", provider="git", match="bench", url=str(remote))
+        event = Event("push", "bench", "refs/heads/main", before, after)
+        wall, cpu, _ = best_of(
+            repeat,
+            lambda: explain(repo, config, project_from(repo, after), [event], "refs/heads/main", after),
+        )
+        print(f"  whole dry run:            {wall:.3f} s wall, {cpu:.3f} s CPU")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,6 +225,7 @@ def main() -> None:
     bench_pure(args.files, args.repeat)
     if not args.no_git:
         bench_git(args.files, max(1, args.repeat // 2))
+        bench_history(args.repeat)
 
 
 if __name__ == "__main__":

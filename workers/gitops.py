@@ -34,9 +34,13 @@ def git(
         argv += ["--git-dir", str(git_dir)]
     argv += list(args)
     env = {**os.environ, **_GIT_ENV}
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=timeout, env=env, check=False)
+    try:
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise GitError(f"git {args[0]} timed out after {timeout:.0f} s") from exc
     if check and proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed: {proc.stderr.decode(errors='replace').strip()[:2000]}")
+        lines = [line.strip() for line in proc.stderr.decode(errors="replace").splitlines() if line.strip()]
+        raise GitError(f"git {args[0]} failed: {'; '.join(lines)[:2000]}")  # one line, for logs and CLI
     return proc
 
 
