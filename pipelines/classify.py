@@ -146,10 +146,6 @@ def _matcher(rules: tuple[Rule, ...]) -> _Matcher:
     return _Matcher(rules)
 
 
-def match_rule(path: str, rules: tuple[Rule, ...]) -> Rule | None:
-    return _matcher(rules).match(path)
-
-
 def classify(changes: Iterable[Change], rules: tuple[Rule, ...]) -> Classification:
     """Classify every changed path; a rename counts under both its old and new path."""
     match = _matcher(rules).match

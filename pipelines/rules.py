@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.classify import Rule, match_rule
+from pipelines.classify import Rule, glob_regex
 
 #: Top-level folders whose contents are data.
 DATA_DIRS = frozenset({"data", "datasets"})
@@ -174,7 +174,7 @@ def dvc_rules(dvc: Any, dvc_files: Iterable[str] = ()) -> tuple[Rule, ...]:
             rules.append(Rule("training_code", p.path, p.name()))
     rules += [Rule("training_code", "dvc.yaml", "dvc.yaml: the pipeline itself"), CONFIG_RULE, *DATA_RULES]
     for out in outs:  # unless an earlier rule already decides them (e.g. data/**)
-        if match_rule(out.path, tuple(rules)) is None:
+        if not any(glob_regex(rule.pattern).match(out.path) for rule in rules):
             name = out.name(" (written by dvc repro)")
             rules += [Rule("ignore", out.path, name), Rule("ignore", f"{out.path}/**", name)]
     return tuple(rules)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.classify import Change, Rule, classify, glob_regex, match_rule
+from pipelines.classify import UNMATCHED, Change, Rule, classify, glob_regex
 from pipelines.config import ConfigError, parse_project_config
 from pipelines.plan import plan
 from pipelines.rules import DEFAULT_RULES, dvc_rules
@@ -279,9 +279,10 @@ def test_fast_matching_agrees_with_trying_every_glob_in_order() -> None:
     ]  # fmt: skip
     for start in range(len(patterns)):
         rules = tuple(Rule("app_code", p, f"r{i}") for i, p in enumerate(patterns[start:] + patterns[:start]))
-        for path in paths:
-            naive = next((r for r in rules if glob_regex(r.pattern).match(path)), None)
-            assert match_rule(path, rules) == naive, (path, rules)
+        decided = classify([Change(path, "M") for path in paths], rules).files
+        for path, file in zip(paths, decided, strict=True):
+            naive = next((r.name for r in rules if glob_regex(r.pattern).match(path)), UNMATCHED)
+            assert file.rule == naive, (path, rules)
 
 
 @pytest.mark.parametrize(
