@@ -140,24 +140,47 @@ def demo(keep: bool, example: Path | None) -> None:
 
 @main.command()
 @click.option(
-    "--repo", "repo_path", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+    "--repo",
+    "repo_path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A local git repository, bare or not.",
 )
-@click.option("--before", required=True, help="Old commit (or a zero SHA for a new branch).")
-@click.option("--after", required=True, help="New commit.")
-@click.option("--branch", default="main", show_default=True, help="Branch the push is for (decides deploy).")
+@click.option("--before", default=None, help="Old tip (SHA or ref); omitted or zeros: a new branch.")
+@click.option("--after", required=True, help="New tip (SHA or ref).")
+@click.option("--branch", default="main", show_default=True, help="Branch pushed to (decides deploy).")
+@click.option("--tag", default=None, help="Explain a push of this tag instead (a release).")
+@click.option(
+    "--deploy-branch",
+    "deploy_branches",
+    multiple=True,
+    default=("main",),
+    show_default=True,
+    help="Branches that deploy (repeatable); the first is the default branch.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def explain(repo_path: Path, before: str, after: str, branch: str, as_json: bool) -> None:
+def explain(
+    repo_path: Path,
+    before: str | None,
+    after: str,
+    branch: str,
+    tag: str | None,
+    deploy_branches: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Dry run: every changed file, the rule that classified it, the kinds and the stages."""
     from loopline.explain import explain_push
 
-    result = explain_push(repo_path, before, after, branch)
+    result = explain_push(repo_path, before, after, branch=branch, tag=tag, deploy_branches=deploy_branches)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
+    click.echo(f"{result['ref']} {result['commit'][:12]}, compared with {(result['base'] or '')[:12]}")
     for f in result["files"]:
         click.echo(f"{f['status']}  {f['path']:<50} {f['kind']:<14} ({f['rule']})")
     click.echo(f"kinds:  {', '.join(result['kinds']) or '(none)'}")
-    click.echo(f"stages: {' → '.join(result['stages']) or '(none: ' + result['reason'] + ')'}")
+    click.echo(f"stages: {' → '.join(result['stages']) or '(none)'}")
+    click.echo(f"reason: {result['reason']}")
 
 
 @main.command()

@@ -10,7 +10,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.classify import KINDS, Rule, glob_regex
 from pipelines.events import DataObject
+from pipelines.rules import default_rules
 
 PROVIDERS = ("github", "gitlab", "gitea", "forgejo", "bitbucket", "git")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -138,33 +140,32 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class ReleaseConfig:
+    """Which tags release: a tag matching ``tags`` on a deploy branch's commit re-deploys the
+    model registered for that commit, without retraining."""
+
+    tags: tuple[str, ...] = ("**",)  # globs over the tag name; the default: any tag
+
+    def releases(self, tag: str) -> bool:
+        return any(glob_regex(pattern).match(tag) for pattern in self.tags)
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     """A project's own ``loopline.yml``; every key is optional."""
 
     model_name: str = "model"
     artifact: str = "models/model.pkl"
     metrics: str = "metrics.json"
-    rules: tuple[tuple[str, str], ...] = ()  # (kind, glob) in order; first match wins
+    rules: tuple[Rule, ...] = ()  # in order; first match wins
     stages: dict[str, str] = field(default_factory=dict)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     data_into: str = "data/raw"
     debounce_seconds: float = 30.0
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
 
 
-KINDS = ("ignore", "data", "training_code", "app_code")
-DEFAULT_RULES: tuple[tuple[str, str], ...] = (
-    ("ignore", "docs/**"),
-    ("ignore", "**/*.md"),
-    ("ignore", "LICENSE*"),
-    ("data", "data/**"),
-    ("data", "**/*.dvc"),
-    ("training_code", "dvc.yaml"),
-    ("training_code", "params.yaml"),
-    ("training_code", "src/train/**"),
-    ("training_code", "train/**"),
-    ("training_code", "loopline.yml"),
-)
 DEFAULT_STAGES = {
     "unit_tests": "pytest -q tests/unit",
     "retrain": "dvc repro",
@@ -344,21 +345,43 @@ def _status(value: Any, source: str, key: str, provider: str, match: str) -> Sta
     )
 
 
-def parse_project_config(raw: Any, source: str = "loopline.yml") -> ProjectConfig:
-    """Parse a project's ``loopline.yml`` (``raw`` is the loaded YAML, ``None`` if absent)."""
+def _globs(value: Any, source: str, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(g, str) and g for g in value):
+        raise ConfigError(source, key, "expected a list of glob patterns")
+    return value
+
+
+def _release(value: Any, source: str) -> ReleaseConfig:
+    release = _mapping(value, source, "release")
+    unknown = set(release) - {"tags"}
+    if unknown:
+        raise ConfigError(source, f"release.{sorted(unknown)[0]}", "unknown key")
+    if "tags" not in release:
+        return ReleaseConfig()
+    return ReleaseConfig(tags=tuple(_globs(release["tags"], source, "release.tags")))
+
+
+def parse_project_config(
+    raw: Any, source: str = "loopline.yml", *, dvc: Any = None, dvc_files: tuple[str, ...] = ()
+) -> ProjectConfig:
+    """Parse a project's ``loopline.yml`` (``raw`` is the loaded YAML, ``None`` if absent).
+
+    :param dvc: the parsed ``dvc.yaml`` at the same commit, if any: without a ``classify:``
+        section the rules are derived from it (:func:`pipelines.rules.dvc_rules`).
+    :param dvc_files: the ``.dvc`` files at that commit (data tracked by DVC).
+    """
     top = _mapping(raw, source, "(top level)")
-    unknown = set(top) - {"model", "classify", "stages", "gate", "data"}
+    unknown = set(top) - {"model", "classify", "stages", "gate", "data", "release"}
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown key")
     model = _mapping(top.get("model"), source, "model")
-    rules: list[tuple[str, str]] = []
+    rules: list[Rule] = []
     classify = _mapping(top.get("classify"), source, "classify")
     for kind, globs in classify.items():
         if kind not in KINDS:
             raise ConfigError(source, f"classify.{kind}", f"kind must be one of {', '.join(KINDS)}")
-        if not isinstance(globs, list) or not all(isinstance(g, str) and g for g in globs):
-            raise ConfigError(source, f"classify.{kind}", "expected a list of glob patterns")
-        rules.extend((kind, g) for g in globs)
+        key = f"classify.{kind}"
+        rules.extend(Rule(kind, g, f"{key}[{i}]: {g}") for i, g in enumerate(_globs(globs, source, key)))
     stages_raw = _mapping(top.get("stages"), source, "stages")
     stages = dict(DEFAULT_STAGES)
     deploy = DeployConfig()
@@ -402,7 +425,7 @@ def parse_project_config(raw: Any, source: str = "loopline.yml") -> ProjectConfi
         metrics=_relative_path(
             _string(model.get("metrics"), source, "model.metrics") or "metrics.json", source, "model.metrics"
         ),
-        rules=tuple(rules) or DEFAULT_RULES,
+        rules=tuple(rules) or default_rules(dvc, dvc_files),
         stages=stages,
         deploy=deploy,
         gate=GateConfig(
@@ -416,4 +439,5 @@ def parse_project_config(raw: Any, source: str = "loopline.yml") -> ProjectConfi
             _string(data.get("into"), source, "data.into") or "data/raw", source, "data.into"
         ),
         debounce_seconds=30.0 if debounce is None else debounce,
+        release=_release(top.get("release"), source),
     )

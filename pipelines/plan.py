@@ -27,6 +27,8 @@ _BY_KIND = {
 
 #: Stages that run on the training queue, so app-code runs never wait behind a retrain.
 TRAINING_STAGES = frozenset({"retrain"})
+#: Commit-message markers that skip a push's run (those GitHub Actions honours, and Loopline's own).
+SKIP_MARKERS = ("[skip ci]", "[ci skip]", "[no ci]", "[loopline skip]")
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,22 @@ class Plan:
     reason: str
 
 
-def plan(kinds: tuple[str, ...] | list[str], *, deployable: bool, approval: bool = False) -> Plan:
+def plan(
+    kinds: tuple[str, ...] | list[str], *, deployable: bool, approval: bool = False, release: bool = False
+) -> Plan:
     """Return the stages to run for ``kinds``.
 
-    :param deployable: the ref is a configured deploy branch; otherwise the run stops
-        after integration tests.
+    :param deployable: the ref is a configured deploy branch (for a release: the tagged commit
+        is on one); otherwise the run stops after integration tests.
     :param approval: a human must approve before deploying.
+    :param release: a release tag: re-deploy the model registered for the tagged commit,
+        whatever changed, without retraining.
     """
+    if release:
+        if not deployable:
+            return Plan(stages=(), reason="release tag: the tagged commit is on no deploy branch")
+        stages = ("approval", "deploy") if approval else ("deploy",)
+        return Plan(stages=stages, reason="release tag: re-deploys the model registered for this commit")
     wanted: set[str] = set()
     for kind in kinds:
         wanted |= _BY_KIND.get(kind, set())
@@ -55,6 +66,12 @@ def plan(kinds: tuple[str, ...] | list[str], *, deployable: bool, approval: bool
         if approval:
             wanted.add("approval")
     return Plan(stages=tuple(s for s in CANONICAL if s in wanted), reason=reason)
+
+
+def skip_requested(message: str) -> bool:
+    """Whether a commit message asks not to run CI for its push."""
+    lowered = message.lower()
+    return any(marker in lowered for marker in SKIP_MARKERS)
 
 
 def queue_for(stage: str) -> str:

@@ -121,7 +121,7 @@ def _gate(
 
 
 def _classification(files: list[tuple[str, str, str, str]]) -> dict[str, Any]:
-    kinds = sorted({k for _, _, k, _ in files if k != "ignored"})
+    kinds = sorted({k for _, _, k, _ in files if k != "ignore"})
     return {"files": [{"path": p, "status": s, "kind": k, "rule": r} for p, s, k, r in files], "kinds": kinds}
 
 
@@ -137,12 +137,12 @@ def seed(db: Database) -> dict[str, Any]:
     repo, other = "iris-demo", "fraud-detector"
     train_files = _classification(
         [
-            ("src/train.py", "M", "training_code", "src/**"),
-            ("params.yaml", "M", "training_code", "params.yaml"),
-            ("README.md", "M", "ignored", "*.md"),
+            ("src/train.py", "M", "training_code", "classify.training_code[0]: src/**"),
+            ("params.yaml", "M", "training_code", "dvc.yaml: stages.train.params: params.yaml"),
+            ("README.md", "M", "ignore", "default: **/*.md"),
         ]
     )
-    data_files = _classification([("data/raw/iris-2024-06.csv", "A", "data", "data/**")])
+    data_files = _classification([("data/raw/iris-2024-06.csv", "A", "data", "data_lake: folder /srv/lake")])
     accuracies = [0.912, 0.934, 0.951, 0.947, 0.962]
     runs: list[Run] = []
 
@@ -281,20 +281,23 @@ def seed(db: Database) -> dict[str, Any]:
         kinds=["app_code"],
         reason="changes: app_code",
         status="failed",
-        classification=_classification([("app/serve.py", "M", "app_code", "app/**")]),
+        classification=_classification([("app/serve.py", "M", "app_code", "classify.app_code[0]: app/**")]),
         specs=[
             StageSpec("unit_tests", "failed", 7.9, "FAILED tests/test_api.py::test_predict - KeyError\n"),
             StageSpec("integration_tests", "skipped"),
             StageSpec("deploy", "skipped"),
         ],
     )
-    add_run(
+    docs_only = add_run(
         8,
         repository=other,
         kinds=[],
         reason="nothing to build: only ignored files changed",
         status="skipped",
-        classification=_classification([("docs/index.md", "M", "ignored", "*.md")]),
+        # A huge docs-only push: the run view lists the first files and says how many more.
+        classification=_classification(
+            [(f"docs/page-{n:04}.md", "M", "ignore", "classify.ignore[0]: docs/**") for n in range(620)]
+        ),
         specs=[],
     )
     add_run(
@@ -303,7 +306,7 @@ def seed(db: Database) -> dict[str, Any]:
         kinds=["app_code"],
         reason="changes: app_code",
         status="awaiting_approval",
-        classification=_classification([("app/serve.py", "M", "app_code", "app/**")]),
+        classification=_classification([("app/serve.py", "M", "app_code", "classify.app_code[0]: app/**")]),
         specs=[
             StageSpec("unit_tests", "succeeded", 5.0),
             StageSpec("integration_tests", "succeeded", 8.0),
@@ -331,7 +334,10 @@ def seed(db: Database) -> dict[str, Any]:
         reason=XSS_REASON,
         status="running",
         classification=_classification(
-            [(XSS_PATH, "A", "data", "data/**"), ("src/train.py", "M", "training_code", "src/**")]
+            [
+                (XSS_PATH, "A", "data", "classify.data[0]: data/**"),
+                ("src/train.py", "M", "training_code", "classify.training_code[0]: src/**"),
+            ]
         ),
         specs=[
             StageSpec(XSS_STAGE, "succeeded", 0.4, XSS_LOG),
@@ -462,6 +468,7 @@ def seed(db: Database) -> dict[str, Any]:
             "gate_failed": r4.id,
             "deployed": r6.id,
             "data": r3.id,
+            "docs_only": docs_only.id,
             "all": [r.id for r in runs],
         }
     return ids

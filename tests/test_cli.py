@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from loopline.cli import main
@@ -23,8 +24,8 @@ def test_explain_json(project: Project) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     files = {f["path"]: (f["status"], f["kind"], f["rule"]) for f in data["files"]}
-    assert files["docs/overview.md"] == ("M", "ignore", "ignore: docs/**")
-    assert files["params.yaml"] == ("M", "training_code", "training_code: params.yaml")
+    assert files["docs/overview.md"] == ("M", "ignore", "classify.ignore[0]: docs/**")
+    assert files["params.yaml"] == ("M", "training_code", "classify.training_code[2]: params.yaml")
     assert files["app/server.py"][:2] == ("R", "app_code") and files["app/serve.py"][:2] == ("R", "app_code")
     assert data["kinds"] == ["training_code", "app_code"]
     assert data["stages"] == ["unit_tests", "retrain", "evaluate", "register", "integration_tests", "deploy"]
@@ -48,14 +49,38 @@ def test_explain_text_and_new_branch(project: Project) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "README.md" in result.output and "stages: (none: nothing to build" in result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"refs/heads/feature {after[:12]}, compared with ")
+    assert lines[1].split() == ["M", "README.md", "ignore", "(classify.ignore[1]:", "**/*.md)"]
+    assert lines[2:] == [
+        "kinds:  (none)",
+        "stages: (none)",
+        "reason: nothing to build: only ignored files changed",
+    ]
 
 
-def test_explain_unknown_commit_is_one_line(project: Project) -> None:
-    result = CliRunner().invoke(
-        main, ["explain", "--repo", str(project.work), "--before", "HEAD", "--after", "f" * 40]
-    )
-    assert result.exit_code == 1 and result.output.startswith("Error: unknown commit")
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ["--before", "HEAD", "--after", "f" * 40],
+            "Error: unknown commit 'ffffffffffffffffffffffffffffffffffffffff'",
+        ),
+        (["--before", "nope", "--after", "HEAD"], "Error: unknown commit 'nope'"),
+        (["--after", "HEAD", "--branch", "a..b"], "Error: invalid branch name 'a..b'"),
+        (["--after", "HEAD", "--tag", "-x"], "Error: invalid tag name '-x'"),
+        (["--after", "--", "--before", "HEAD"], "Error: unknown commit '--'"),
+        (["--after", "--since=2020"], "Error: unknown commit '--since=2020'"),
+    ],
+)
+def test_explain_bad_input_is_one_line(project: Project, args: list[str], error: str) -> None:
+    result = CliRunner().invoke(main, ["explain", "--repo", str(project.work), *args])
+    assert result.exit_code == 1 and result.output == error + "\n"
+
+
+def test_explain_outside_a_repository_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["explain", "--repo", str(tmp_path), "--after", "HEAD"])
+    assert result.exit_code == 1 and result.output == f"Error: {tmp_path} is not a git repository\n"
 
 
 def test_install_hook_checks_its_arguments(tmp_path: Path, project: Project) -> None:

@@ -199,6 +199,24 @@ def test_evaluate_stage_shows_gate_verdict_and_numbers(seeded: Page) -> None:
     assert ">src/train.py<" in dom and ">training_code<" in dom, "classification table"
 
 
+def test_run_view_explains_every_file(seeded: Page) -> None:
+    dom = seeded.dom(f"#run={seeded.ids['gate_failed']}")
+    # Per file: the path, git's status, the kind and the rule that decided it (as the API has it).
+    assert (
+        '<tr><td><code class="path">src/train.py</code></td><td>M</td>'
+        '<td><span class="chip">training_code</span></td>'
+        "<td><code>classify.training_code[0]: src/**</code></td></tr>"
+    ) in dom
+    assert "<td><code>dvc.yaml: stages.train.params: params.yaml</code></td>" in dom
+    assert "3 changed files: 2 training_code, 1 ignore" in dom
+    # A huge push lists the first 500 files and says where the rest are.
+    run_id = seeded.ids["docs_only"]
+    dom = seeded.dom(f"#run={run_id}")
+    assert dom.count('<code class="path">docs/page-') == 500 and "docs/page-0499.md" in dom
+    assert f"… and 120 more: every file is in <code>GET /api/runs/{run_id}</code>" in dom
+    assert "620 changed files: 620 ignore" in dom and "nothing to build: only ignored files changed" in dom
+
+
 def test_filters_query_the_api(seeded: Page) -> None:
     dom = seeded.dom("#repo=fraud-detector&status=failed")
     assert 'aria-label="Run 7"' in dom

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.plan import CANONICAL, plan, queue_for
+from pipelines.plan import CANONICAL, plan, queue_for, skip_requested
 
 T = ("unit_tests", "retrain", "evaluate", "register", "integration_tests")
 APP = ("unit_tests", "integration_tests")
@@ -59,6 +59,39 @@ def test_plan_table(
 
 def test_empty_plan_says_why() -> None:
     assert "ignored" in plan((), deployable=True).reason
+
+
+@pytest.mark.parametrize(
+    ("kinds", "deployable", "approval", "stages", "reason"),
+    [
+        # A release tag re-deploys whatever changed since the last release, never retrains.
+        (("training_code",), True, False, ("deploy",), "release tag: re-deploys the model"),
+        (("training_code", "app_code", "data"), True, True, ("approval", "deploy"), "release tag"),
+        ((), True, False, ("deploy",), "release tag"),
+        (("app_code",), False, False, (), "on no deploy branch"),
+        (("data",), False, True, (), "on no deploy branch"),
+    ],
+)
+def test_release_plan_table(
+    kinds: tuple[str, ...], deployable: bool, approval: bool, stages: tuple[str, ...], reason: str
+) -> None:
+    result = plan(kinds, deployable=deployable, approval=approval, release=True)
+    assert result.stages == stages and reason in result.reason
+
+
+@pytest.mark.parametrize(
+    ("message", "skip"),
+    [
+        ("tweak [skip ci]", True),
+        ("Docs\n\n[CI SKIP] only words", True),
+        ("[no ci] typo", True),
+        ("[loopline skip] local experiment", True),
+        ("skip ci please", False),
+        ("fix [skip-ci] parser", False),
+    ],
+)
+def test_skip_markers(message: str, skip: bool) -> None:
+    assert skip_requested(message) is skip
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Git plumbing: a bare mirror per repository, diffs and worktrees.
 
 Always argv lists, never a shell; refs and SHAs were validated when the event was parsed, and
-``--`` separates options from revisions wherever git accepts it.
+``--`` separates options from revisions wherever git accepts it. Submodules are never fetched,
+checked out or recursed into: a changed submodule is one changed path (its pointer).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import io
 import os
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +28,19 @@ class GitError(RuntimeError):
 def git(
     *args: str, cwd: Path | None = None, git_dir: Path | None = None, timeout: float = 600, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
-    argv = ["git"]
+    # Whatever the user's git config says, never recurse into submodules (checkout, fetch).
+    argv = ["git", "-c", "submodule.recurse=false"]
     if git_dir is not None:
         argv += ["--git-dir", str(git_dir)]
     argv += list(args)
     env = {**os.environ, **_GIT_ENV}
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=timeout, env=env, check=False)
+    try:
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise GitError(f"git {args[0]} timed out after {timeout:.0f} s") from exc
     if check and proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed: {proc.stderr.decode(errors='replace').strip()[:2000]}")
+        lines = [line.strip() for line in proc.stderr.decode(errors="replace").splitlines() if line.strip()]
+        raise GitError(f"git {args[0]} failed: {'; '.join(lines)[:2000]}")  # one line, for logs and CLI
     return proc
 
 
@@ -57,7 +64,15 @@ class Mirror:
         return git("cat-file", "-e", f"{sha}^{{commit}}", git_dir=self.path, check=False).returncode == 0
 
     def resolve(self, ref: str) -> str | None:
-        proc = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", git_dir=self.path, check=False)
+        proc = git(
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            f"{ref}^{{commit}}",
+            git_dir=self.path,
+            check=False,
+        )
         return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
 
     def is_ancestor(self, older: str, newer: str) -> bool:
@@ -70,31 +85,68 @@ class Mirror:
         return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
 
     def base_for(self, before: str, after: str, default_ref: str) -> str:
-        """What to diff ``after`` against: the previous tip, or for a new branch the default
-        branch's merge base, or for a force push the merge base of old and new tips."""
+        """What to diff ``after`` (a commit) against for a branch push.
+
+        - a fast-forward (a merge commit too): the previous tip, so every file the new commits
+          bring counts, however many commits and whatever the payload listed;
+        - a force push: the merge base of the old and new tips, i.e. everything the new history
+          has that the old did not; a pure rewind (the new tip is an ancestor of the old) is
+          diffed against the old tip instead, since the files it takes back change the branch;
+        - a new branch (or an old tip this mirror never saw): the merge base with the default
+          branch; the default branch's own first push: the empty tree (every file is new).
+        """
         if set(before) != {"0"} and self.has_commit(before):
             if self.is_ancestor(before, after):
                 return before
-            return self.merge_base(before, after) or EMPTY_TREE
+            base = self.merge_base(before, after)
+            return before if base == after else base or EMPTY_TREE
         default = self.resolve(default_ref)
         if default and default != after:
             return self.merge_base(default, after) or EMPTY_TREE
         return EMPTY_TREE
 
+    def release_base(self, commit: str, releases: Callable[[str], bool]) -> str:
+        """What a release tag on ``commit`` is diffed against: the newest earlier release tag in
+        its history (what this release adds since the last one), else the commit's parent."""
+        parent = self.resolve(f"{commit}^")
+        if parent is None:
+            return EMPTY_TREE
+        out = git(
+            "for-each-ref",
+            f"--merged={parent}",
+            "--sort=-creatordate",
+            "--format=%(refname:strip=2)%00%(objectname)",
+            "refs/tags/",
+            git_dir=self.path,
+        ).stdout.decode(errors="replace")
+        for line in out.splitlines():
+            name, _, sha = line.partition("\0")
+            if releases(name):
+                return self.resolve(sha) or parent
+        return parent
+
     def changed_files(self, base: str, after: str) -> list[Change]:
+        """``git diff`` between two commits, never a payload's (truncated) file lists."""
         out = git(
             "diff",
             "-z",
             "--name-status",
             "-M",
+            "-l1000",  # bound rename detection whatever diff.renameLimit says; both paths count anyway
+            "--ignore-submodules=none",  # a moved submodule pointer is a change, even if config hides it
             "--no-ext-diff",
             "--no-textconv",
             base,
             after,
             "--",
             git_dir=self.path,
-        ).stdout.decode("utf-8", errors="surrogateescape")
+        ).stdout.decode("utf-8", errors="backslashreplace")
         return parse_name_status(out)
+
+    def files(self, commit: str) -> list[str]:
+        """Every path in the tree of ``commit``."""
+        out = git("ls-tree", "-r", "-z", "--name-only", commit, "--", git_dir=self.path).stdout
+        return [p for p in out.decode("utf-8", errors="backslashreplace").split("\0") if p]
 
     def show(self, commit: str, path: str) -> bytes | None:
         proc = git("show", f"{commit}:{path}", git_dir=self.path, check=False)

@@ -1,4 +1,5 @@
-"""Turn stored deliveries into a planned run: fetch, diff, classify, plan, prepare a worktree.
+"""Turn stored deliveries into a planned run: fetch, then record what :func:`workers.explain.explain`
+says (diff, classification, plan), then prepare a worktree.
 
 Idempotent: the run and its link to the deliveries are written in one transaction, so a
 redelivered intake task finds the run it made and only finishes what was left undone.
@@ -21,20 +22,18 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from loopline.settings import Settings
-from pipelines.classify import Classification, FileClass, classify
-from pipelines.config import ConfigError, ProjectConfig, RepoConfig
+from pipelines.config import ConfigError, RepoConfig
 from pipelines.events import DataObject, Event, sequencer_order
-from pipelines.plan import plan
 from store import deliveries, objects, runs
 from store.db import Database
 from store.models import Delivery, Run, Stage, utcnow
+from workers.explain import explain, locate
 from workers.fetch import FetchError, fetch_all
 from workers.gitops import GitError, Mirror
 from workers.locks import file_lock, lock_path
 from workers.projects import mirror, project_at, project_in, workspace
 
 log = logging.getLogger(__name__)
-SKIP_MARKERS = ("[skip ci]", "[ci skip]", "[loopline skip]")
 
 
 @dataclass(frozen=True)
@@ -90,21 +89,14 @@ def _plan(
     first = events[0]
     mirror_ = mirror(settings, repo)
     try:
-        ref, commit, base = _locate(mirror_, repo, first)
-        if first.type == "push":
-            base = _last_built(db, mirror_, repo.name, ref, commit) or base
-    except (GitError, IntakeError) as exc:
+        mirror_.update()
+        ref, commit = locate(mirror_, repo, first)
+        since = _last_built(db, mirror_, repo.name, ref, commit) if first.type == "push" else None
+    except GitError as exc:
         log.warning("intake %s failed: %s", delivery_ids, exc)
         deliveries.finish(db, delivery_ids, run_id=None, error=str(exc))
         return Prepared(None)
-    run = Run(
-        repository=repo.name,
-        ref=ref,
-        commit=commit,
-        before=base if first.type != "data" else None,
-        trigger=first.type,
-        status="queued",
-    )
+    run = Run(repository=repo.name, ref=ref, commit=commit, trigger=first.type, status="queued")
     try:
         project = project_at(settings, repo, commit)
     except ConfigError as exc:  # a failed `config` stage with the message, not a crash
@@ -123,23 +115,15 @@ def _plan(
             )
         ]
         return _insert(db, run, delivery_ids)
-    classification = _classify(mirror_, project, first, wanted, base, commit)
-    branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
-    planned = plan(
-        classification.kinds,
-        deployable=branch in repo.branches,
-        approval=project.deploy.approval == "required",
-    )
-    stages, run.reason = planned.stages, planned.reason
-    message = first.message or (mirror_.message(commit) if first.type != "data" else "")
-    if any(marker in message.lower() for marker in SKIP_MARKERS):
-        stages, run.reason = (), "commit message asks to skip CI"
-    elif first.type == "tag":
-        stages, run.reason = (), "tag pushes do not run pipelines yet"
+    explained = explain(mirror_, repo, project, events, ref, commit, objects=wanted, since=since)
+    classification, stages = explained.classification, explained.plan.stages
+    run.before, run.reason = explained.base, explained.plan.reason
     if first.type == "data":
         run.reason = f"{len(classification.files)} new data file(s)"
         batch = hashlib.sha256(",".join(sorted(delivery_ids)).encode()).hexdigest()
         run.dedupe_key = f"{repo.name}|data|{batch}"
+    elif first.type == "tag":
+        run.dedupe_key = f"{repo.name}|{ref}|{commit}|release"
     else:
         run.dedupe_key = f"{repo.name}|{ref}|{commit}|{','.join(classification.kinds)}"
     run.kinds, run.plan, run.classification = (
@@ -200,21 +184,6 @@ def _late(db: Database, run: Run, repository: str, ref: str, tip: str | None) ->
         stage.status = "cancelled"
 
 
-def _locate(mirror_: Mirror, repo: RepoConfig, event: Event) -> tuple[str, str, str]:
-    """Fetch, then return (ref, commit, base to diff against) for the event."""
-    mirror_.update()
-    default = f"refs/heads/{repo.default_branch}"
-    if event.type == "data":  # new data retrains what the default branch holds now
-        commit = mirror_.resolve(default)
-        if commit is None:
-            raise IntakeError(f"branch {repo.default_branch!r} does not exist yet; push code first")
-        return default, commit, commit
-    assert event.ref and event.before and event.after
-    if not mirror_.has_commit(event.after):
-        raise IntakeError(f"commit {event.after} is not in {repo.url} (yet)")
-    return event.ref, event.after, mirror_.base_for(event.before, event.after, default)
-
-
 def wanted_objects(db: Database, events: list[Event]) -> list[DataObject]:
     """What a data run fetches: per object the newest event of the batch (by sequencer, else by
     arrival), unless that is a removal or a newer event has been recorded since. So an older
@@ -232,23 +201,6 @@ def wanted_objects(db: Database, events: list[Event]) -> list[DataObject]:
 
 def _order(item: DataObject) -> str:
     return sequencer_order(item.sequencer) if item.sequencer else ""
-
-
-def _classify(
-    mirror_: Mirror, project: ProjectConfig, first: Event, wanted: list[DataObject], base: str, commit: str
-) -> Classification:
-    if first.type != "data":
-        return classify(mirror_.changed_files(base, commit), project.rules)
-    files = tuple(
-        FileClass(
-            path=f"{project.data_into}/{o.path or o.key}",
-            status="A",
-            kind="data",
-            rule=f"data_lake: {o.url}",
-        )
-        for o in wanted
-    )
-    return Classification(files=files, kinds=("data",))
 
 
 def _insert(db: Database, run: Run, delivery_ids: list[str]) -> Prepared:

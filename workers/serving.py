@@ -16,6 +16,9 @@ import requests
 from workers.process import argv_for, kill_group, project_env
 
 BUILTIN_SERVER = [sys.executable, "-m", "workers.model_server"]
+#: Servers this process started and has not stopped: a release outlives the step that started
+#: it, and keeping its handle lets :func:`stop` reap it here rather than leave a zombie.
+_started: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class ServeError(RuntimeError):
@@ -73,6 +76,7 @@ def start(
             )
         try:
             if requests.get(url + health_path, timeout=1).status_code == 200:
+                _started[proc.pid] = proc
                 return Server(pid=proc.pid, url=url)
         except requests.RequestException:
             pass
@@ -84,12 +88,16 @@ def start(
 def stop(pid: int, grace: float = 5) -> None:
     """Stop a server's process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
     kill_group(pid, signal.SIGTERM)
+    proc = _started.pop(pid, None)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not alive(pid):
-            return
+            break
         time.sleep(0.05)
-    kill_group(pid, signal.SIGKILL)
+    else:
+        kill_group(pid, signal.SIGKILL)
+    if proc is not None:
+        proc.wait()
 
 
 def alive(pid: int) -> bool:

@@ -214,7 +214,7 @@ function renderRunSummary(run) {
     ["Repository", run.repository ?? "—"],
     ["Branch", h("span", { class: "branch" }, f.branchOf(run.ref))],
     ["Commit", code(typeof run.commit === "string" ? run.commit : "—"), "wide"],
-    run.before ? ["Before", code(f.shortSha(run.before), run.before)] : null,
+    run.before ? ["Compared with", code(f.shortSha(run.before), run.before)] : null,
     ["Trigger", run.trigger ?? "—"],
     ["Kinds", chips(run.kinds)],
     ["Created", time(run.created_at)],
@@ -337,20 +337,38 @@ function renderLog(stage) {
   }
 }
 
+/** Rows shown at once: a push can change 100,000 files; the API has them all. */
+const MAX_FILE_ROWS = 500;
+
+/** Why the run has its kinds: every changed file, its git status, the rule that matched and its kind. */
 function renderClassification(run) {
   const c = run.classification;
   const files = c && Array.isArray(c.files) ? c.files : [];
+  const counts = new Map();
+  for (const file of files) {
+    const kind = String(file?.kind ?? "—");
+    counts.set(kind, (counts.get(kind) || 0) + 1);
+  }
+  const shown = files.slice(0, MAX_FILE_ROWS);
   replace($("classification"),
     h("p", { class: "kinds-line" }, h("span", { class: "label" }, "Kinds"), " ", chips(c?.kinds ?? run.kinds)),
+    files.length ? h("p", { class: "muted small files-summary" },
+      `${files.length} changed file${files.length === 1 ? "" : "s"}: `,
+      [...counts].map(([kind, n]) => `${n} ${kind}`).join(", "),
+      run.before && run.trigger !== "data" ? [" · compared with ", code(f.shortSha(run.before), run.before)] : null) : null,
     files.length ? h("div", { class: "table-wrap scroll-y" }, h("table", { class: "compact files" },
       h("caption", { class: "sr-only" }, "Changed files and how they were classified"),
       h("thead", {}, h("tr", {}, ["Path", "Status", "Kind", "Rule"].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, files.map((file) => h("tr", {},
+      h("tbody", {}, shown.map((file) => h("tr", {},
         h("td", {}, h("code", { class: "path" }, String(file?.path ?? "—"))),
         h("td", {}, String(file?.status ?? "—")),
         h("td", {}, h("span", { class: "chip" }, String(file?.kind ?? "—"))),
         h("td", {}, file?.rule ? code(String(file.rule)) : h("span", { class: "muted" }, "—")))))))
-      : h("p", { class: "muted" }, c ? "No changed files." : "No classification recorded for this run."));
+      : h("p", { class: "muted" }, c ? "No changed files." : "No classification recorded for this run."),
+    files.length > shown.length
+      ? h("p", { class: "muted small" }, `… and ${files.length - shown.length} more: every file is in `,
+        code(`GET /api/runs/${run.id}`))
+      : null);
 }
 
 function renderRunDetail() {
