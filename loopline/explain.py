@@ -29,7 +29,7 @@ def explain_push(
     planned = plan(
         classification.kinds,
         deployable=branch == default_branch,
-        approval=project.deploy.approval == "required",
+        approval=project.deploy.approval.applies_to(branch),
     )
     return {
         **classification.to_dict(),

@@ -104,7 +104,8 @@ def version(name: str, version: int) -> Response:
         mv = registry.model_version(s, name, version)
         if mv is None:
             raise NotFound(f"no version {version} of model {name[:64]!r}")
-        return jsonify(views.model_dict(mv))
+        lineage = views.chain(s, mv, registry.latest_deployment(s, name, version))
+        return jsonify({**views.model_dict(mv), "lineage": lineage})
 
 
 @bp.get("/deployments/current")

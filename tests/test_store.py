@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-from store.db import Database
+from store.db import MIGRATIONS, Database
 from store.models import Base
 
 
@@ -19,4 +20,5 @@ def test_migrate_is_idempotent_and_safe_to_repeat(db: Database) -> None:
     db.migrate()
     db.migrate()
     with db.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0002"
+        head = ScriptDirectory(str(MIGRATIONS)).get_current_head()  # one head: migrations form a chain
+        assert MigrationContext.configure(conn).get_current_revision() == head

@@ -99,7 +99,7 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
     planned = plan(
         classification.kinds,
         deployable=branch in repo.branches,
-        approval=project.deploy.approval == "required",
+        approval=project.deploy.approval.applies_to(branch),
     )
     stages, run.reason = planned.stages, planned.reason
     message = first.message or (mirror_.message(commit) if first.type != "data" else "")
