@@ -22,7 +22,7 @@ import yaml
 
 from loopline.hook import install_hook
 from loopline.processes import Stack
-from loopline.report import format_data_version, format_run, show_models
+from loopline.report import format_data_version, format_run, show_model
 from loopline.settings import Settings
 from workers import serving
 
@@ -178,7 +178,7 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
         for run in (first, second):
             click.echo(format_run(requests.get(f"{stack.url}/api/runs/{run['id']}", timeout=5).json()))
         click.echo("\nModel versions")
-        click.echo(show_models(settings, "churn", as_json=False))
+        click.echo(show_model(settings, "churn", as_json=False))
         click.echo("\nServing now: lineage")
         _print_lineage(current)
         ok = True

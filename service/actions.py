@@ -35,9 +35,7 @@ _BODY = 'body must be {"comment": "...", "commit": "<sha>", "model_version": <in
 
 def _body() -> dict[str, Any]:
     """The optional JSON body: a comment, and (approve) the commit and model version meant."""
-    if not request.get_data():
-        return {}
-    body = request.get_json(silent=True)
+    body = request.get_json(silent=True) if request.get_data() else {}
     if not isinstance(body, dict) or set(body) - {"comment", "commit", "model_version"}:
         raise ApiError(_BODY, "bad_body")
     comment, commit, version = body.get("comment"), body.get("commit"), body.get("model_version")

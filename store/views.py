@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.models import Delivery, Deployment, ModelVersion, Run, Stage, as_utc
-from store.registry import model_version
+from store.registry import current_deployment, model_version
 
 
 def iso(value: datetime | None) -> str | None:
@@ -100,6 +100,28 @@ def model_dict(mv: ModelVersion) -> dict[str, Any]:
         "sha256": mv.sha256,
         "created_at": iso(mv.created_at),
     }
+
+
+def models_summary(session: Session) -> list[dict[str, Any]]:
+    """One entry per registered model: how many versions, the newest, the one serving now."""
+    rows = session.scalars(select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc()))
+    models: dict[str, dict[str, Any]] = {}
+    for mv in rows:
+        entry = models.setdefault(
+            mv.name,
+            {
+                "name": mv.name,
+                "latest_version": mv.version,
+                "versions": 0,
+                "latest_created_at": iso(mv.created_at),
+                "latest_gate": mv.gate,
+            },
+        )
+        entry["versions"] += 1
+    for name, entry in models.items():
+        dep = current_deployment(session, name)
+        entry["production_version"] = dep.version if dep else None
+    return list(models.values())
 
 
 def deployment_dict(dep: Deployment) -> dict[str, Any]:

@@ -92,7 +92,8 @@ def test_judge(
 
 
 def test_judge_records_every_number_it_compared() -> None:
-    result = judge(MULTI, GOOD, {"accuracy": 0.96, "roc_auc": 0.995}, against="production v3 on the same data")
+    production = {"accuracy": 0.96, "roc_auc": 0.995}
+    result = judge(MULTI, GOOD, production, against="production v3 on the same data")
     assert result["value"] == 0.95 and result["production_value"] == 0.96
     drop = next(c for c in result["checks"] if c["check"] == "max_drop_vs_production")
     assert drop == {
@@ -167,6 +168,13 @@ def test_approval_applies_to(approval: ApprovalConfig, branch: str | None, appli
     assert approval.applies_to(branch) is applies
 
 
+A = "stages.deploy.approval"
+
+
+def approving(value: Any) -> dict[str, Any]:
+    return {"stages": {"deploy": {"approval": value}}}
+
+
 @pytest.mark.parametrize(
     ("raw", "key", "problem"),
     [
@@ -178,20 +186,12 @@ def test_approval_applies_to(approval: ApprovalConfig, branch: str | None, appli
         ({"gate": {"thresholds": {"auc": {"min": 0.9, "max": 0.1}}}}, "gate.thresholds.auc", "above max"),
         ({"gate": {"max_drop_vs_production": -0.1}}, "gate.max_drop_vs_production", ">= 0"),
         ({"gate": {"compare": ""}}, "gate.compare", "non-empty string"),
-        ({"stages": {"deploy": {"approval": "maybe"}}}, "stages.deploy.approval", "must be"),
-        ({"stages": {"deploy": {"approval": {"who": "ada"}}}}, "stages.deploy.approval.who", "unknown key"),
-        ({"stages": {"deploy": {"approval": {"required": "yes"}}}}, "stages.deploy.approval.required", "true"),
-        ({"stages": {"deploy": {"approval": {"branches": "main"}}}}, "stages.deploy.approval.branches", "list"),
-        (
-            {"stages": {"deploy": {"approval": {"expires_after": "soon"}}}},
-            "stages.deploy.approval.expires_after",
-            "duration",
-        ),
-        (
-            {"stages": {"deploy": {"approval": {"expires_after": "0h"}}}},
-            "stages.deploy.approval.expires_after",
-            "positive",
-        ),
+        (approving("maybe"), A, "must be"),
+        (approving({"who": "ada"}), f"{A}.who", "unknown key"),
+        (approving({"required": "yes"}), f"{A}.required", "true"),
+        (approving({"branches": "main"}), f"{A}.branches", "list"),
+        (approving({"expires_after": "soon"}), f"{A}.expires_after", "duration"),
+        (approving({"expires_after": "0h"}), f"{A}.expires_after", "positive"),
     ],
 )
 def test_gate_and_approval_errors(raw: Any, key: str, problem: str) -> None:
