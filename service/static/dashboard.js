@@ -1,6 +1,6 @@
 // Loopline dashboard: polls the JSON API and renders runs, stages, logs, models and lineage.
 // Everything from the API is rendered as text (see dom.js); the page state lives in the URL hash.
-import { ApiError, getJSON, getText, seg } from "./api.js";
+import { ApiError, getJSON, getText, postJSON, seg } from "./api.js";
 import { lineChart } from "./chart.js";
 import { h, renderIfChanged, replace } from "./dom.js";
 import * as f from "./format.js";
@@ -228,6 +228,67 @@ function renderRunSummary(run) {
   $("run-reason").hidden = !run.reason;
 }
 
+// ---------------------------------------------------------------- approval
+
+const TOKEN_KEY = "loopline.apiToken";
+
+/** The API token: asked once, kept in sessionStorage (this tab only, gone when it closes). */
+function apiToken() {
+  let token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) {
+    token = (window.prompt("Loopline API token (LOOPLINE_API_TOKEN), kept for this tab only:") || "").trim();
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  }
+  return token || null;
+}
+
+/** Approve or reject exactly what the page shows: the request names its commit and model version. */
+async function decide(run, action) {
+  const status = $("approval-status");
+  const token = apiToken();
+  if (!token) { status.textContent = "No token given: nothing was sent."; return; }
+  const a = run.approval || {};
+  const body = { comment: $("approval-comment").value.trim() || undefined };
+  if (action === "approve") Object.assign(body, { commit: a.commit ?? undefined, model_version: a.model_version ?? undefined });
+  status.textContent = `${action === "approve" ? "Approving" : "Rejecting"}…`;
+  const err = await attempt(async () => { state.run = await postJSON(`runs/${run.id}/${action}`, body, token); });
+  if (err && err.status === 401) sessionStorage.removeItem(TOKEN_KEY);
+  status.textContent = err ? `${action} failed: ${err.code} — ${err.message}` : "";
+  renderAll();
+  refresh();
+}
+
+function approvalNames(a) {
+  return [code(f.shortSha(a.commit), a.commit),
+    a.model_version != null ? [" and ", h("span", { class: "strong" }, `${a.model ?? "model"} v${a.model_version}`),
+      a.sha256 ? [" ", h("span", { class: "muted small" }, "sha256 "), code(f.shortSha(a.sha256, 12), a.sha256)] : null] : null];
+}
+
+function renderApproval(run) {
+  const box = $("approval");
+  const a = run.approval;
+  box.hidden = !a;
+  if (!a) { replace(box); return; }
+  if (run.status === "awaiting_approval") {
+    replace(box, h("h3", { id: "approval-title" }, "Approval needed"),
+      h("p", {}, "Deploying ", ...approvalNames(a),
+        a.expires_at ? [" · expires ", time(a.expires_at)] : null),
+      h("label", { for: "approval-comment" }, "Comment (recorded with the decision)"),
+      h("textarea", { id: "approval-comment", rows: "2", maxlength: "2000" }),
+      h("div", { class: "approval-actions" },
+        h("button", { id: "approve-btn", class: "btn btn-approve", type: "button", onclick: () => decide(run, "approve") }, "Approve"),
+        h("button", { id: "reject-btn", class: "btn btn-reject", type: "button", onclick: () => decide(run, "reject") }, "Reject")),
+      h("p", { id: "approval-status", class: "muted small", role: "status", "aria-live": "polite" }));
+    return;
+  }
+  replace(box, h("h3", { id: "approval-title" }, "Approval"),
+    a.decision ? h("p", {}, h("span", { class: "strong" }, String(a.decision)),
+      a.by ? ` by ${a.by}` : null, a.at ? [" · ", time(a.at)] : null,
+      a.comment ? [": ", h("q", {}, String(a.comment))] : null)
+      : h("p", { class: "muted" }, f.statusLabel(a.status)),
+    h("p", { class: "small" }, "Names ", ...approvalNames(a)));
+}
+
 function renderPipeline(run, chosen) {
   const stages = Array.isArray(run.stages) ? run.stages : [];
   if (!stages.length) {
@@ -281,14 +342,17 @@ function gateDetail(d) {
       ["Gate metric", d.metric != null ? code(String(d.metric)) : "—"],
       ["Candidate value", detailValue(d.value)],
       ["Production version", d.production_version != null ? `v${d.production_version}` : "none yet"],
+      d.production?.source ? ["Production scored", d.production.source === "same_data" ? "on this run's held-out data" : "recorded metrics"] : null,
     ])),
     checks.length ? h("div", { class: "table-wrap" }, h("table", { class: "compact checks" },
       h("caption", {}, "Checks"),
-      h("thead", {}, h("tr", {}, ["Check", "Candidate", "Production", "Threshold", "Result"].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, ["Check", "Metric", "Candidate", "Production", "Δ", "Threshold", "Result"].map((c) => h("th", { scope: "col" }, c)))),
       h("tbody", {}, checks.map((c) => h("tr", {},
         h("td", {}, String(c?.check ?? "—")),
+        h("td", {}, c?.metric != null ? code(String(c.metric)) : "—"),
         h("td", { class: "num" }, f.num(c?.value)),
         h("td", { class: "num" }, c?.production === undefined ? "—" : f.num(c.production)),
+        h("td", { class: "num" }, c?.delta === undefined ? "—" : f.num(c.delta)),
         h("td", { class: "num" }, f.num(c?.threshold)),
         h("td", {}, c?.passed ? h("span", { class: "gate-pass" }, "✓ pass") : h("span", { class: "gate-fail" }, "✗ fail"))))))) : null,
     metrics.length ? h("div", { class: "table-wrap" }, h("table", { class: "compact metrics" },
@@ -371,6 +435,7 @@ function renderRunDetail() {
   const sig = JSON.stringify([run, stage?.name ?? null, location.hash]);
   renderIfChanged(body, sig, () => {
     renderRunSummary(run);
+    renderApproval(run);
     renderPipeline(run, stage);
     renderStagePanel(run, stage);
     renderClassification(run);
