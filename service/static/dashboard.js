@@ -201,12 +201,15 @@ function currentStage(run) {
     || stages.find((st) => st.status === "failed" || st.status === "gate_failed") || null;
 }
 
+/** The gate's verdict without its "passed: "/"failed: " lead (the page says that with ✓/✗). */
+const verdictText = (verdict) => verdict.replace(/^(passed|failed): /, "");
+
 function gateSummary(run) {
   const evaluate = (run.stages || []).find((st) => st.name === "evaluate");
   const d = evaluate?.detail;
   if (!d || typeof d !== "object" || d.passed === undefined) return null;
   return ["Gate", [h("span", { class: d.passed ? "gate-pass" : "gate-fail" }, d.passed ? "✓ passed" : "✗ failed"),
-    typeof d.verdict === "string" ? h("span", { class: "verdict-line" }, d.verdict) : null], "wide"];
+    typeof d.verdict === "string" ? h("span", { class: "verdict-line" }, verdictText(d.verdict)) : null], "wide"];
 }
 
 function renderRunSummary(run) {
@@ -272,7 +275,7 @@ function renderApproval(run) {
   if (run.status === "awaiting_approval") {
     replace(box, h("h3", { id: "approval-title" }, "Approval needed"),
       h("p", {}, "Deploying ", ...approvalNames(a),
-        a.expires_at ? [" · expires ", time(a.expires_at)] : null),
+        a.expires_at ? [" · expires ", h("time", { datetime: a.expires_at }, f.dateTime(a.expires_at))] : null),
       h("label", { for: "approval-comment" }, "Comment (recorded with the decision)"),
       h("textarea", { id: "approval-comment", rows: "2", maxlength: "2000" }),
       h("div", { class: "approval-actions" },
@@ -334,10 +337,12 @@ function detailValue(value, depth = 0) {
 function gateDetail(d) {
   const checks = Array.isArray(d.checks) ? d.checks : [];
   const metrics = d.metrics && typeof d.metrics === "object" ? Object.entries(d.metrics) : [];
+  const prod = d.production?.source === "same_data" && d.production.metrics && typeof d.production.metrics === "object"
+    ? d.production.metrics : null;
   return h("div", { class: "gate" },
     h("p", { class: `verdict ${d.passed ? "pass" : "fail"}` },
       h("strong", {}, d.passed ? "✓ Gate passed" : "✗ Gate failed"), " ",
-      typeof d.verdict === "string" ? d.verdict : ""),
+      typeof d.verdict === "string" ? verdictText(d.verdict) : ""),
     h("dl", { class: "facts" }, facts([
       ["Gate metric", d.metric != null ? code(String(d.metric)) : "—"],
       ["Candidate value", detailValue(d.value)],
@@ -356,10 +361,11 @@ function gateDetail(d) {
         h("td", { class: "num" }, f.num(c?.threshold)),
         h("td", {}, c?.passed ? h("span", { class: "gate-pass" }, "✓ pass") : h("span", { class: "gate-fail" }, "✗ fail"))))))) : null,
     metrics.length ? h("div", { class: "table-wrap" }, h("table", { class: "compact metrics" },
-      h("caption", {}, "Candidate metrics"),
-      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Metric"), h("th", { scope: "col" }, "Value"))),
+      h("caption", {}, prod ? "Metrics, both scored on this run's held-out data" : "Candidate metrics"),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Metric"), h("th", { scope: "col" }, prod ? "Candidate" : "Value"),
+        prod ? h("th", { scope: "col" }, `Production v${d.production_version}`) : null)),
       h("tbody", {}, metrics.map(([k, v]) => h("tr", { class: k === d.metric ? "hl" : null },
-        h("td", {}, k), h("td", { class: "num" }, f.num(v))))))) : null);
+        h("td", {}, k), h("td", { class: "num" }, f.num(v)), prod ? h("td", { class: "num" }, f.num(prod[k])) : null))))) : null);
 }
 
 function renderStagePanel(run, stage) {
