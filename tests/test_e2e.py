@@ -231,7 +231,10 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     for heading in ("Runs", "Model versions", "Serving now: lineage", "demo finished"):
         assert heading in out
     assert out.index("✓ unit_tests") < out.index("✓ retrain") < out.index("✓ deploy")
-    assert "churn v2  (production)" in out
+    assert "GATE_FAILED  (stage evaluate gate failed)" in out and "gate: failed: accuracy=" in out
+    assert "production still serves v2: nothing was registered or deployed" in out
+    assert "approved by demo at " in out and ': "gate passed, metrics back to normal"' in out
+    assert "v3 *" in out  # the approved version serves
 
 
 def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:
