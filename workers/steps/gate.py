@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from pipelines.config import ProjectConfig
 from pipelines.gate import judge
 from workers.process import run_logged
 from workers.steps import StepContext, StepError, StepResult
@@ -29,12 +30,12 @@ class ArtifactMismatch(StepError):
     """The production artifact on disk is not the one the registry recorded."""
 
 
-def compare_command(ctx: StepContext) -> tuple[str, Path] | None:
+def compare_command(project: ProjectConfig, worktree: Path) -> tuple[str, Path] | None:
     """``gate.compare``, else the DVC stage whose metrics or outs hold the metrics file (command
     and working directory); ``None`` when neither exists."""
-    if ctx.project.gate.compare:
-        return ctx.project.gate.compare, ctx.worktree
-    dvc_yaml = ctx.worktree / "dvc.yaml"
+    if project.gate.compare:
+        return project.gate.compare, worktree
+    dvc_yaml = worktree / "dvc.yaml"
     if not dvc_yaml.is_file():
         return None
     try:
@@ -53,8 +54,8 @@ def compare_command(ctx: StepContext) -> tuple[str, Path] | None:
         cmd = stage.get("cmd")
         if isinstance(cmd, list) and len(cmd) == 1:
             cmd = cmd[0]
-        if ctx.project.metrics in written and isinstance(cmd, str):
-            return cmd, ctx.worktree / wdir
+        if project.metrics in written and isinstance(cmd, str):
+            return cmd, worktree / wdir
     return None
 
 
@@ -78,7 +79,7 @@ def verified_copy(model: ModelRef, dest_dir: Path) -> Path:
 
 def production_on_this_data(ctx: StepContext, champion: ModelRef) -> tuple[dict[str, float], str]:
     """Production's metrics on this run's held-out data, and how they were obtained."""
-    found = compare_command(ctx)
+    found = compare_command(ctx.project, ctx.worktree)
     if found is None:
         ctx.say(
             "no gate.compare command and no DVC stage writes the metrics file: "
