@@ -580,6 +580,11 @@ class DevTools:
                     )
                 )
 
+    async def closed(self) -> None:
+        await self._reader
+        for task in self._tasks:
+            task.cancel()
+
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         n = next(self._ids)
         self._pending[n] = asyncio.get_running_loop().create_future()
@@ -642,6 +647,7 @@ def devtools(
                 return await script(tab)
             finally:
                 ws.close()
+                await asyncio.wait_for(tab.closed(), 10)  # the close handshake, so the socket is closed
 
         return asyncio.run(session())
     finally:
