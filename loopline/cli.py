@@ -204,22 +204,30 @@ def runs(run_id: int | None, repo: str | None, status: str | None, limit: int, a
 @click.argument("run_id", type=int)
 @click.option("--reject", is_flag=True, help="Reject instead of approving.")
 @click.option("--comment", default=None, help="Recorded with the decision.")
-def approve(run_id: int, reject: bool, comment: str | None) -> None:
+@click.option("--commit", default=None, help="Approve only if the run ships this commit (7+ characters).")
+@click.option("--model-version", type=int, default=None, help="Approve only if the run ships this version.")
+def approve(
+    run_id: int, reject: bool, comment: str | None, commit: str | None, model_version: int | None
+) -> None:
     """Approve (or --reject) a run that waits for approval before deploying."""
-    from loopline.report import format_run, open_store
+    from loopline.report import format_approval, format_run, open_store
     from store import runs, views
     from store.models import Run
 
     db = open_store(_settings())
     by = os.environ.get("USER") or "cli"
     try:
-        (runs.reject if reject else runs.approve)(db, run_id, by=by, comment=comment)
+        if reject:
+            runs.reject(db, run_id, by=by, comment=comment)
+        else:
+            runs.approve(db, run_id, by=by, comment=comment, commit=commit, model_version=model_version)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     with db.session() as s:
         run = s.get(Run, run_id)
         assert run is not None
-        click.echo(format_run(views.run_dict(run)))
+        data = views.run_dict(run)
+    click.echo(format_run(data) + "\n" + format_approval(data["approval"]))
 
 
 @main.command()
@@ -241,14 +249,37 @@ def retry(run_id: int) -> None:
         click.echo(format_run(views.run_dict(run)))
 
 
-@main.command()
-@click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True)
-def models(name: str | None, as_json: bool) -> None:
-    """List registered models, or the versions of one with their lineage."""
-    from loopline.report import show_models
+@main.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """The model registry: `list` (the default) and `show NAME [VERSION]`."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(models_list)
 
-    click.echo(show_models(_settings(), name, as_json))
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_list(as_json: bool) -> None:
+    """Every registered model: versions, the newest, the one serving now."""
+    from loopline.report import list_models
+
+    click.echo(list_models(_settings(), as_json))
+
+
+@models.command("show")
+@click.argument("name")
+@click.argument("version", required=False, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the API's shape).")
+def models_show(name: str, version: int | None, as_json: bool) -> None:
+    """The versions of NAME, or VERSION with its whole lineage chain."""
+    from loopline.report import show_model, show_version
+
+    settings = _settings()
+    click.echo(
+        show_model(settings, name, as_json)
+        if version is None
+        else show_version(settings, name, version, as_json)
+    )
 
 
 @main.command()

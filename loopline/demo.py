@@ -1,7 +1,9 @@
 """``loopline demo``: the whole loop on this machine, with nothing installed by hand.
 
 A throw-away bare repository receives the sample project; Loopline (embedded Redis, SQLite)
-tests, trains, registers and deploys it; a dropped data file retrains it; then a report.
+tests, trains, registers and deploys it; a dropped data file retrains it; a push that cripples
+the model is stopped by the gate; a revert waits for an approval given through the API; then a
+report.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import yaml
 
 from loopline.hook import install_hook
 from loopline.processes import Stack
-from loopline.report import format_data_version, format_run, show_models
+from loopline.report import format_approval, format_data_version, format_run, show_model
 from loopline.settings import Settings
 from workers import serving
 
@@ -74,11 +76,16 @@ def write_config(path: Path, remote: Path, lake: Path, secret_env: str | None = 
     return path
 
 
-def wait_for_run(api: str, repo: str, after_id: int, timeout: float = 600) -> dict[str, Any]:
-    """Follow the next run of ``repo`` to its end, printing its plan and each stage as it moves."""
+def wait_for_run(
+    api: str, repo: str, after_id: int, timeout: float = 600, shown: set[tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """Follow the next run of ``repo`` to its end, printing its plan and each stage as it moves
+    (``shown``: stage states already printed, when following a run again after an approval)."""
     deadline = time.monotonic() + timeout
-    click.echo("  waiting for Loopline to pick up the event …")
-    shown: set[tuple[str, str]] = set()
+    again = bool(shown)
+    shown = set() if shown is None else shown
+    if not again:
+        click.echo("  waiting for Loopline to pick up the event …")
     run: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         runs = requests.get(f"{api}/api/runs", params={"repo": repo}, timeout=5).json()["runs"]
@@ -87,7 +94,8 @@ def wait_for_run(api: str, repo: str, after_id: int, timeout: float = 600) -> di
             if run is None:
                 run = requests.get(f"{api}/api/runs/{min(newer)}", timeout=5).json()
                 plan = " → ".join(run["plan"]) or "(nothing to do)"
-                click.echo(f"  run #{run['id']}: {', '.join(run['kinds']) or 'no changes'}: {plan}")
+                if not again:
+                    click.echo(f"  run #{run['id']}: {', '.join(run['kinds']) or 'no changes'}: {plan}")
             run = requests.get(f"{api}/api/runs/{run['id']}", timeout=5).json()
             for stage in run["stages"]:
                 if stage["status"] != "queued" and (stage["name"], stage["status"]) not in shown:
@@ -134,6 +142,7 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
         LOOPLINE_HOME=str(root / "home"),
         LOOPLINE_CONFIG=str(config),
         LOOPLINE_HOOK_SECRET=secrets.token_hex(16),
+        LOOPLINE_API_TOKEN=secrets.token_hex(16),
     )
     click.echo(f"demo directory: {root}")
     stack = Stack(env, serving.free_port())
@@ -173,12 +182,20 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
             return _fail(stack, second)
         current = predict(stack.url, "churn")
 
+        third = gate_demo(stack.url, work, env, second["id"], current)
+        if third["status"] != "gate_failed":
+            return _fail(stack, third)
+        fourth = approval_demo(stack.url, work, env, third["id"], env["LOOPLINE_API_TOKEN"])
+        if fourth["status"] != "succeeded":
+            return _fail(stack, fourth)
+        current = predict(stack.url, "churn")
+
         settings = Settings.from_env(stack.env)
         click.echo("\nRuns")
-        for run in (first, second):
+        for run in (first, second, third, fourth):
             click.echo(format_run(requests.get(f"{stack.url}/api/runs/{run['id']}", timeout=5).json()))
         click.echo("\nModel versions")
-        click.echo(show_models(settings, "churn", as_json=False))
+        click.echo(show_model(settings, "churn", as_json=False))
         click.echo("\nServing now: lineage")
         _print_lineage(current)
         ok = True
@@ -206,6 +223,79 @@ def _print_lineage(current: dict[str, Any]) -> None:
     click.echo(f"  → run #{run['id']} ({' → '.join(s['name'] for s in run['stages'])})")
     click.echo(f"  → {mv['name']} v{mv['version']}  sha256 {mv['sha256'][:16]}…  {mv['metrics']}")
     click.echo(f"  → deployment #{dep['id']} at {dep['url']}")
+    if dep.get("approval"):
+        click.echo("    " + format_approval(dep["approval"]).replace("\n", "\n    "))
+
+
+def _push(work: Path, env: dict[str, str], message: str, edits: dict[str, tuple[str, str]]) -> None:
+    """Commit ``edits`` (path: (old, new) text) and push them through the hook."""
+    for rel, (old, new) in edits.items():
+        path = work / rel
+        path.write_text(path.read_text().replace(old, new))
+    _git("commit", "-qam", message, cwd=work)
+    subprocess.run(
+        ["git", "push", "-q", "origin", "main"], cwd=work, env=env, capture_output=True, check=True
+    )
+
+
+def gate_demo(
+    api: str, work: Path, env: dict[str, str], after_id: int, serving: dict[str, Any]
+) -> dict[str, Any]:
+    """A push that cripples the model: the gate stops it, and production keeps serving."""
+    click.echo("\n3. git push: train.C 1.0 → 0.00001, a regularisation that cripples the model")
+    _push(work, env, "Regularise much harder", {"params.yaml": ("C: 1.0", "C: 0.00001")})
+    run = wait_for_run(api, "churn", after_id)
+    gate = next((st["detail"] for st in run["stages"] if st["name"] == "evaluate"), None)
+    if run["status"] != "gate_failed" or not gate:
+        return run
+    prod = (gate.get("production") or {}).get("metrics") or {}
+    click.echo(f"  {'metric':<10} {'candidate':>10} {'production v' + str(gate['production_version']):>14}")
+    for key in ("accuracy", "roc_auc", "log_loss"):
+        click.echo(f"  {key:<10} {gate['metrics'][key]:>10.4f} {prod.get(key, float('nan')):>14.4f}")
+    click.echo(f"  gate: {gate['verdict']}")
+    still = predict(api, "churn")
+    if still["model_version"]["sha256"] != serving["model_version"]["sha256"]:
+        raise click.ClickException("production changed although the gate failed")
+    click.echo(
+        f"  production still serves v{still['model_version']['version']}: nothing was registered or deployed"
+    )
+    return run
+
+
+def approval_demo(api: str, work: Path, env: dict[str, str], after_id: int, token: str) -> dict[str, Any]:
+    """Revert, and from now on a human approves deploys: approve through the API, with a comment."""
+    click.echo("\n4. git push: revert that, and require a human's approval before deploying")
+    approval = "approval: {required: true, branches: [main], expires_after: 24h}"
+    _push(
+        work,
+        env,
+        "Revert the regularisation; deploys need an approval",
+        {
+            "params.yaml": ("C: 0.00001", "C: 1.0"),
+            "loopline.yml": ("target: local,", f"target: local, {approval},"),
+        },
+    )
+    shown: set[tuple[str, str]] = set()
+    run = wait_for_run(api, "churn", after_id, shown=shown)
+    if run["status"] != "awaiting_approval":
+        return run
+    named = run["approval"]
+    what = f"commit {named['commit'][:10]} and v{named['model_version']}"
+    click.echo(f"  POST /api/runs/{run['id']}/approve naming {what}, with a comment")
+    answer = requests.post(
+        f"{api}/api/runs/{run['id']}/approve",
+        json={
+            "comment": "gate passed, metrics back to normal",
+            "commit": named["commit"],
+            "model_version": named["model_version"],
+        },
+        headers={"Authorization": f"Bearer {token}", "X-Loopline-User": "demo"},
+        timeout=5,
+    )
+    if answer.status_code != 200:
+        raise click.ClickException(f"approval refused: {answer.text}")
+    click.echo("  " + format_approval(answer.json()["approval"]).replace("\n", "\n  "))
+    return wait_for_run(api, "churn", run["id"] - 1, shown=shown)
 
 
 def _fail(stack: Stack, run: dict[str, Any]) -> int:

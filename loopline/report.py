@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 
 from loopline.settings import Settings
-from store import views
+from store import registry, views
 from store.db import Database
-from store.models import Delivery, Deployment, ModelVersion, Run
+from store.models import Delivery, ModelVersion, Run
 
 MARK = {
     "succeeded": "✓",
@@ -44,6 +44,20 @@ def format_run(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_approval(approval: dict[str, Any] | None) -> str:
+    """An approval record: the decision, who, when, the comment, and exactly what it names."""
+    if not approval or not approval.get("decision"):
+        return "no approval decision"
+    version = approval.get("model_version")
+    return (
+        f"{approval['decision']} by {approval.get('by') or '-'} at {_when(approval.get('at'))}"
+        + (f': "{approval["comment"]}"' if approval.get("comment") else "")
+        + f"\n  names commit {approval.get('commit')}"
+        + (f", {approval.get('model') or 'model'} v{version}" if version is not None else "")
+        + (f" (sha256 {approval['sha256'][:16]}…)" if approval.get("sha256") else "")
+    )
+
+
 def list_runs(settings: Settings, repo: str | None, status: str | None, limit: int, as_json: bool) -> str:
     query = select(Run).order_by(Run.id.desc()).limit(limit)
     if repo:
@@ -71,35 +85,128 @@ def format_data_version(data_version: dict[str, Any], width: int = 10) -> str:
     return ", ".join(f"{k}={v[:width]}" for k, v in sorted(data_version.items()) if isinstance(v, str))
 
 
-def format_version(mv: dict[str, Any], serving: bool = False) -> str:
-    metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(mv["metrics"].items()) if isinstance(v, float))
-    branch = (mv["ref"] or "").removeprefix("refs/heads/")
-    return (
-        f"{mv['name']} v{mv['version']}{'  (production)' if serving else ''}\n"
-        f"   commit {mv['commit'][:12]} on {branch}, run #{mv['run_id']}\n"
-        f"   metrics: {metrics}\n   params: {json.dumps(mv['params'], sort_keys=True)}\n"
-        f"   data: {format_data_version(mv['data_version'])}\n"
-        f"   artifact: {mv['artifact_path']}  sha256={mv['sha256'][:16]}…"
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
     )
 
 
-def show_models(settings: Settings, name: str | None, as_json: bool) -> str:
+def _when(value: str | None) -> str:
+    return (value or "")[:19].replace("T", " ")
+
+
+def _gate_metric(gate: dict[str, Any] | None) -> str:
+    if not gate or gate.get("value") is None:
+        return "-"
+    return f"{gate['metric']}={gate['value']:.4f}"
+
+
+def list_models(settings: Settings, as_json: bool) -> str:
+    """``loopline models list``: every registered model."""
     with open_store(settings).session() as s:
-        query = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc())
-        if name:
-            query = query.where(ModelVersion.name == name)
-        rows = [views.model_dict(mv) for mv in s.scalars(query)]
-        active = {
-            (d.model_name, d.version)
-            for d in s.scalars(select(Deployment).where(Deployment.status == "active"))
-        }
-    if name and not rows:
+        models = views.models_summary(s)
+    if as_json:
+        return json.dumps(models, indent=2)
+    if not models:
+        return "no models yet"
+    rows = [
+        [
+            m["name"],
+            str(m["versions"]),
+            f"v{m['latest_version']}",
+            f"v{m['production_version']}" if m["production_version"] else "-",
+            _gate_metric(m["latest_gate"]),
+            _when(m["latest_created_at"]),
+        ]
+        for m in models
+    ]
+    return _table(["MODEL", "VERSIONS", "LATEST", "PRODUCTION", "GATE METRIC", "REGISTERED"], rows)
+
+
+def show_model(settings: Settings, name: str, as_json: bool) -> str:
+    """``loopline models show NAME``: its versions, newest first."""
+    with open_store(settings).session() as s:
+        rows = [
+            views.model_dict(mv)
+            for mv in s.scalars(
+                select(ModelVersion).where(ModelVersion.name == name).order_by(ModelVersion.version.desc())
+            )
+        ]
+        current = registry.current_deployment(s, name)
+    if not rows:
         raise ValueError(f"no model {name!r}")
     if as_json:
         return json.dumps(rows, indent=2)
-    return (
-        "\n".join(format_version(mv, (mv["name"], mv["version"]) in active) for mv in rows) or "no models yet"
+    table = [
+        [
+            f"v{mv['version']}" + (" *" if current and current.version == mv["version"] else ""),
+            mv["commit"][:10],
+            mv["branch"] or "-",
+            f"#{mv['run_id']}",
+            _gate_metric(mv["gate"]),
+            "passed" if (mv["gate"] or {}).get("passed") else "-",
+            mv["sha256"][:12],
+            _when(mv["created_at"]),
+        ]
+        for mv in rows
+    ]
+    head = ["VERSION", "COMMIT", "BRANCH", "RUN", "GATE METRIC", "GATE", "SHA256", "REGISTERED"]
+    return _table(head, table) + "\n(* serving now)"
+
+
+def format_lineage(record: dict[str, Any]) -> str:
+    """A model version and its lineage chain, one link per line."""
+    chain, commit = record["lineage"], record["lineage"]["commit"]
+    lines = [f"{record['name']} v{record['version']}  registered {_when(record['created_at'])}"]
+    for d in chain["deliveries"]:
+        lines.append(f"  delivery    {d['provider']} {d['delivery_id']}  received {_when(d['received_at'])}")
+    message = (commit["message"] or "").splitlines()[0] if commit["message"] else ""
+    lines.append(
+        f"  commit      {commit['sha']} on {commit['branch'] or commit['ref'] or '-'}"
+        + (f': "{message}"' if message else "")
     )
+    lines.append(f"  data        {format_data_version(chain['data']['dvc'])}")
+    lines += [f"              + {f['path']}" for f in chain["data"]["files"]]
+    lines.append(f"  params      {json.dumps(chain['data']['params'], sort_keys=True)}")
+    run = chain["run"]
+    if run:
+        lines.append(
+            f"  run         #{run['id']} {run['trigger']} [{', '.join(run['kinds'])}] {run['status']}"
+        )
+        lines += [
+            f"              {MARK.get(st['status'], ' ')} {st['name']:<18} {st['status']:<10}"
+            + (f" {st['duration_seconds']:.1f}s" if st["duration_seconds"] is not None else "")
+            + (f" exit {st['exit_code']}" if st["exit_code"] is not None else "")
+            for st in run["stages"]
+        ]
+    if chain["gate"]:
+        lines.append(f"  gate        {chain['gate']['verdict']}")
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(record["metrics"].items()) if isinstance(v, float))
+    lines.append(f"  metrics     {metrics}")
+    lines.append(f"  artifact    {record['artifact_path']}\n              sha256 {record['sha256']}")
+    dep = chain["deployment"]
+    if dep:
+        lines.append(
+            f"  deployment  #{dep['id']} {dep['status']} at {dep['url'] or dep['target']}"
+            f" since {_when(dep['created_at'])}"
+        )
+        if dep.get("approval"):
+            lines.append("  approval    " + format_approval(dep["approval"]).replace("\n", "\n            "))
+    return "\n".join(lines)
+
+
+def show_version(settings: Settings, name: str, version: int, as_json: bool) -> str:
+    """``loopline models show NAME VERSION``: the version with its whole lineage chain."""
+    with open_store(settings).session() as s:
+        mv = registry.model_version(s, name, version)
+        if mv is None:
+            raise ValueError(f"no version {version} of model {name!r}")
+        record = {
+            **views.model_dict(mv),
+            "lineage": views.chain(s, mv, registry.latest_deployment(s, name, version)),
+        }
+    return json.dumps(record, indent=2) if as_json else format_lineage(record)
 
 
 def show_event(settings: Settings, event_id: str) -> str:

@@ -124,19 +124,51 @@ class RepoConfig:
 
 
 @dataclass(frozen=True)
+class ApprovalConfig:
+    """``stages.deploy.approval``: ``required``, or ``{required, branches, expires_after}``."""
+
+    required: bool = False
+    branches: tuple[str, ...] = ()  # empty: every deploy branch
+    expires_after: float | None = None  # seconds a run may wait; None: forever
+
+    def applies_to(self, branch: str | None) -> bool:
+        return self.required and (not self.branches or branch in self.branches)
+
+
+@dataclass(frozen=True)
 class DeployConfig:
     target: str = "local"
-    approval: str = "none"  # none | required
+    approval: ApprovalConfig = field(default_factory=ApprovalConfig)
     command: str | None = None
     canary_percent: int = 0
     health_path: str = "/healthz"
 
 
 @dataclass(frozen=True)
+class Threshold:
+    """Absolute bounds for one metric: the candidate must be ``>= min`` and ``<= max``."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
 class GateConfig:
+    """The evaluation gate. ``metric`` (higher is better) is the one compared with production;
+    ``thresholds`` bound any metric of the metrics file, ``metric`` included (``min``/``max``)."""
+
     metric: str = "accuracy"
     min: float | None = None
     max_drop_vs_production: float | None = None
+    thresholds: tuple[tuple[str, Threshold], ...] = ()
+    #: Evaluates the production artifact on this run's held-out data (``LOOPLINE_MODEL_PATH`` in,
+    #: ``LOOPLINE_METRICS_OUT`` out); ``None``: the DVC stage that writes the metrics file.
+    compare: str | None = None
+
+    def bounds(self) -> tuple[tuple[str, Threshold], ...]:
+        """Every absolute bound, the single-metric ``min`` first."""
+        head = ((self.metric, Threshold(min=self.min)),) if self.min is not None else ()
+        return head + self.thresholds
 
 
 @dataclass(frozen=True)
@@ -244,6 +276,77 @@ def _lake_entry(raw: dict[str, Any], source: str, key: str) -> DataLakeEntry:
             raise ConfigError(source, f"{key}.s3", "access_key_env and secret_key_env go together")
         return DataLakeEntry(s3=S3Lake(**values))
     return DataLakeEntry(azure=AzureLake(**values))
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: Any, source: str, key: str) -> float | None:
+    """Seconds from ``90``, ``90s``, ``30m``, ``24h`` or ``2d``."""
+    if value is None:
+        return None
+    match = _DURATION_RE.match(str(value)) if not isinstance(value, bool) else None
+    if match is None or float(match[1]) <= 0:
+        raise ConfigError(source, key, "expected a positive duration such as 90s, 30m, 24h or 2d")
+    return float(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+def _threshold(value: Any, source: str, key: str) -> Threshold:
+    bounds = _mapping(value, source, key)
+    unknown = set(bounds) - {"min", "max"}
+    if unknown or not bounds:
+        raise ConfigError(source, key, "expected {min: number, max: number} (either or both)")
+    low = _number(bounds.get("min"), source, f"{key}.min")
+    high = _number(bounds.get("max"), source, f"{key}.max")
+    if low is not None and high is not None and low > high:
+        raise ConfigError(source, key, f"min {low} is above max {high}")
+    return Threshold(min=low, max=high)
+
+
+def _approval(value: Any, source: str) -> ApprovalConfig:
+    key = "stages.deploy.approval"
+    if value in (None, "none"):
+        return ApprovalConfig()
+    if value == "required":
+        return ApprovalConfig(required=True)
+    if not isinstance(value, dict):
+        raise ConfigError(source, key, "must be 'none', 'required' or {required, branches, expires_after}")
+    unknown = set(value) - {"required", "branches", "expires_after"}
+    if unknown:
+        raise ConfigError(source, f"{key}.{sorted(unknown)[0]}", "unknown key")
+    required = value.get("required", True)
+    if not isinstance(required, bool):
+        raise ConfigError(source, f"{key}.required", "expected true or false")
+    branches = value.get("branches", [])
+    if not isinstance(branches, list) or not all(isinstance(b, str) and b for b in branches):
+        raise ConfigError(source, f"{key}.branches", "expected a list of branch names")
+    return ApprovalConfig(
+        required=required,
+        branches=tuple(branches),
+        expires_after=_duration(value.get("expires_after"), source, f"{key}.expires_after"),
+    )
+
+
+def _gate(value: Any, source: str) -> GateConfig:
+    gate = _mapping(value, source, "gate")
+    unknown = set(gate) - {"metric", "min", "max_drop_vs_production", "thresholds", "compare"}
+    if unknown:
+        raise ConfigError(source, f"gate.{sorted(unknown)[0]}", "unknown key")
+    drop = _number(gate.get("max_drop_vs_production"), source, "gate.max_drop_vs_production")
+    if drop is not None and drop < 0:
+        raise ConfigError(source, "gate.max_drop_vs_production", "expected a number >= 0")
+    thresholds = _mapping(gate.get("thresholds"), source, "gate.thresholds")
+    return GateConfig(
+        metric=_string(gate.get("metric"), source, "gate.metric") or "accuracy",
+        min=_number(gate.get("min"), source, "gate.min"),
+        max_drop_vs_production=drop,
+        thresholds=tuple(
+            (str(name), _threshold(bounds, source, f"gate.thresholds.{name}"))
+            for name, bounds in thresholds.items()
+        ),
+        compare=_string(gate.get("compare"), source, "gate.compare"),
+    )
 
 
 def _relative_path(value: str, source: str, key: str) -> str:
@@ -391,15 +494,12 @@ def parse_project_config(
             target = d.get("target", "local")
             if target not in ("local", "command"):
                 raise ConfigError(source, "stages.deploy.target", "must be 'local' or 'command'")
-            approval = d.get("approval", "none")
-            if approval not in ("none", "required"):
-                raise ConfigError(source, "stages.deploy.approval", "must be 'none' or 'required'")
             canary = d.get("canary_percent", 0)
             if isinstance(canary, bool) or not isinstance(canary, int) or not 0 <= canary <= 100:
                 raise ConfigError(source, "stages.deploy.canary_percent", "expected an integer 0-100")
             deploy = DeployConfig(
                 target=target,
-                approval=approval,
+                approval=_approval(d.get("approval"), source),
                 canary_percent=canary,
                 command=_string(d.get("command"), source, "stages.deploy.command"),
                 health_path=_string(d.get("health"), source, "stages.deploy.health") or "/healthz",
@@ -410,7 +510,6 @@ def parse_project_config(
             stages[name] = cmd
         else:
             raise ConfigError(source, f"stages.{name}", "unknown stage")
-    gate = _mapping(top.get("gate"), source, "gate")
     data = _mapping(top.get("data"), source, "data")
     debounce = _number(data.get("debounce_seconds"), source, "data.debounce_seconds")
     if debounce is not None and not 0 <= debounce <= 3600:
@@ -428,13 +527,7 @@ def parse_project_config(
         rules=tuple(rules) or default_rules(dvc, dvc_files),
         stages=stages,
         deploy=deploy,
-        gate=GateConfig(
-            metric=_string(gate.get("metric"), source, "gate.metric") or "accuracy",
-            min=_number(gate.get("min"), source, "gate.min"),
-            max_drop_vs_production=_number(
-                gate.get("max_drop_vs_production"), source, "gate.max_drop_vs_production"
-            ),
-        ),
+        gate=_gate(top.get("gate"), source),
         data_into=_relative_path(
             _string(data.get("into"), source, "data.into") or "data/raw", source, "data.into"
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -29,28 +30,41 @@ def _actor() -> str:
     return (request.headers.get("X-Loopline-User") or "api")[:100]
 
 
-def _comment() -> str | None:
-    body = request.get_json(silent=True)
-    if body is None:
-        return None
-    if not isinstance(body, dict) or not isinstance(body.get("comment", ""), str):
-        raise ApiError('body must be {"comment": "..."}', "bad_body")
-    return body.get("comment") or None
+_BODY = 'body must be {"comment": "...", "commit": "<sha>", "model_version": <int>} (all optional)'
+
+
+def _body() -> dict[str, Any]:
+    """The optional JSON body: a comment, and (approve) the commit and model version meant."""
+    body = request.get_json(silent=True) if request.get_data() else {}
+    if not isinstance(body, dict) or set(body) - {"comment", "commit", "model_version"}:
+        raise ApiError(_BODY, "bad_body")
+    comment, commit, version = body.get("comment"), body.get("commit"), body.get("model_version")
+    if not (
+        isinstance(comment, str | None)
+        and (commit is None or (isinstance(commit, str) and 7 <= len(commit) <= 64))
+        and (version is None or (isinstance(version, int) and not isinstance(version, bool)))
+    ):
+        raise ApiError(_BODY, "bad_body")
+    return {"comment": (comment or None) and comment[:2000], "commit": commit, "model_version": version}
 
 
 def _act(action: str, run_id: int) -> Response:
     by = _actor()
-    comment = _comment()
+    body = _body()
     db = loopline().db
     try:
         if action == "cancel":
-            runs.cancel(db, run_id, by=by, reason=comment)
+            runs.cancel(db, run_id, by=by, reason=body.get("comment"))
         elif action == "retry":
             run_id = runs.retry(db, run_id, by=by).id
+        elif action == "approve":
+            runs.approve(db, run_id, by=by, **body)
         else:
-            getattr(runs, action)(db, run_id, by=by, comment=comment)
+            runs.reject(db, run_id, by=by, comment=body.get("comment"))
     except LookupError as exc:
         raise NotFound(str(exc)) from exc
+    except runs.ApprovalMismatch as exc:
+        raise Conflict(str(exc), "approval_mismatch") from exc
     except runs.InvalidAction as exc:
         raise Conflict(str(exc), "invalid_state") from exc
     with db.session() as s:

@@ -76,15 +76,7 @@ def stage_log(run_id: int, name: str) -> Response:
 @bp.get("/models")
 def models() -> Response:
     with loopline().db.session() as s:
-        rows = s.scalars(select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc())).all()
-        latest: dict[str, dict[str, Any]] = {}
-        for mv in rows:
-            latest.setdefault(mv.name, {"name": mv.name, "latest_version": mv.version, "versions": 0})
-            latest[mv.name]["versions"] += 1
-        for name, entry in latest.items():
-            dep = registry.current_deployment(s, name)
-            entry["production_version"] = dep.version if dep else None
-        return jsonify(models=list(latest.values()))
+        return jsonify(models=views.models_summary(s))
 
 
 @bp.get("/models/<name>/versions")
@@ -104,7 +96,8 @@ def version(name: str, version: int) -> Response:
         mv = registry.model_version(s, name, version)
         if mv is None:
             raise NotFound(f"no version {version} of model {name[:64]!r}")
-        return jsonify(views.model_dict(mv))
+        lineage = views.chain(s, mv, registry.latest_deployment(s, name, version))
+        return jsonify({**views.model_dict(mv), "lineage": lineage})
 
 
 @bp.get("/deployments/current")

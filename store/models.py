@@ -110,6 +110,12 @@ class ModelVersion(Base):
     repository: Mapped[str] = mapped_column(String(64))
     commit: Mapped[str] = mapped_column(String(64))
     ref: Mapped[str | None] = mapped_column(String(255))
+    branch: Mapped[str | None] = mapped_column(String(255))
+    commit_message: Mapped[str | None] = mapped_column(Text)
+    #: The delivery (``/api/events/<id>``) that started the run which trained this version.
+    delivery_id: Mapped[str | None] = mapped_column(String(32))
+    #: The evaluation gate's verdict and every check it made.
+    gate: Mapped[dict[str, Any] | None]
     data_version: Mapped[dict[str, Any]]
     params: Mapped[dict[str, Any]]
     metrics: Mapped[dict[str, Any]]

@@ -22,3 +22,13 @@ def model_version(session: Session, name: str, version: int) -> ModelVersion | N
     return session.scalars(
         select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
     ).one_or_none()
+
+
+def latest_deployment(session: Session, name: str, version: int) -> Deployment | None:
+    """The newest deployment of one version, active or not."""
+    return session.scalars(
+        select(Deployment)
+        .where(Deployment.model_name == name, Deployment.version == version)
+        .order_by(Deployment.id.desc())
+        .limit(1)
+    ).one_or_none()

@@ -6,14 +6,14 @@ worker starting a stage, an approval and a cancel) never both act on the same ol
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from store.db import Database
-from store.models import Run, Stage, utcnow
+from store.models import Run, Stage, as_utc, utcnow
 
 ACTIVE = ("queued", "running", "awaiting_approval")
 RETRYABLE = ("failed", "cancelled", "gate_failed")
@@ -40,45 +40,114 @@ def _load(session: Session, run_id: int) -> Run:
     return run
 
 
-def _waiting(session: Session, run_id: int) -> Run:
+class ApprovalMismatch(InvalidAction):
+    """The approval request names another commit or model version than the run would ship."""
+
+
+def _approval_stage(session: Session, run_id: int) -> tuple[Run, Stage]:
+    """The waiting run and its approval stage, or :class:`InvalidAction`."""
     run = _load(session, run_id)
-    if run.status != "awaiting_approval":
+    stage = next((st for st in run.stages if st.name == "approval"), None)
+    if run.status != "awaiting_approval" or stage is None:
         raise InvalidAction(f"run {run_id} is {run.status}, not awaiting approval")
-    return run
+    return run, stage
 
 
-def approve(db: Database, run_id: int, *, by: str, comment: str | None) -> Run:
-    """Approve a waiting run for its exact commit and model version; the relay resumes it."""
+def _expires_at(stage: Stage) -> datetime | None:
+    raw = (stage.detail or {}).get("expires_at")
+    return as_utc(datetime.fromisoformat(raw)) if raw else None
+
+
+def _claim(session: Session, run_id: int, **values: object) -> None:
+    """Move the run out of ``awaiting_approval`` only if nobody else did first (one decision)."""
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "awaiting_approval").values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise InvalidAction(f"run {run_id} was decided by someone else meanwhile")
+
+
+def approve(
+    db: Database,
+    run_id: int,
+    *,
+    by: str,
+    comment: str | None,
+    commit: str | None = None,
+    model_version: int | None = None,
+) -> Run:
+    """Approve a waiting run for the exact commit and model version its approval stage named
+    (``deploy`` refuses anything else); the relay resumes it.
+
+    :param commit: if given, the commit the approver means (a prefix of 7+ characters will do).
+    :param model_version: if given, the model version the approver means.
+    :raises ApprovalMismatch: either names something else than the run would ship.
+    """
     with db.session() as s:
-        run = _waiting(s, run_id)
-        stage = next(st for st in run.stages if st.name == "approval")
+        run, stage = _approval_stage(s, run_id)
         now = utcnow()
+        expires = _expires_at(stage)
+        if expires is not None and now >= expires:
+            raise InvalidAction(f"run {run_id}: the approval expired at {expires.isoformat()}")
+        named = {"commit": run.commit, "model_version": run.model_version, **(stage.detail or {})}
+        shipped = named["commit"] or ""
+        if commit is not None and not (len(commit) >= 7 and shipped.startswith(commit.lower())):
+            raise ApprovalMismatch(f"run {run_id} would ship commit {named['commit']}, not {commit}")
+        if model_version is not None and model_version != named["model_version"]:
+            raise ApprovalMismatch(
+                f"run {run_id} would ship model version {named['model_version']}, not {model_version}"
+            )
+        _claim(s, run_id, status="queued", resume_requested_at=now)
         stage.status, stage.finished_at, stage.exit_code = "succeeded", now, 0
-        stage.detail = {
-            "decision": "approved",
-            "by": by,
-            "comment": comment,
-            "commit": run.commit,
-            "model_version": run.model_version,
-            "at": now.isoformat(),
-        }
-        run.status, run.resume_requested_at = "queued", now
+        stage.detail = {**named, "decision": "approved", "by": by, "comment": comment, "at": now.isoformat()}
         return run
+
+
+def _end_waiting(
+    session: Session, run: Run, stage: Stage, *, status: str, stage_status: str, record: Mapping[str, object]
+) -> None:
+    """End a waiting run (``record`` joins the approval stage's detail; its ``reason`` the run's)."""
+    now = utcnow()
+    _claim(session, run.id, status=status, finished_at=now, reason=record["reason"])
+    stage.status, stage.finished_at, stage.exit_code = stage_status, now, 1
+    stage.detail = {**(stage.detail or {}), **record, "at": now.isoformat()}
+    for later in run.stages:
+        if later.status == "queued":
+            later.status = "skipped"
 
 
 def reject(db: Database, run_id: int, *, by: str, comment: str | None) -> Run:
     with db.session() as s:
-        run = _waiting(s, run_id)
-        now = utcnow()
-        for stage in run.stages:
-            if stage.name == "approval":
-                stage.status, stage.finished_at, stage.exit_code = "failed", now, 1
-                stage.detail = {"decision": "rejected", "by": by, "comment": comment, "at": now.isoformat()}
-            elif stage.status == "queued":
-                stage.status = "skipped"
-        run.status, run.finished_at = "failed", now
-        run.reason = f"rejected by {by}" + (f": {comment}" if comment else "")
+        run, stage = _approval_stage(s, run_id)
+        reason = f"rejected by {by}" + (f": {comment}" if comment else "")
+        record = {"decision": "rejected", "by": by, "comment": comment, "reason": reason}
+        _end_waiting(s, run, stage, status="failed", stage_status="failed", record=record)
         return run
+
+
+def expire_approvals(db: Database, now: datetime | None = None) -> list[int]:
+    """End every run that waited for approval past its ``expires_after``: ``cancelled``, reason
+    "approval expired". Called by the beat's ``reconcile``; approving it afterwards is a 409."""
+    now = now or utcnow()
+    with db.session() as s:
+        waiting = list(s.scalars(select(Run.id).where(Run.status == "awaiting_approval")))
+    expired: list[int] = []
+    for run_id in waiting:
+        try:
+            with db.session() as s:
+                run, stage = _approval_stage(s, run_id)
+                expires = _expires_at(stage)
+                if expires is None or now < expires:
+                    continue
+                record = {
+                    "decision": "expired",
+                    "reason": f"approval expired (nobody decided by {expires.isoformat()})",
+                }
+                _end_waiting(s, run, stage, status="cancelled", stage_status="cancelled", record=record)
+            expired.append(run_id)
+        except InvalidAction:  # decided (or cancelled) meanwhile
+            continue
+    return expired
 
 
 def _end(session: Session, run_id: int, reason: str, superseded_by: int | None = None) -> Run:

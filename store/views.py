@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.models import Delivery, Deployment, ModelVersion, Run, Stage, as_utc
-from store.registry import model_version
+from store.registry import current_deployment, model_version
 
 
 def iso(value: datetime | None) -> str | None:
@@ -32,6 +32,12 @@ def stage_dict(stage: Stage) -> dict[str, Any]:
     }
 
 
+def approval_record(run: Run) -> dict[str, Any] | None:
+    """What the approval stage named (commit, model version, sha256) and who decided what, when."""
+    stage = next((st for st in run.stages if st.name == "approval"), None)
+    return {"status": stage.status, **(stage.detail or {})} if stage else None
+
+
 def run_dict(run: Run, *, stages: bool = True) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": run.id,
@@ -48,6 +54,7 @@ def run_dict(run: Run, *, stages: bool = True) -> dict[str, Any]:
         "attempt": run.attempt,
         "retry_of": run.retry_of,
         "superseded_by": run.superseded_by,
+        "approval": approval_record(run),
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
@@ -85,6 +92,10 @@ def model_dict(mv: ModelVersion) -> dict[str, Any]:
         "repository": mv.repository,
         "commit": mv.commit,
         "ref": mv.ref,
+        "branch": mv.branch,
+        "commit_message": mv.commit_message,
+        "delivery_id": mv.delivery_id,
+        "gate": mv.gate,
         "data_version": mv.data_version,
         "params": mv.params,
         "metrics": mv.metrics,
@@ -92,6 +103,28 @@ def model_dict(mv: ModelVersion) -> dict[str, Any]:
         "sha256": mv.sha256,
         "created_at": iso(mv.created_at),
     }
+
+
+def models_summary(session: Session) -> list[dict[str, Any]]:
+    """One entry per registered model: how many versions, the newest, the one serving now."""
+    rows = session.scalars(select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc()))
+    models: dict[str, dict[str, Any]] = {}
+    for mv in rows:
+        entry = models.setdefault(
+            mv.name,
+            {
+                "name": mv.name,
+                "latest_version": mv.version,
+                "versions": 0,
+                "latest_created_at": iso(mv.created_at),
+                "latest_gate": mv.gate,
+            },
+        )
+        entry["versions"] += 1
+    for name, entry in models.items():
+        dep = current_deployment(session, name)
+        entry["production_version"] = dep.version if dep else None
+    return list(models.values())
 
 
 def deployment_dict(dep: Deployment) -> dict[str, Any]:
@@ -107,15 +140,17 @@ def deployment_dict(dep: Deployment) -> dict[str, Any]:
     }
 
 
-def lineage(session: Session, dep: Deployment) -> dict[str, Any]:
-    """The chain behind a deployment: delivery → commit → data → run → stages → model version."""
-    mv = model_version(session, dep.model_name, dep.version)
-    trained_by = session.get(Run, mv.run_id) if mv else None
-    deliveries = session.scalars(select(Delivery).where(Delivery.run_id == mv.run_id)).all() if mv else []
+def chain(session: Session, mv: ModelVersion, dep: Deployment | None) -> dict[str, Any]:
+    """The whole lineage of a model version, link by link: the deliveries that started its run →
+    the commit → the data (DVC hashes, the run's data files) → the run and its stage results (the
+    gate's verdict among them) → the model version (artifact and sha256) → the deployment."""
+    run = session.get(Run, mv.run_id)
+    deliveries = session.scalars(
+        select(Delivery).where(Delivery.run_id == mv.run_id).order_by(Delivery.received_at)
+    ).all()
+    files = (run.classification or {}).get("files", []) if run else []
+    released_by = session.get(Run, dep.run_id) if dep else None
     return {
-        "deployment": deployment_dict(dep),
-        "model_version": model_dict(mv) if mv else None,
-        "run": run_dict(trained_by) if trained_by else None,
         "deliveries": [
             {
                 "id": d.id,
@@ -126,4 +161,34 @@ def lineage(session: Session, dep: Deployment) -> dict[str, Any]:
             }
             for d in deliveries
         ],
+        "commit": {
+            "repository": mv.repository,
+            "sha": mv.commit,
+            "ref": mv.ref,
+            "branch": mv.branch,
+            "message": mv.commit_message,
+        },
+        "data": {
+            "dvc": {k: v for k, v in mv.data_version.items() if isinstance(v, str)},
+            "dvc_stages": mv.data_version.get("_stages", []),
+            "params": mv.params,
+            "files": [f for f in files if f.get("kind") == "data"],
+            "objects": [o for d in deliveries for o in d.event.get("objects", [])],
+        },
+        "run": run_dict(run) if run else None,
+        "gate": mv.gate,
+        "model_version": model_dict(mv),
+        "deployment": (
+            {**deployment_dict(dep), "approval": approval_record(released_by) if released_by else None}
+            if dep
+            else None
+        ),
     }
+
+
+def lineage(session: Session, dep: Deployment) -> dict[str, Any]:
+    """What serves now and the chain behind it (``GET /api/deployments/current``)."""
+    mv = model_version(session, dep.model_name, dep.version)
+    if mv is None:
+        return {"deployment": deployment_dict(dep), "model_version": None, "run": None, "deliveries": []}
+    return chain(session, mv, dep)

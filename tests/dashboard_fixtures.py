@@ -7,21 +7,28 @@ Also runnable by hand to look at the dashboard with realistic data::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
+import json
 import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import requests
 from werkzeug.serving import make_server
 
 from loopline.settings import Settings
+from pipelines.config import GateConfig
+from pipelines.gate import judge
 from store.db import Database
 from store.models import Delivery, Deployment, ModelVersion, Run, Stage
 
@@ -33,15 +40,25 @@ XSS_PATH = 'data/<b onclick="x()">batch</b>.csv'
 XSS_BRANCH = "refs/heads/feat/<i>x</i>"
 
 DEPLOY_URL = "http://127.0.0.1:9301/predict"
+#: What the waiting run's approval stage names (see workers/steps/approval.py).
+APPROVAL_NAMES = {
+    "commit": "9f2c1e7a" * 5,
+    "model": "fraud-detector",
+    "model_version": 2,
+    "sha256": "5e" * 32,
+    "requested_at": "2024-06-01T10:00:00+00:00",
+    "expires_at": "2099-01-01T00:00:00+00:00",
+}
 LIVE_LOG = "epoch 3/10 loss=0.231\nepoch 4/10 loss=0.198\n"
 
 
-def settings_for(home: Path) -> Settings:
+def settings_for(home: Path, api_token: str | None = None) -> Settings:
     return Settings(
         home=home,
         config_path=home / "loopline.yaml",
         database_url=f"sqlite:///{home / 'loopline.db'}",
         broker_url=f"redis+socket://{home / 'redis.sock'}",
+        api_token=api_token,
     )
 
 
@@ -87,36 +104,19 @@ def _stages(specs: list[StageSpec], start: datetime) -> list[Stage]:
 def _gate(
     value: float, production: float | None, prod_version: int | None, minimum: float = 0.8
 ) -> dict[str, Any]:
-    checks: list[dict[str, Any]] = [
-        {"check": "min", "value": value, "threshold": minimum, "passed": value >= minimum}
-    ]
-    if production is not None:
-        floor = production - 0.01
-        checks.append(
-            {
-                "check": "max_drop_vs_production",
-                "value": value,
-                "production": production,
-                "threshold": floor,
-                "passed": value >= floor,
-            }
-        )
-    failed = [c for c in checks if not c["passed"]]
-    verdict = (
-        f"accuracy={value:.4f} passes " + ", ".join(c["check"] for c in checks)
-        if not failed
-        else "; ".join(
-            f"accuracy={value:.4f} below {c['check']} threshold {c['threshold']:.4f}" for c in failed
-        )
+    """An evaluate stage's detail, decided by the real gate."""
+    gate = GateConfig(metric="accuracy", min=minimum, max_drop_vs_production=0.01)
+    same_data = None if production is None else {"accuracy": production}
+    result = judge(
+        gate, {"accuracy": value}, same_data, against=f"production v{prod_version} on the same data"
     )
     return {
-        "passed": not failed,
-        "metric": "accuracy",
-        "value": value,
-        "checks": checks,
-        "verdict": verdict,
+        **result,
         "metrics": {"accuracy": value, "f1_macro": round(value - 0.012, 4), "loss": round(1 - value, 4)},
         "production_version": prod_version,
+        "production": None
+        if production is None
+        else {"version": prod_version, "source": "same_data", "metrics": same_data},
     }
 
 
@@ -300,7 +300,7 @@ def seed(db: Database) -> dict[str, Any]:
         ),
         specs=[],
     )
-    add_run(
+    waiting = add_run(
         9,
         repository=other,
         kinds=["app_code"],
@@ -310,7 +310,7 @@ def seed(db: Database) -> dict[str, Any]:
         specs=[
             StageSpec("unit_tests", "succeeded", 5.0),
             StageSpec("integration_tests", "succeeded", 8.0),
-            StageSpec("approval", "awaiting_approval"),
+            StageSpec("approval", "awaiting_approval", detail=APPROVAL_NAMES),
             StageSpec("deploy", "queued"),
         ],
     )
@@ -466,6 +466,7 @@ def seed(db: Database) -> dict[str, Any]:
         ids = {
             "hostile": hostile.id,
             "gate_failed": r4.id,
+            "waiting": waiting.id,
             "deployed": r6.id,
             "data": r3.id,
             "docs_only": docs_only.id,
@@ -483,7 +484,11 @@ def write_live_log(home: Path, run_id: int, stage: str, text: str) -> None:
 
 @contextmanager
 def serve(
-    home: Path, *, seeded: bool = True, wrap: Callable[[Any], Any] | None = None
+    home: Path,
+    *,
+    seeded: bool = True,
+    wrap: Callable[[Any], Any] | None = None,
+    api_token: str | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """The real app on 127.0.0.1:<free port> in a thread; yields (base URL, seeded ids).
 
@@ -491,7 +496,7 @@ def serve(
     """
     from service import create_app
 
-    settings = settings_for(home)
+    settings = settings_for(home, api_token)
     app = create_app({"settings": settings, "TESTING": True})
     db: Database = app.extensions["loopline"].db
     ids: dict[str, Any] = {}
@@ -554,9 +559,109 @@ def chromium(url: str, profile: Path, *extra: str, budget_ms: int = 5000, timeou
     return proc.stdout
 
 
-if __name__ == "__main__":  # manual preview: python tests/dashboard_fixtures.py HOME
-    import time
+class DevTools:
+    """One headless Chromium tab driven over the DevTools protocol: evaluate script in the page,
+    wait for it to be true, and answer ``window.prompt`` dialogs like a person would."""
 
+    def __init__(self, ws: Any, prompt_answer: str | None) -> None:
+        self.ws, self.prompt_answer = ws, prompt_answer
+        self.prompts: list[str] = []
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while (raw := await self.ws.read_message()) is not None:
+            msg = json.loads(raw)
+            if "id" in msg and msg["id"] in self._pending:
+                self._pending.pop(msg["id"]).set_result(msg)
+            elif msg.get("method") == "Page.javascriptDialogOpening":
+                self.prompts.append(msg["params"]["message"])
+                answer = self.prompt_answer
+                self._tasks.add(
+                    asyncio.ensure_future(
+                        self.call(
+                            "Page.handleJavaScriptDialog", accept=answer is not None, promptText=answer or ""
+                        )
+                    )
+                )
+
+    async def closed(self) -> None:
+        await self._reader
+        for task in self._tasks:
+            task.cancel()
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        n = next(self._ids)
+        self._pending[n] = asyncio.get_running_loop().create_future()
+        await self.ws.write_message(json.dumps({"id": n, "method": method, "params": params}))
+        msg = await asyncio.wait_for(self._pending[n], 30)
+        if "error" in msg:
+            raise AssertionError(f"{method}: {msg['error']}")
+        return dict(msg["result"])
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float = 20) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = await self.evaluate(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"never true: {expression}")
+
+
+def devtools(
+    url: str, profile: Path, script: Callable[[DevTools], Awaitable[Any]], prompt_answer: str | None = None
+) -> Any:
+    """Open ``url`` in headless Chromium and run ``script`` against the tab; returns its result."""
+    from tornado.websocket import websocket_connect
+
+    from workers.process import terminate
+
+    binary = chromium_binary()
+    assert binary, "chromium is not installed"
+    profile.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+            assert time.monotonic() < deadline and proc.poll() is None, "chromium did not open DevTools"
+            time.sleep(0.05)
+        port = port_file.read_text().split()[0]
+        pages = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+        target = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
+
+        async def session() -> Any:
+            ws = await websocket_connect(target, max_message_size=64 * 1024 * 1024)
+            tab = DevTools(ws, prompt_answer)
+            try:
+                await tab.call("Page.enable")
+                await tab.call("Page.navigate", url=url)
+                return await script(tab)
+            finally:
+                ws.close()
+                await asyncio.wait_for(tab.closed(), 10)  # the close handshake, so the socket is closed
+
+        return asyncio.run(session())
+    finally:
+        terminate(proc)
+
+
+if __name__ == "__main__":  # manual preview: python tests/dashboard_fixtures.py HOME
     home_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/loopline-dash")
     shutil.rmtree(home_dir, ignore_errors=True)
     with serve(home_dir) as (base, seeded_ids):

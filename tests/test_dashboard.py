@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import pytest
 from dashboard_fixtures import (
+    APPROVAL_NAMES,
     DEPLOY_URL,
     LIVE_LOG,
     XSS_BRANCH,
@@ -26,8 +27,10 @@ from dashboard_fixtures import (
     XSS_PATH,
     XSS_REASON,
     XSS_STAGE,
+    DevTools,
     chromium,
     chromium_binary,
+    devtools,
     serve,
 )
 
@@ -192,10 +195,17 @@ def test_evaluate_stage_shows_gate_verdict_and_numbers(seeded: Page) -> None:
     dom = seeded.dom(f"#run={seeded.ids['gate_failed']}&stage=evaluate")
     assert '<li class="stage status-gate_failed selected"><button type="button" aria-pressed="true"' in dom
     assert "✗ Gate failed" in dom
-    assert "accuracy=0.9030 below max_drop_vs_production threshold 0.9410" in dom
-    assert '<td>max_drop_vs_production</td><td class="num">0.903</td><td class="num">0.951</td>' in dom
+    verdict = (
+        "accuracy 0.9030 vs production v3 on the same data 0.9510 (Δ -0.0480) drops more than the allowed"
+    )
+    assert text(verdict) in dom
+    assert (
+        '<td>max_drop_vs_production</td><td><code>accuracy</code></td><td class="num">0.903</td>'
+        '<td class="num">0.951</td><td class="num">-0.048</td>'
+    ) in dom
     assert "Production version</dt><dd>v3</dd>" in dom
-    assert '<pre id="stage-log"' in dom and "gate: accuracy=0.9030 below" in dom
+    assert "Production scored</dt><dd>on this run's held-out data</dd>" in dom
+    assert '<pre id="stage-log"' in dom and "gate: failed: accuracy 0.9030 vs" in dom
     assert ">src/train.py<" in dom and ">training_code<" in dom, "classification table"
 
 
@@ -245,3 +255,86 @@ def test_empty_store_and_api_errors(browser: None, tmp_path: Path) -> None:
         # The API's JSON error {"error": "not_found", "message": "no run 999"} is shown, not a crash.
         assert 'role="alert"' in dom and "<code>not_found</code>" in dom and "no run 999" in dom
         assert "No runs yet." in dom
+
+
+def test_waiting_run_shows_what_the_approval_names(seeded: Page) -> None:
+    dom = seeded.dom(f"#run={seeded.ids['waiting']}")
+    assert '<section id="approval" class="approval" aria-labelledby="approval-title">' in dom
+    assert ">Approval needed<" in dom and "fraud-detector v2" in dom
+    assert f'<code title="{APPROVAL_NAMES["commit"]}">{APPROVAL_NAMES["commit"][:7]}' in dom
+    assert 'id="approve-btn"' in dom and 'id="reject-btn"' in dom and 'id="approval-comment"' in dom
+    other = seeded.dom(f"#run={seeded.ids['deployed']}")
+    assert 'id="approval" class="approval" aria-labelledby="approval-title" hidden' in other
+
+
+def test_approve_and_reject_buttons_act_with_the_token(browser: None, tmp_path: Path) -> None:
+    """Click Approve: the page asks for the token once (kept in sessionStorage), sends the comment
+    and exactly the commit and version it showed; then Reject on a second waiting run."""
+    import requests
+
+    from store.db import Database
+    from store.models import Run, Stage
+
+    with serve(tmp_path / "home", api_token="s3cret") as (base, ids):
+        run_id = ids["waiting"]
+        db = Database(f"sqlite:///{tmp_path / 'home' / 'loopline.db'}")
+        with db.session() as s:  # a second waiting run, for Reject
+            src = s.get(Run, run_id)
+            other = Run(
+                **{c: getattr(src, c) for c in ("repository", "ref", "commit", "trigger", "kinds", "plan")}
+            )
+            other.status, other.dedupe_key = "awaiting_approval", "second-waiting"
+            other.stages = [
+                Stage(name=st.name, position=st.position, status=st.status, detail=st.detail)
+                for st in src.stages
+            ]
+            s.add(other)
+            s.flush()
+            second = other.id
+        db.dispose()
+
+        async def approve(tab: DevTools) -> Any:
+            await tab.wait_for("!!document.getElementById('approve-btn')")
+            await tab.evaluate("document.getElementById('approval-comment').value = 'canary looked fine'")
+            await tab.evaluate("setTimeout(() => document.getElementById('approve-btn').click(), 0)")
+            await tab.wait_for("document.getElementById('approval-title')?.textContent === 'Approval'")
+            await tab.evaluate(f"location.hash = '#run={second}'")
+            await tab.wait_for(f"document.getElementById('run-title').textContent === 'Run #{second}'")
+            await tab.wait_for("!!document.getElementById('reject-btn')")
+            await tab.evaluate("setTimeout(() => document.getElementById('reject-btn').click(), 0)")
+            await tab.wait_for(
+                "document.querySelector('#approval q') === null && "
+                "document.getElementById('approval-title')?.textContent === 'Approval'"
+            )
+            return await tab.evaluate("sessionStorage.getItem('loopline.apiToken')")
+
+        page = f"{base}/#run={run_id}"
+        tab_token = devtools(page, tmp_path / "profile", approve, prompt_answer="s3cret")
+        assert tab_token == "s3cret"  # asked once, kept for the tab
+        approved = requests.get(f"{base}/api/runs/{run_id}", timeout=5).json()
+        assert approved["status"] == "queued" and approved["approval"]["decision"] == "approved"
+        assert (
+            approved["approval"]["comment"] == "canary looked fine"
+            and approved["approval"]["by"] == "dashboard"
+        )
+        assert approved["approval"]["model_version"] == APPROVAL_NAMES["model_version"]
+        rejected = requests.get(f"{base}/api/runs/{second}", timeout=5).json()
+        assert rejected["status"] == "failed" and rejected["reason"] == "rejected by dashboard"
+
+        async def refused(tab: DevTools) -> Any:
+            await tab.wait_for("!!document.getElementById('approve-btn')")
+            await tab.evaluate("setTimeout(() => document.getElementById('approve-btn').click(), 0)")
+            status = "document.getElementById('approval-status').textContent"
+            message = await tab.wait_for(f"{status}.includes('failed') && {status}")
+            return message, await tab.evaluate("sessionStorage.getItem('loopline.apiToken')")
+
+        # A wrong token: the server refuses, the page says so and forgets the token.
+        with db.session() as s:
+            s.get(Run, second).status = "awaiting_approval"
+            next(st for st in s.get(Run, second).stages if st.name == "approval").status = "awaiting_approval"
+        db.dispose()
+        message, kept = devtools(
+            f"{base}/#run={second}", tmp_path / "profile2", refused, prompt_answer="wrong"
+        )
+        assert "approve failed: bad_token" in message and kept is None
+        assert requests.get(f"{base}/api/runs/{second}", timeout=5).json()["status"] == "awaiting_approval"

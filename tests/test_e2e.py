@@ -204,15 +204,26 @@ def test_approval_waits_without_a_worker_then_deploys(stack: tuple[Stack, Projec
     assert run["stages"][-1]["status"] == "queued"
     token = {"Authorization": "Bearer e2e-token", "X-Loopline-User": "ada"}
     assert requests.post(f"{s.url}/api/runs/{run['id']}/approve", timeout=5).status_code == 401
+    named = run["approval"]  # an app change ships what serves now
+    assert named["commit"] == project.head() and named["model_version"] == 2
+    wrong = requests.post(
+        f"{s.url}/api/runs/{run['id']}/approve", json={"model_version": 1}, headers=token, timeout=5
+    )
+    assert wrong.status_code == 409 and wrong.json()["error"] == "approval_mismatch"
     answer = requests.post(
-        f"{s.url}/api/runs/{run['id']}/approve", json={"comment": "ship"}, headers=token, timeout=5
+        f"{s.url}/api/runs/{run['id']}/approve",
+        json={"comment": "ship", "commit": named["commit"], "model_version": 2},
+        headers=token,
+        timeout=5,
     )
     assert answer.status_code == 200, answer.text
+    assert answer.json()["approval"]["by"] == "ada" and answer.json()["approval"]["comment"] == "ship"
     done = wait_run(s, last, timeout=120)
     assert done["id"] == run["id"] and done["status"] == "succeeded", done
     assert done["stages"][-1]["status"] == "succeeded"
     current = requests.get(f"{s.url}/api/deployments/current", params={"model": "churn"}, timeout=5).json()
     assert current["deployment"]["run_id"] == run["id"]
+    assert current["deployment"]["approval"]["model_version"] == current["model_version"]["version"] == 2
 
 
 def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
@@ -231,7 +242,10 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     for heading in ("Runs", "Model versions", "Serving now: lineage", "demo finished"):
         assert heading in out
     assert out.index("✓ unit_tests") < out.index("✓ retrain") < out.index("✓ deploy")
-    assert "churn v2  (production)" in out
+    assert "GATE_FAILED  (stage evaluate gate failed)" in out and "gate: failed: accuracy=" in out
+    assert "production still serves v2: nothing was registered or deployed" in out
+    assert "approved by demo at " in out and ': "gate passed, metrics back to normal"' in out
+    assert "v3 *" in out  # the approved version serves
 
 
 def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:

@@ -1,56 +1,18 @@
-"""The evaluation gate and lineage inputs, as plain functions."""
+"""Metrics files and lineage inputs, as plain functions (the gate's decision: test_gate.py)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pipelines.config import GateConfig
+from pipelines.config import parse_project_config
 from workers.steps import StepError
-from workers.steps.ml import judge, lineage_inputs, read_metrics
-
-
-@pytest.mark.parametrize(
-    ("gate", "metrics", "production", "passed", "verdict"),
-    [
-        (GateConfig(min=0.8), {"accuracy": 0.9}, None, True, "accuracy=0.9000 passes min"),
-        (GateConfig(min=0.8), {"accuracy": 0.7}, None, False, "accuracy=0.7000 below min threshold 0.8000"),
-        (
-            GateConfig(min=0.8, max_drop_vs_production=0.02),
-            {"accuracy": 0.95},
-            {"accuracy": 0.96},
-            True,
-            "accuracy=0.9500 passes min, max_drop_vs_production",
-        ),
-        (
-            GateConfig(min=0.8, max_drop_vs_production=0.0),
-            {"accuracy": 0.95},
-            {"accuracy": 0.96},
-            False,
-            "accuracy=0.9500 below max_drop_vs_production threshold 0.9600",
-        ),
-        (GateConfig(max_drop_vs_production=0.0), {"accuracy": 0.95}, None, True, "(no thresholds)"),
-        (GateConfig(metric="f1", min=0.5), {"accuracy": 0.95}, None, False, "metric 'f1' is missing"),
-        (
-            GateConfig(metric="scores.auc", min=0.5),
-            {"scores.auc": 0.6},
-            None,
-            True,
-            "scores.auc=0.6000 passes",
-        ),
-    ],
-)
-def test_gate(
-    gate: GateConfig,
-    metrics: dict[str, float],
-    production: dict[str, float] | None,
-    passed: bool,
-    verdict: str,
-) -> None:
-    result = judge(gate, metrics, production)
-    assert result["passed"] is passed
-    assert verdict in result["verdict"]
+from workers.steps.gate import ArtifactMismatch, compare_command, verified_copy
+from workers.steps.ml import lineage_inputs, read_metrics
+from workers.steps.release import ModelRef
 
 
 def test_metrics_are_flattened(tmp_path: Path) -> None:
@@ -91,3 +53,58 @@ stages:
         "_stages": ["prepare", "train"],
     }
     assert params == {"prepare": {"seed": 42}, "train": {"C": 1.0}}
+
+
+@pytest.mark.parametrize(
+    ("dvc_yaml", "config", "expected"),
+    [
+        (  # the sample project's shape: a `metrics` entry with options
+            "stages:\n  evaluate:\n    cmd: python -m src.eval\n"
+            "    metrics:\n    - metrics.json:\n        cache: false\n",
+            {},
+            ("python -m src.eval", "."),
+        ),
+        ("stages:\n  ev:\n    cmd: [python ev.py]\n    outs: [metrics.json]\n", {}, ("python ev.py", ".")),
+        (
+            "stages:\n  ev:\n    cmd: python ev.py\n    wdir: ml\n    metrics: [out/m.json]\n",
+            {"model": {"metrics": "ml/out/m.json"}},
+            ("python ev.py", "ml"),
+        ),
+        (
+            "stages:\n  ev:\n    cmd: [a, b]\n    metrics: [metrics.json]\n",
+            {},
+            None,
+        ),  # two commands: ambiguous
+        ("stages:\n  train:\n    cmd: python t.py\n    outs: [model.pkl]\n", {}, None),
+        (None, {}, None),
+        (None, {"gate": {"compare": "python score.py"}}, ("python score.py", ".")),
+        (  # configured wins over the DVC stage
+            "stages:\n  evaluate:\n    cmd: python -m src.eval\n    metrics: [metrics.json]\n",
+            {"gate": {"compare": "python score.py"}},
+            ("python score.py", "."),
+        ),
+    ],
+)
+def test_compare_command(
+    tmp_path: Path, dvc_yaml: str | None, config: dict[str, Any], expected: tuple[str, str] | None
+) -> None:
+    if dvc_yaml is not None:
+        (tmp_path / "dvc.yaml").write_text(dvc_yaml)
+    found = compare_command(parse_project_config(config), tmp_path)
+    assert found == (None if expected is None else (expected[0], tmp_path / expected[1]))
+
+
+def test_only_a_verified_copy_of_the_artifact_is_handed_out(tmp_path: Path) -> None:
+    artifact = tmp_path / "registry" / "model.pkl"
+    artifact.parent.mkdir()
+    artifact.write_bytes(b"model bytes")
+    ref = ModelRef("churn", 4, artifact, hashlib.sha256(b"model bytes").hexdigest(), {})
+    (tmp_path / "out").mkdir()
+    copy = verified_copy(ref, tmp_path / "out")
+    assert copy != artifact and copy.read_bytes() == b"model bytes"
+    artifact.write_bytes(b"tampered")
+    with pytest.raises(ArtifactMismatch, match=r"not the registered .*; refusing to load it"):
+        verified_copy(ref, tmp_path / "out")
+    artifact.unlink()
+    with pytest.raises(ArtifactMismatch, match="cannot be read"):
+        verified_copy(ref, tmp_path / "out")

@@ -51,8 +51,9 @@ def locate(repo: Mirror, config: RepoConfig, event: Event) -> tuple[str, str]:
     return event.ref, commit
 
 
-def _on_branch(repo: Mirror, commit: str, branches: tuple[str, ...]) -> bool:
-    return any(repo.is_ancestor(commit, f"refs/heads/{b}") for b in branches)
+def _deploy_branch(repo: Mirror, commit: str, branches: tuple[str, ...]) -> str | None:
+    """The first deploy branch that holds ``commit`` (a release tag must point at one)."""
+    return next((b for b in branches if repo.is_ancestor(commit, f"refs/heads/{b}")), None)
 
 
 def explain(
@@ -73,7 +74,7 @@ def explain(
         ancestor: diffing against it keeps the changes of superseded pushes in the plan.
     """
     first = events[0]
-    approval = project.deploy.approval == "required"
+    approval = project.deploy.approval
     if first.type == "data":
         wanted = objects if objects is not None else [o for e in events for o in e.objects]
         files = tuple(
@@ -81,7 +82,9 @@ def explain(
             for o in wanted
         )
         classification = Classification(files=files, kinds=("data",))
-        planned = plan(classification.kinds, deployable=True, approval=approval)
+        planned = plan(
+            classification.kinds, deployable=True, approval=approval.applies_to(config.default_branch)
+        )
         return Explanation(ref, commit, None, classification, planned)
     if first.type == "tag":
         tag = ref.removeprefix("refs/tags/")
@@ -91,14 +94,21 @@ def explain(
             patterns = ", ".join(project.release.tags) or "none"
             planned = Plan((), f"tag {tag} does not match release.tags ({patterns})")
         else:
-            on_branch = _on_branch(repo, commit, config.branches)
-            planned = plan(classification.kinds, deployable=on_branch, approval=approval, release=True)
+            branch = _deploy_branch(repo, commit, config.branches)
+            planned = plan(
+                classification.kinds,
+                deployable=branch is not None,
+                approval=approval.applies_to(branch),
+                release=True,
+            )
         return Explanation(ref, commit, base, classification, planned)
     assert first.before is not None
     base = since or repo.base_for(first.before, commit, f"refs/heads/{config.default_branch}")
     classification = classify(repo.changed_files(base, commit), project.rules)
     branch = ref.removeprefix("refs/heads/")
-    planned = plan(classification.kinds, deployable=branch in config.branches, approval=approval)
+    planned = plan(
+        classification.kinds, deployable=branch in config.branches, approval=approval.applies_to(branch)
+    )
     if not classification.files:
         planned = Plan((), f"no files changed since {base[:12]}")
     elif skip_requested(repo.message(commit)):

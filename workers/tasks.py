@@ -98,6 +98,8 @@ def reconcile() -> int:
     moved = deliveries.requeue_stuck(db, older_than=timedelta(minutes=5))
     if moved:
         log.warning("reconcile: %d deliveries were dispatched but never processed; re-queued", moved)
+    for run_id in runs.expire_approvals(db):
+        log.warning("reconcile: run %d waited for approval too long; cancelled", run_id)
     for run_id, repo, workspace in runs.finished_workspaces(db):
         runner.cleanup(settings, db, run_id, repo, workspace)
     return moved

@@ -18,10 +18,10 @@ function url(path, params) {
   return u;
 }
 
-async function request(path, params, accept) {
+async function request(path, params, accept, init = {}) {
   let response;
   try {
-    response = await fetch(url(path, params), { headers: { Accept: accept }, cache: "no-store" });
+    response = await fetch(url(path, params), { ...init, headers: { Accept: accept, ...init.headers }, cache: "no-store" });
   } catch {
     throw new ApiError(0, "network_error", "cannot reach the Loopline server");
   }
@@ -47,6 +47,16 @@ export async function getJSON(path, params) {
 export async function getText(path, params) {
   const response = await request(path, params, "text/plain");
   return response.text();
+}
+
+/** A human action (approve, reject, …) with the API token; answers the run as JSON. */
+export async function postJSON(path, body, token) {
+  const response = await request(path, null, "application/json", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}`, "X-Loopline-User": "dashboard" },
+    body: JSON.stringify(body),
+  });
+  return response.json();
 }
 
 /** A path segment, encoded (names come from data). */

@@ -1,6 +1,6 @@
 // Loopline dashboard: polls the JSON API and renders runs, stages, logs, models and lineage.
 // Everything from the API is rendered as text (see dom.js); the page state lives in the URL hash.
-import { ApiError, getJSON, getText, seg } from "./api.js";
+import { ApiError, getJSON, getText, postJSON, seg } from "./api.js";
 import { lineChart } from "./chart.js";
 import { h, renderIfChanged, replace } from "./dom.js";
 import * as f from "./format.js";
@@ -201,12 +201,15 @@ function currentStage(run) {
     || stages.find((st) => st.status === "failed" || st.status === "gate_failed") || null;
 }
 
+/** The gate's verdict without its "passed: "/"failed: " lead (the page says that with ✓/✗). */
+const verdictText = (verdict) => verdict.replace(/^(passed|failed): /, "");
+
 function gateSummary(run) {
   const evaluate = (run.stages || []).find((st) => st.name === "evaluate");
   const d = evaluate?.detail;
   if (!d || typeof d !== "object" || d.passed === undefined) return null;
   return ["Gate", [h("span", { class: d.passed ? "gate-pass" : "gate-fail" }, d.passed ? "✓ passed" : "✗ failed"),
-    typeof d.verdict === "string" ? h("span", { class: "verdict-line" }, d.verdict) : null], "wide"];
+    typeof d.verdict === "string" ? h("span", { class: "verdict-line" }, verdictText(d.verdict)) : null], "wide"];
 }
 
 function renderRunSummary(run) {
@@ -226,6 +229,67 @@ function renderRunSummary(run) {
   ]));
   replace($("run-reason"), run.reason ? [h("span", { class: "label" }, "Reason"), " ", String(run.reason)] : null);
   $("run-reason").hidden = !run.reason;
+}
+
+// ---------------------------------------------------------------- approval
+
+const TOKEN_KEY = "loopline.apiToken";
+
+/** The API token: asked once, kept in sessionStorage (this tab only, gone when it closes). */
+function apiToken() {
+  let token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) {
+    token = (window.prompt("Loopline API token (LOOPLINE_API_TOKEN), kept for this tab only:") || "").trim();
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  }
+  return token || null;
+}
+
+/** Approve or reject exactly what the page shows: the request names its commit and model version. */
+async function decide(run, action) {
+  const status = $("approval-status");
+  const token = apiToken();
+  if (!token) { status.textContent = "No token given: nothing was sent."; return; }
+  const a = run.approval || {};
+  const body = { comment: $("approval-comment").value.trim() || undefined };
+  if (action === "approve") Object.assign(body, { commit: a.commit ?? undefined, model_version: a.model_version ?? undefined });
+  status.textContent = `${action === "approve" ? "Approving" : "Rejecting"}…`;
+  const err = await attempt(async () => { state.run = await postJSON(`runs/${run.id}/${action}`, body, token); });
+  if (err && err.status === 401) sessionStorage.removeItem(TOKEN_KEY);
+  status.textContent = err ? `${action} failed: ${err.code} — ${err.message}` : "";
+  renderAll();
+  refresh();
+}
+
+function approvalNames(a) {
+  return [code(f.shortSha(a.commit), a.commit),
+    a.model_version != null ? [" and ", h("span", { class: "strong" }, `${a.model ?? "model"} v${a.model_version}`),
+      a.sha256 ? [" ", h("span", { class: "muted small" }, "sha256 "), code(f.shortSha(a.sha256, 12), a.sha256)] : null] : null];
+}
+
+function renderApproval(run) {
+  const box = $("approval");
+  const a = run.approval;
+  box.hidden = !a;
+  if (!a) { replace(box); return; }
+  if (run.status === "awaiting_approval") {
+    replace(box, h("h3", { id: "approval-title" }, "Approval needed"),
+      h("p", {}, "Deploying ", ...approvalNames(a),
+        a.expires_at ? [" · expires ", h("time", { datetime: a.expires_at }, f.dateTime(a.expires_at))] : null),
+      h("label", { for: "approval-comment" }, "Comment (recorded with the decision)"),
+      h("textarea", { id: "approval-comment", rows: "2", maxlength: "2000" }),
+      h("div", { class: "approval-actions" },
+        h("button", { id: "approve-btn", class: "btn btn-approve", type: "button", onclick: () => decide(run, "approve") }, "Approve"),
+        h("button", { id: "reject-btn", class: "btn btn-reject", type: "button", onclick: () => decide(run, "reject") }, "Reject")),
+      h("p", { id: "approval-status", class: "muted small", role: "status", "aria-live": "polite" }));
+    return;
+  }
+  replace(box, h("h3", { id: "approval-title" }, "Approval"),
+    a.decision ? h("p", {}, h("span", { class: "strong" }, String(a.decision)),
+      a.by ? ` by ${a.by}` : null, a.at ? [" · ", time(a.at)] : null,
+      a.comment ? [": ", h("q", {}, String(a.comment))] : null)
+      : h("p", { class: "muted" }, f.statusLabel(a.status)),
+    h("p", { class: "small" }, "Names ", ...approvalNames(a)));
 }
 
 function renderPipeline(run, chosen) {
@@ -273,29 +337,35 @@ function detailValue(value, depth = 0) {
 function gateDetail(d) {
   const checks = Array.isArray(d.checks) ? d.checks : [];
   const metrics = d.metrics && typeof d.metrics === "object" ? Object.entries(d.metrics) : [];
+  const prod = d.production?.source === "same_data" && d.production.metrics && typeof d.production.metrics === "object"
+    ? d.production.metrics : null;
   return h("div", { class: "gate" },
     h("p", { class: `verdict ${d.passed ? "pass" : "fail"}` },
       h("strong", {}, d.passed ? "✓ Gate passed" : "✗ Gate failed"), " ",
-      typeof d.verdict === "string" ? d.verdict : ""),
+      typeof d.verdict === "string" ? verdictText(d.verdict) : ""),
     h("dl", { class: "facts" }, facts([
       ["Gate metric", d.metric != null ? code(String(d.metric)) : "—"],
       ["Candidate value", detailValue(d.value)],
       ["Production version", d.production_version != null ? `v${d.production_version}` : "none yet"],
+      d.production?.source ? ["Production scored", d.production.source === "same_data" ? "on this run's held-out data" : "recorded metrics"] : null,
     ])),
     checks.length ? h("div", { class: "table-wrap" }, h("table", { class: "compact checks" },
       h("caption", {}, "Checks"),
-      h("thead", {}, h("tr", {}, ["Check", "Candidate", "Production", "Threshold", "Result"].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, ["Check", "Metric", "Candidate", "Production", "Δ", "Threshold", "Result"].map((c) => h("th", { scope: "col" }, c)))),
       h("tbody", {}, checks.map((c) => h("tr", {},
         h("td", {}, String(c?.check ?? "—")),
+        h("td", {}, c?.metric != null ? code(String(c.metric)) : "—"),
         h("td", { class: "num" }, f.num(c?.value)),
         h("td", { class: "num" }, c?.production === undefined ? "—" : f.num(c.production)),
+        h("td", { class: "num" }, c?.delta === undefined ? "—" : f.num(c.delta)),
         h("td", { class: "num" }, f.num(c?.threshold)),
         h("td", {}, c?.passed ? h("span", { class: "gate-pass" }, "✓ pass") : h("span", { class: "gate-fail" }, "✗ fail"))))))) : null,
     metrics.length ? h("div", { class: "table-wrap" }, h("table", { class: "compact metrics" },
-      h("caption", {}, "Candidate metrics"),
-      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Metric"), h("th", { scope: "col" }, "Value"))),
+      h("caption", {}, prod ? "Metrics, both scored on this run's held-out data" : "Candidate metrics"),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Metric"), h("th", { scope: "col" }, prod ? "Candidate" : "Value"),
+        prod ? h("th", { scope: "col" }, `Production v${d.production_version}`) : null)),
       h("tbody", {}, metrics.map(([k, v]) => h("tr", { class: k === d.metric ? "hl" : null },
-        h("td", {}, k), h("td", { class: "num" }, f.num(v))))))) : null);
+        h("td", {}, k), h("td", { class: "num" }, f.num(v)), prod ? h("td", { class: "num" }, f.num(prod[k])) : null))))) : null);
 }
 
 function renderStagePanel(run, stage) {
@@ -389,6 +459,7 @@ function renderRunDetail() {
   const sig = JSON.stringify([run, stage?.name ?? null, location.hash]);
   renderIfChanged(body, sig, () => {
     renderRunSummary(run);
+    renderApproval(run);
     renderPipeline(run, stage);
     renderStagePanel(run, stage);
     renderClassification(run);

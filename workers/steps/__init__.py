@@ -50,15 +50,15 @@ Step = Callable[[StepContext], StepResult]
 
 
 def registry() -> dict[str, Step]:
-    from workers.steps import commands, data, deploy, ml
+    from workers.steps import approval, commands, data, deploy, gate, ml
 
     return {
         "validate_data": data.validate_data,
         "unit_tests": commands.unit_tests,
         "retrain": ml.retrain,
-        "evaluate": ml.evaluate,
+        "evaluate": gate.evaluate,
         "register": ml.register,
         "integration_tests": commands.integration_tests,
-        "approval": deploy.approval,
+        "approval": approval.approval,
         "deploy": deploy.deploy,
     }

@@ -1,4 +1,4 @@
-"""Release stages: the approval wait and the deployment itself."""
+"""The deploy stage (the approval wait before it: ``approval.py``)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,15 @@ from workers import serving
 from workers.process import run_logged
 from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
+from workers.steps.approval import check_approval
 from workers.steps.release import model_for_run
-
-
-def approval(ctx: StepContext) -> StepResult:
-    """Stop the chain here; a human's approval re-publishes the remaining stages."""
-    ctx.say("waiting for approval: POST /api/runs/<id>/approve with the API token")
-    return StepResult(status="awaiting_approval", exit_code=None)
 
 
 def deploy(ctx: StepContext) -> StepResult:
     model = model_for_run(ctx)
     if model is None:
         raise StepError("no registered model to deploy")
+    check_approval(ctx, model)
     config = ctx.project.deploy
     release_dir = ctx.settings.home / "releases" / model.name / f"v{model.version}-run{ctx.run_id}"
     if config.target == "command":

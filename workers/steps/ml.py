@@ -1,9 +1,8 @@
-"""Continuous-training stages: DVC retraining, the evaluation gate, model registration."""
+"""Continuous-training stages: DVC retraining and model registration (the gate: ``gate.py``)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,11 +11,10 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from pipelines.config import GateConfig
-from store.models import ModelVersion, Run
+from store.models import Delivery, ModelVersion, Run, Stage
 from workers.process import run_logged
+from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
-from workers.steps.release import production
 
 
 def dvc_env(ctx: StepContext) -> dict[str, str]:
@@ -65,59 +63,6 @@ def read_metrics(path: Path) -> dict[str, float]:
     return flat
 
 
-def judge(
-    gate: GateConfig, metrics: dict[str, float], production_metrics: dict[str, Any] | None
-) -> dict[str, Any]:
-    """Compare a candidate's metrics with the gate; returns every number compared and a verdict."""
-    value = metrics.get(gate.metric)
-    checks: list[dict[str, Any]] = []
-    if value is None:
-        return {
-            "passed": False,
-            "metric": gate.metric,
-            "checks": checks,
-            "verdict": f"metric {gate.metric!r} is missing from the metrics file",
-        }
-    if gate.min is not None:
-        checks.append({"check": "min", "value": value, "threshold": gate.min, "passed": value >= gate.min})
-    prod_value = (production_metrics or {}).get(gate.metric)
-    if gate.max_drop_vs_production is not None and prod_value is not None:
-        floor = float(prod_value) - gate.max_drop_vs_production
-        checks.append(
-            {
-                "check": "max_drop_vs_production",
-                "value": value,
-                "production": prod_value,
-                "threshold": floor,
-                "passed": value >= floor,
-            }
-        )
-    failed = [c for c in checks if not c["passed"]]
-    verdict = (
-        f"{gate.metric}={value:.4f} passes " + (", ".join(c["check"] for c in checks) or "(no thresholds)")
-        if not failed
-        else "; ".join(
-            f"{gate.metric}={value:.4f} below {c['check']} threshold {c['threshold']:.4f}" for c in failed
-        )
-    )
-    return {"passed": not failed, "metric": gate.metric, "value": value, "checks": checks, "verdict": verdict}
-
-
-def evaluate(ctx: StepContext) -> StepResult:
-    metrics = read_metrics(ctx.worktree / ctx.project.metrics)
-    current = production(ctx.db, ctx.project.model_name)
-    result = judge(ctx.project.gate, metrics, current.metrics if current else None)
-    result["metrics"] = metrics
-    result["production_version"] = current.version if current else None
-    ctx.say(f"gate: {result['verdict']}")
-    ctx.log.write((json.dumps(result, indent=2) + "\n").encode())
-    return StepResult(
-        status="succeeded" if result["passed"] else "gate_failed",
-        exit_code=0 if result["passed"] else 1,
-        detail=result,
-    )
-
-
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -145,13 +90,38 @@ def lineage_inputs(worktree: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return data, params
 
 
+def _gate_and_delivery(ctx: StepContext) -> tuple[dict[str, Any] | None, str | None]:
+    """This run's gate verdict (refusing a candidate that did not pass) and its first delivery."""
+    with ctx.db.session() as s:
+        evaluate = s.scalars(
+            select(Stage).where(Stage.run_id == ctx.run_id, Stage.name == "evaluate")
+        ).one_or_none()
+        delivery = s.scalars(
+            select(Delivery.id).where(Delivery.run_id == ctx.run_id).order_by(Delivery.received_at).limit(1)
+        ).one_or_none()
+        detail = evaluate.detail if evaluate else None
+        refused = evaluate is not None and not (
+            evaluate.status == "succeeded" and (detail or {}).get("passed")
+        )
+    if refused:
+        raise StepError("the evaluation gate did not pass: the candidate is not registered")
+    gate = (
+        {k: detail.get(k) for k in ("passed", "verdict", "metric", "value", "production_version", "checks")}
+        if detail
+        else None
+    )
+    return gate, delivery
+
+
 def register(ctx: StepContext) -> StepResult:
     source = ctx.worktree / ctx.project.artifact
     if not source.is_file():
         raise StepError(f"artifact {ctx.project.artifact} does not exist")
+    gate, delivery_id = _gate_and_delivery(ctx)
     digest = sha256_file(source)
     data_version, params = lineage_inputs(ctx.worktree)
     metrics = read_metrics(ctx.worktree / ctx.project.metrics)
+    message = mirror(ctx.settings, ctx.repo).message(ctx.commit).strip() if ctx.commit else ""
     name = ctx.project.model_name
     for _attempt in range(5):  # two runs registering at once: the unique (name, version) decides
         with ctx.db.session() as s:
@@ -173,6 +143,12 @@ def register(ctx: StepContext) -> StepResult:
                         repository=ctx.repo.name,
                         commit=ctx.commit,
                         ref=ctx.ref,
+                        branch=ctx.ref.removeprefix("refs/heads/")
+                        if ctx.ref and ctx.ref.startswith("refs/heads/")
+                        else None,
+                        commit_message=message[:2000] or None,
+                        delivery_id=delivery_id,
+                        gate=gate,
                         data_version=data_version,
                         params=params,
                         metrics=metrics,
@@ -196,5 +172,6 @@ def register(ctx: StepContext) -> StepResult:
             "sha256": digest,
             "data_version": data_version,
             "params": params,
+            "gate": gate["verdict"] if gate else None,
         }
     )

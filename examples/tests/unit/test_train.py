@@ -18,7 +18,7 @@ def test_fit_and_score_on_small_sample(tmp_path: Path) -> None:
     write_csv(tmp_path / "train.csv", train)
     model = fit(*load_xy(tmp_path / "train.csv"), C=1.0, max_iter=200)
     metrics = score(model, test[:, :-1], test[:, -1].astype(int))
-    assert set(metrics) == {"accuracy", "f1", "n_test"}
+    assert set(metrics) == {"accuracy", "f1", "roc_auc", "log_loss", "n_test"}
     assert metrics["n_test"] == 30
     assert metrics["accuracy"] > 0.8
 
