@@ -471,14 +471,14 @@ def test_repository_without_a_secret_accepts_unsigned_deliveries(tmp_path: Path)
 
 
 def test_deeply_nested_json_to_an_action_is_not_a_500(tmp_path: Path) -> None:
-    """Hostile nesting is invalid JSON to ``request.get_json`` on every endpoint (here: no
-    comment, then no run 1), never a RecursionError."""
+    """Hostile nesting is invalid JSON to ``request.get_json`` on every endpoint (here: a body
+    that is not the documented object), never a RecursionError."""
     app = create_app({"settings": make_settings(tmp_path, api_token="t"), "TESTING": True})
     answer = app.test_client().post(
         "/api/runs/1/approve",
         data=b"[" * 50000 + b"]" * 50000,
         headers={"Authorization": "Bearer t", "Content-Type": "application/json"},
     )
-    assert answer.status_code == 404 and answer.json["error"] == "not_found"
+    assert answer.status_code == 400 and answer.json["error"] == "bad_body"
     with app.app_context():
         loopline().db.dispose()
