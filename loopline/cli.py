@@ -199,14 +199,52 @@ def approve(run_id: int, reject: bool, comment: str | None) -> None:
         click.echo(format_run(views.run_dict(run)))
 
 
-@main.command()
-@click.argument("name", required=False)
+@main.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
-def models(name: str | None, as_json: bool) -> None:
-    """List registered models, or the versions of one with their lineage."""
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """List registered models; promote a version or roll a model back."""
     from loopline.report import show_models
 
-    click.echo(show_models(_settings(), name, as_json))
+    if ctx.invoked_subcommand is None:
+        click.echo(show_models(_settings(), None, as_json))
+
+
+@models.command()
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--comment", default=None, help="Recorded with the alias move.")
+def promote(name: str, version: int, comment: str | None) -> None:
+    """Send all of NAME's traffic to VERSION (starting its release if needed); alias production."""
+    from loopline.report import open_store, show_releases
+    from workers import releases
+
+    settings = _settings()
+    db = open_store(settings)
+    releases.promote(settings, db, name, version, actor=_user(), reason=comment, say=_progress)
+    click.echo(show_releases(db, name))
+
+
+@models.command()
+@click.argument("name")
+@click.option("--comment", default=None, help="Recorded with the alias move.")
+def rollback(name: str, comment: str | None) -> None:
+    """Abort NAME's canary, else switch back to the previous release (restarting it if needed)."""
+    from loopline.report import open_store, show_releases
+    from workers import releases
+
+    settings = _settings()
+    db = open_store(settings)
+    releases.rollback(settings, db, name, actor=_user(), reason=comment, say=_progress)
+    click.echo(show_releases(db, name))
+
+
+def _user() -> str:
+    return f"user:{os.environ.get('USER') or 'cli'}"
+
+
+def _progress(line: str) -> None:
+    click.echo(f"  … {line}", err=True)
 
 
 @main.command()

@@ -19,4 +19,4 @@ def test_migrate_is_idempotent_and_safe_to_repeat(db: Database) -> None:
     db.migrate()
     db.migrate()
     with db.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0002"
+        assert MigrationContext.configure(conn).get_current_revision() == "0006_releases"

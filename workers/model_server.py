@@ -30,6 +30,8 @@ def main() -> None:
     model = load_verified(os.environ["LOOPLINE_MODEL_PATH"], sha256)
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the gateway reuses its connections
+
         def _send(self, status: int, payload: dict[str, Any]) -> None:
             body = json.dumps(payload).encode()
             self.send_response(status)

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from pipelines.config import GateConfig
+from store import aliases
 from store.models import ModelVersion, Run
 from workers.process import run_logged
 from workers.steps import StepContext, StepError, StepResult
@@ -189,6 +190,7 @@ def register(ctx: StepContext) -> StepResult:
     else:
         raise StepError("could not allocate a model version")
     ctx.say(f"registered {name} v{version} sha256={digest}")
+    aliases.set_alias(ctx.db, name, "candidate", version, actor=f"run:{ctx.run_id}", reason="registered")
     return StepResult(
         detail={
             "model": name,

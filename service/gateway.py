@@ -1,0 +1,237 @@
+"""``/serve/<model>/…``: the serving gateway in front of a model's releases.
+
+Each request goes to the stable release or, while a canary is on trial, to the canary with
+its ``traffic_percent`` chance. The routing table comes from the store and is cached per
+process for :data:`ROUTE_TTL` seconds, so a rollback reaches every web worker within about a
+second without a query per request. Connections to releases are kept alive per worker thread.
+Telemetry is counted in memory and added to the store about once a second by a background
+thread (:class:`Recorder`): no database write on the request path.
+"""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import json
+import logging
+import os
+import random
+import threading
+import time
+from bisect import bisect_left
+from collections import Counter
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, current_app, request
+from flask.blueprints import BlueprintSetupState
+
+from service.errors import ApiError, NotFound
+from store import releases, telemetry
+from store.db import Database, StoreUnavailable
+
+log = logging.getLogger(__name__)
+bp = Blueprint("gateway", __name__, url_prefix="/serve")
+
+ROUTE_TTL = 1.0
+FLUSH_SECONDS = 1.0
+UPSTREAM_TIMEOUT = 20.0
+_MAX_CACHED_MODELS = 1000
+_HOP_BY_HOP = frozenset(
+    (
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    )
+)
+_NOT_PASSED_BACK = _HOP_BY_HOP | {"server", "date"}  # gunicorn writes its own
+
+
+class BadGateway(ApiError):
+    status, code = 502, "bad_gateway"
+
+
+class Recorder:
+    """Per-process counters of every release, added to the store by a background thread."""
+
+    def __init__(self, db: Database, interval: float = FLUSH_SECONDS) -> None:
+        self.db = db
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._deltas: Counter[tuple[int, str, str]] = Counter()
+        self._labels: dict[int, set[str]] = {}
+        self._pid = 0  # the process whose flusher runs; a forked child starts its own
+
+    def record(self, release: int, status: int, seconds: float, body: bytes | None) -> None:
+        labels = _labels(body) if body is not None and status == 200 else []
+        bucket = telemetry.BUCKET_KEYS[bisect_left(telemetry.BUCKETS, seconds)]
+        with self._lock:
+            d = self._deltas
+            d[release, "requests", ""] += 1
+            if status >= 500:
+                d[release, "errors", ""] += 1
+            d[release, "latency", bucket] += 1
+            d[release, "latency_sum_us", ""] += int(seconds * 1e6)
+            if labels:
+                seen = self._labels.setdefault(release, set())
+                for label in labels:
+                    if label not in seen:
+                        if len(seen) >= telemetry.MAX_LABELS:
+                            label = telemetry.OTHER
+                        seen.add(label)
+                    d[release, "predictions", label] += 1
+        if self._pid != os.getpid():
+            self._start()
+
+    def flush(self) -> None:
+        """Add what was counted since the last flush to the store; on failure keep it for the next."""
+        with self._lock:
+            deltas, self._deltas = self._deltas, Counter()
+        try:
+            telemetry.add(self.db, deltas)
+        except Exception:
+            log.exception("gateway telemetry: flush failed; retrying in %.0fs", self.interval)
+            with self._lock:
+                self._deltas.update(deltas)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+        threading.Thread(target=self._run, name="gateway-telemetry", daemon=True).start()
+        atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            self.flush()
+
+
+def _labels(body: bytes) -> list[str]:
+    """Predicted labels in a JSON answer (``predictions``: [...] or ``prediction``: x)."""
+    if b'"prediction' not in body:
+        return []
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return []
+    if not isinstance(payload, dict):
+        return []
+    values = payload.get("predictions", payload.get("prediction"))
+    values = values if isinstance(values, list) else [values]
+    return [
+        str(v)[:64] if isinstance(v, str | int | float) else telemetry.OTHER for v in values if v is not None
+    ]
+
+
+class Gateway:
+    """One app's routing cache, keep-alive connections and recorder."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.recorder = Recorder(db)
+        self._routes: dict[str, tuple[float, list[releases.Route]]] = {}
+        self._local = threading.local()
+
+    def routes(self, model: str) -> list[releases.Route]:
+        now = time.monotonic()
+        cached = self._routes.get(model)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            with self.db.session() as s:
+                found = releases.routes(s, model)
+        except StoreUnavailable:
+            if cached is None:
+                raise
+            return cached[1]  # a store hiccup: keep serving with the last table
+        if len(self._routes) >= _MAX_CACHED_MODELS:
+            self._routes.clear()
+        self._routes[model] = (now + ROUTE_TTL, found)
+        return found
+
+    def choose(self, model: str) -> releases.Route:
+        routes = self.routes(model)
+        if not routes:
+            raise NotFound(f"model {model!r} has no release serving", "no_release")
+        if len(routes) == 1:
+            return routes[0]
+        pick = random.random() * sum(r.percent for r in routes)
+        for route in routes:
+            pick -= route.percent
+            if pick < 0:
+                return route
+        return routes[-1]
+
+    def forward(
+        self, url: str, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> http.client.HTTPResponse:
+        """Send one request over this thread's kept-alive connection to ``url`` (a fresh one
+        once if a kept connection turns out closed); the response is read in full."""
+        pool: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault("pool", {})
+        for attempt in (1, 2):
+            conn = pool.pop(url, None)
+            reused = conn is not None
+            if conn is None:
+                parts = urlsplit(url)
+                conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=UPSTREAM_TIMEOUT)
+            try:
+                conn.request(method, path, body, headers)
+                response = conn.getresponse()
+                response.body = response.read()  # type: ignore[attr-defined]
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                if reused and attempt == 1:
+                    continue
+                raise
+            if not response.will_close:
+                pool[url] = conn
+            else:
+                conn.close()
+            return response
+        raise AssertionError("unreachable")
+
+
+@bp.record
+def _attach(state: BlueprintSetupState) -> None:
+    state.app.extensions["gateway"] = Gateway(state.app.extensions["loopline"].db)
+
+
+def gateway() -> Gateway:
+    found: Gateway = current_app.extensions["gateway"]
+    return found
+
+
+@bp.route(
+    "/<model>/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+)
+@bp.route("/<model>/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+def serve(model: str, rest: str) -> Response:
+    gw = gateway()
+    route = gw.choose(model[:64])
+    path = urlsplit(route.url).path.rstrip("/") + "/" + rest
+    if request.query_string:
+        path += "?" + request.query_string.decode("latin-1")
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    body = request.get_data() if request.method not in ("GET", "HEAD") else None
+    started = time.perf_counter()
+    try:
+        answer = gw.forward(route.url, request.method, path, body, headers)
+    except (OSError, http.client.HTTPException) as exc:
+        gw.recorder.record(route.release, 502, time.perf_counter() - started, None)
+        raise BadGateway(
+            f"release #{route.release} of {model} (v{route.version}) did not answer: {exc}"
+        ) from exc
+    data: bytes = answer.body  # type: ignore[attr-defined]
+    gw.recorder.record(route.release, answer.status, time.perf_counter() - started, data)
+    headers = {k: v for k, v in answer.getheaders() if k.lower() not in _NOT_PASSED_BACK}
+    headers["X-Loopline-Release"] = str(route.release)
+    headers["X-Loopline-Model-Version"] = str(route.version)
+    return Response(data, status=answer.status, headers=headers)
