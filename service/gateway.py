@@ -18,6 +18,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from bisect import bisect_left
 from collections import Counter
 from urllib.parse import urlsplit
@@ -63,6 +64,7 @@ class Recorder:
     def __init__(self, db: Database, interval: float = FLUSH_SECONDS) -> None:
         self.db = db
         self.interval = interval
+        self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._deltas: Counter[tuple[int, str, str]] = Counter()
         self._labels: dict[int, set[str]] = {}
@@ -100,17 +102,22 @@ class Recorder:
             with self._lock:
                 self._deltas.update(deltas)
 
+    def stop(self) -> None:
+        """Flush once more and end the flusher."""
+        self._stopped.set()
+        atexit.unregister(self.flush)
+        self.flush()
+
     def _start(self) -> None:
         with self._lock:
-            if self._pid == os.getpid():
+            if self._pid == os.getpid() or self._stopped.is_set():
                 return
             self._pid = os.getpid()
         threading.Thread(target=self._run, name="gateway-telemetry", daemon=True).start()
-        atexit.register(self.flush)
+        atexit.register(self.flush)  # what the last second counted, when the worker exits
 
     def _run(self) -> None:
-        while True:
-            time.sleep(self.interval)
+        while not self._stopped.wait(self.interval):
             self.flush()
 
 
@@ -139,6 +146,13 @@ class Gateway:
         self.recorder = Recorder(db)
         self._routes: dict[str, tuple[float, list[releases.Route]]] = {}
         self._local = threading.local()
+        self._pools: list[dict[str, http.client.HTTPConnection]] = []  # every thread's, to close them
+        weakref.finalize(self, _close_pools, self._pools)
+
+    def close(self) -> None:
+        """Flush the telemetry and close every kept-alive connection."""
+        self.recorder.stop()
+        _close_pools(self._pools)
 
     def routes(self, model: str) -> list[releases.Route]:
         now = time.monotonic()
@@ -175,7 +189,10 @@ class Gateway:
     ) -> http.client.HTTPResponse:
         """Send one request over this thread's kept-alive connection to ``url`` (a fresh one
         once if a kept connection turns out closed); the response is read in full."""
-        pool: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault("pool", {})
+        pool: dict[str, http.client.HTTPConnection] | None = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+            self._pools.append(pool)
         for attempt in (1, 2):
             conn = pool.pop(url, None)
             reused = conn is not None
@@ -197,6 +214,13 @@ class Gateway:
                 conn.close()
             return response
         raise AssertionError("unreachable")
+
+
+def _close_pools(pools: list[dict[str, http.client.HTTPConnection]]) -> None:
+    for pool in pools:
+        for conn in pool.values():
+            conn.close()
+        pool.clear()
 
 
 @bp.record

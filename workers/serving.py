@@ -22,6 +22,11 @@ class ServeError(RuntimeError):
     pass
 
 
+#: The servers this process started, until :func:`stop` reaps them (no zombies, no
+#: "still running" warnings when a ``Popen`` is garbage-collected).
+_started: dict[int, subprocess.Popen[bytes]] = {}
+
+
 @dataclass(frozen=True)
 class Server:
     pid: int
@@ -64,10 +69,12 @@ def start(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    _started[proc.pid] = proc
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            _started.pop(proc.pid, None)
             raise ServeError(
                 f"server exited with status {proc.returncode} before it was healthy; see {log_file}"
             )
@@ -84,12 +91,16 @@ def start(
 def stop(pid: int, grace: float = 5) -> None:
     """Stop a server's process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
     kill_group(pid, signal.SIGTERM)
+    proc = _started.pop(pid, None)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not alive(pid):
-            return
+            break
         time.sleep(0.05)
-    kill_group(pid, signal.SIGKILL)
+    else:
+        kill_group(pid, signal.SIGKILL)
+    if proc is not None:
+        proc.wait()
 
 
 def alive(pid: int) -> bool:
