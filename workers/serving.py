@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -23,8 +24,10 @@ class ServeError(RuntimeError):
 
 
 #: The servers this process started, until :func:`stop` reaps them (no zombies, no
-#: "still running" warnings when a ``Popen`` is garbage-collected).
+#: "still running" warnings when a ``Popen`` is garbage-collected). Another process may
+#: stop them (the CLI's rollback): those are reaped at exit.
 _started: dict[int, subprocess.Popen[bytes]] = {}
+atexit.register(lambda: [proc.poll() for proc in _started.values()])
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ def stop(pid: int, grace: float = 5) -> None:
 
 
 def alive(pid: int) -> bool:
+    if pid in _started:
+        return _started[pid].poll() is None
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)
         if waited == pid:
