@@ -37,11 +37,11 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from ack import CLEANUP, HOST, create_database, start_gunicorn  # noqa: E402
+from ack import CLEANUP, HOST, create_database, server_cpu_seconds, start_gunicorn  # noqa: E402
 
 
-def register_release(home: Path, database_url: str, release: str) -> tuple[str, int]:
-    """Train, register and start one release of model ``bench``; returns its URL and deployment id."""
+def register_release(home: Path, database_url: str, release: str) -> tuple[str, int, int]:
+    """Train, register and start one release of model ``bench``; returns its URL, deployment id and pid."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -99,7 +99,7 @@ def register_release(home: Path, database_url: str, release: str) -> tuple[str, 
         )
         s.add(dep)
     db.dispose()
-    return server.url, dep.id
+    return server.url, dep.id, server.pid
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -126,14 +126,14 @@ def main() -> int:
     CLEANUP.dirs.append(home)
     database_url = create_database(args.postgres) if args.postgres else f"sqlite:///{home / 'loopline.db'}"
     (home / "loopline.yaml").write_text("repositories: []\n")
-    release_url, release_id = register_release(home, database_url, args.release)
+    release_url, release_id, release_pid = register_release(home, database_url, args.release)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
     env.update(
         LOOPLINE_HOME=str(home),
         LOOPLINE_DATABASE_URL=database_url,
         LOOPLINE_CONFIG=str(home / "loopline.yaml"),
     )
-    _proc, port = start_gunicorn(
+    proc, port = start_gunicorn(
         "loopline",
         "service:create_app()",
         cwd=ROOT,
@@ -175,12 +175,16 @@ def main() -> int:
     if json.loads(direct_body) != json.loads(gateway_body):
         raise SystemExit(f"the gateway answered {gateway_body[:200]!r}, the release {direct_body[:200]!r}")
     times: dict[str, list[float]] = {"direct": [], "gateway": []}
+    cpu: dict[str, float | None] = {}
     for i in range(args.warmup + args.requests):
+        if i == args.warmup:
+            cpu = {"gateway": server_cpu_seconds(proc.pid), "release": server_cpu_seconds(release_pid)}
         order = ("direct", "gateway") if i % 2 else ("gateway", "direct")  # interleaved, alternating
         pair = {name: once(name)[0] for name in order}
         if i >= args.warmup:
             for name, t in pair.items():
                 times[name].append(t)
+    gateway_cpu, release_cpu = server_cpu_seconds(proc.pid), server_cpu_seconds(release_pid)
 
     sent_through_gateway = args.warmup + args.requests + 1
     counted = 0
@@ -214,6 +218,12 @@ def main() -> int:
     )
     added_p50 = (percentile(times["gateway"], 0.5) - percentile(times["direct"], 0.5)) * ms
     print(f"added at p50 (p50 gateway - p50 direct): {added_p50:.3f} ms   (aim: < 1 ms)")
+    if None not in (gateway_cpu, release_cpu, *cpu.values()):
+        per_gateway = (gateway_cpu - cpu["gateway"]) / args.requests * ms  # type: ignore[operator]
+        per_release = (release_cpu - cpu["release"]) / (2 * args.requests) * ms  # type: ignore[operator]
+        print(
+            f"server CPU per request: gateway (gunicorn) {per_gateway:.3f} ms, release {per_release:.3f} ms"
+        )
     print(
         f"reconnects: {reconnects}   telemetry counted {counted} of {sent_through_gateway} gateway requests"
     )

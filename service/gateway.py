@@ -16,11 +16,13 @@ import json
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import weakref
 from bisect import bisect_left
 from collections import Counter
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, request
@@ -56,6 +58,21 @@ _NOT_PASSED_BACK = _HOP_BY_HOP | {"server", "date"}  # gunicorn writes its own
 
 class BadGateway(ApiError):
     status, code = 502, "bad_gateway"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A route with its URL taken apart once, not per request."""
+
+    route: releases.Route
+    host: str
+    port: int
+    prefix: str  # the release URL's own path, if any
+
+    @classmethod
+    def of(cls, route: releases.Route) -> Target:
+        parts = urlsplit(route.url)
+        return cls(route, parts.hostname or "", parts.port or 80, parts.path.rstrip("/"))
 
 
 class Recorder:
@@ -144,9 +161,11 @@ class Gateway:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.recorder = Recorder(db)
-        self._routes: dict[str, tuple[float, list[releases.Route]]] = {}
+        self._routes: dict[str, tuple[float, list[Target]]] = {}
         self._local = threading.local()
-        self._pools: list[dict[str, http.client.HTTPConnection]] = []  # every thread's, to close them
+        self._pools: list[
+            dict[tuple[str, int], http.client.HTTPConnection]
+        ] = []  # every thread's, to close them
         weakref.finalize(self, _close_pools, self._pools)
 
     def close(self) -> None:
@@ -154,14 +173,14 @@ class Gateway:
         self.recorder.stop()
         _close_pools(self._pools)
 
-    def routes(self, model: str) -> list[releases.Route]:
+    def routes(self, model: str) -> list[Target]:
         now = time.monotonic()
         cached = self._routes.get(model)
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
             with self.db.session() as s:
-                found = releases.routes(s, model)
+                found = [Target.of(r) for r in releases.routes(s, model)]
         except StoreUnavailable:
             if cached is None:
                 raise
@@ -171,35 +190,40 @@ class Gateway:
         self._routes[model] = (now + ROUTE_TTL, found)
         return found
 
-    def choose(self, model: str) -> releases.Route:
-        routes = self.routes(model)
-        if not routes:
+    def choose(self, model: str) -> Target:
+        targets = self.routes(model)
+        if not targets:
             raise NotFound(f"model {model!r} has no release serving", "no_release")
-        if len(routes) == 1:
-            return routes[0]
-        pick = random.random() * sum(r.percent for r in routes)
-        for route in routes:
-            pick -= route.percent
+        if len(targets) == 1:
+            return targets[0]
+        pick = random.random() * sum(t.route.percent for t in targets)
+        for target in targets:
+            pick -= target.route.percent
             if pick < 0:
-                return route
-        return routes[-1]
+                return target
+        return targets[-1]
 
     def forward(
-        self, url: str, method: str, path: str, body: bytes | None, headers: dict[str, str]
+        self, target: Target, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> http.client.HTTPResponse:
-        """Send one request over this thread's kept-alive connection to ``url`` (a fresh one
-        once if a kept connection turns out closed); the response is read in full."""
-        pool: dict[str, http.client.HTTPConnection] | None = getattr(self._local, "pool", None)
+        """Send one request over this thread's kept-alive connection to the release (a fresh
+        one once if a kept connection turns out closed); the response is read in full."""
+        pool: dict[tuple[str, int], http.client.HTTPConnection] | None = getattr(self._local, "pool", None)
         if pool is None:
             pool = self._local.pool = {}
             self._pools.append(pool)
+        key = (target.host, target.port)
         for attempt in (1, 2):
-            conn = pool.pop(url, None)
+            conn = pool.pop(key, None)
             reused = conn is not None
             if conn is None:
-                parts = urlsplit(url)
-                conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=UPSTREAM_TIMEOUT)
+                conn = http.client.HTTPConnection(target.host, target.port, timeout=UPSTREAM_TIMEOUT)
             try:
+                if not reused:
+                    conn.connect()
+                    # http.client sends the headers and the body in two writes: without this the
+                    # body waits for the release to acknowledge the headers (up to 40 ms).
+                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.request(method, path, body, headers)
                 response = conn.getresponse()
                 response.body = response.read()  # type: ignore[attr-defined]
@@ -209,14 +233,14 @@ class Gateway:
                     continue
                 raise
             if not response.will_close:
-                pool[url] = conn
+                pool[key] = conn
             else:
                 conn.close()
             return response
         raise AssertionError("unreachable")
 
 
-def _close_pools(pools: list[dict[str, http.client.HTTPConnection]]) -> None:
+def _close_pools(pools: list[dict[tuple[str, int], http.client.HTTPConnection]]) -> None:
     for pool in pools:
         for conn in pool.values():
             conn.close()
@@ -239,15 +263,16 @@ def gateway() -> Gateway:
 @bp.route("/<model>/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
 def serve(model: str, rest: str) -> Response:
     gw = gateway()
-    route = gw.choose(model[:64])
-    path = urlsplit(route.url).path.rstrip("/") + "/" + rest
+    target = gw.choose(model[:64])
+    route = target.route
+    path = target.prefix + "/" + rest
     if request.query_string:
         path += "?" + request.query_string.decode("latin-1")
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
     body = request.get_data() if request.method not in ("GET", "HEAD") else None
     started = time.perf_counter()
     try:
-        answer = gw.forward(route.url, request.method, path, body, headers)
+        answer = gw.forward(target, request.method, path, body, headers)
     except (OSError, http.client.HTTPException) as exc:
         gw.recorder.record(route.release, 502, time.perf_counter() - started, None)
         raise BadGateway(
