@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from service.errors import ApiError, NotFound
 from service.state import loopline
-from store import aliases, registry, releases, telemetry, views
+from store import registry, releases, telemetry, views
 from store.models import Delivery, Deployment, ModelVersion, Run, Stage
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -82,7 +82,8 @@ def models() -> Response:
             latest.setdefault(mv.name, {"name": mv.name, "latest_version": mv.version, "versions": 0})
             latest[mv.name]["versions"] += 1
         for name, entry in latest.items():
-            entry["production_version"] = aliases.version_of(s, name, "production")
+            dep = registry.current_deployment(s, name)
+            entry["production_version"] = dep.version if dep else None
         return jsonify(models=list(latest.values()))
 
 

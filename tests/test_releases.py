@@ -26,7 +26,7 @@ from store import aliases, releases
 from store.db import Database
 from store.models import Deployment
 from store.registry import model_version
-from tests.conftest import Project, make_settings
+from tests.conftest import ROOT, Project, make_settings
 from tests.release_helpers import ROWS, real_model, register
 from workers import releases as processes
 from workers import serving
@@ -278,3 +278,55 @@ def test_command_target_gets_the_release_in_its_environment_and_its_exit_status_
     result = deploys.run(deploys.release(failing))
     assert result.status == "failed" and result.exit_code == 3
     assert production(deploys.db) == 2 and len(out.read_text().splitlines()) == 3
+
+
+def test_up_restores_what_served_and_fails_an_interrupted_canary(tmp_path: Path, db: Database) -> None:
+    settings = make_settings(tmp_path, db_url=db.url)
+    ids: dict[int, int] = {}
+    for version, status, percent in ((1, "standby", 0), (2, "active", 90), (3, "canary", 10)):
+        mv = register(db, settings.home, "churn", version, real_model())
+        server = processes.start(ROOT, artifact=Path(mv.artifact_path), sha256=mv.sha256)
+        with db.session() as s:
+            dep = Deployment(
+                model_name="churn",
+                version=version,
+                run_id=mv.run_id,
+                target="local",
+                url=server.url,
+                pid=server.pid,
+                release_dir=str(ROOT),  # no loopline.yml there: the built-in model server
+                status=status,
+                traffic_percent=percent,
+            )
+            s.add(dep)
+            s.flush()
+            ids[version] = dep.id
+    try:
+        old = {r["version"]: r["url"] for r in state(db)["releases"]}
+        processes.stop_all(db)  # `loopline up` exits
+        for url in old.values():
+            with pytest.raises(requests.ConnectionError):
+                requests.get(url + "/healthz", timeout=2)
+        said: list[str] = []
+        processes.restore(settings, db, said.append)  # the next `loopline up`
+        now = {r["version"]: r for r in state(db)["releases"]}
+        assert [(v, r["status"], r["traffic_percent"]) for v, r in sorted(now.items())] == [
+            (1, "standby", 0),
+            (2, "active", 100),
+        ]
+        for release in now.values():
+            answer = requests.post(release["url"] + "/predict", json={"instances": ROWS}, timeout=5)
+            assert answer.ok and release["url"] != old[release["version"]]
+        assert sum("is not running: restarting it" in line for line in said) == 2
+        with db.session() as s:
+            assert s.get(Deployment, ids[3]).status == "failed"
+    finally:
+        processes.stop_all(db)
+
+
+def test_a_release_whose_artifact_changed_is_never_started(tmp_path: Path, db: Database) -> None:
+    settings = make_settings(tmp_path, db_url=db.url)
+    mv = register(db, settings.home, "churn", 1, real_model())
+    Path(mv.artifact_path).write_bytes(Path(mv.artifact_path).read_bytes() + b"tampered")
+    with pytest.raises(releases.ReleaseError, match="does not match its registered sha256"):
+        processes.start(ROOT, artifact=Path(mv.artifact_path), sha256=mv.sha256)
