@@ -36,7 +36,7 @@ def deploy(ctx: StepContext) -> StepResult:
     ctx.say(f"starting {model.name} v{model.version} from {directory}")
     try:
         server = releases.start(directory, artifact=model.artifact_path, sha256=model.sha256)
-    except serving.ServeError as exc:
+    except (serving.ServeError, states.ReleaseError) as exc:
         raise StepError(f"release did not start: {exc}") from exc
     ctx.say(f"healthy at {server.url}")
     dep = Deployment(
