@@ -279,6 +279,7 @@ def _print_canary(api: str, run: dict[str, Any], traffic: Traffic) -> None:
     answered = ", ".join(f"{n} from v{v} ({status})" for (v, status), n in sorted(traffic.answers.items()))
     click.echo(f"  {sum(traffic.answers.values())} predictions through the gateway ({answered})")
     click.echo(f"  verdict: {detail.get('verdict', 'promote')}: {detail.get('reason', 'no trial')}")
+    time.sleep(1.2)  # the web workers add their counts to the store every second
     releases = requests.get(f"{api}/api/models/churn/telemetry", timeout=5).json()["releases"]
     for rel in releases:
         if rel["status"] in ("active", "standby"):

@@ -248,6 +248,7 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
         assert heading in out
     assert out.index("✓ unit_tests") < out.index("✓ retrain") < out.index("✓ deploy")
     assert "churn v2  (production)" in out
+    assert "verdict: promote: error rate 0.0%" in out  # the retrain's canary trial, with traffic
 
 
 def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:
