@@ -225,7 +225,7 @@ def _fail(stack: Stack, run: dict[str, Any]) -> int:
 
 
 #: The demo's copy of the sample project deploys through a short canary trial.
-DEMO_CANARY = {"canary_percent": 25, "canary_window_seconds": 8, "min_requests": 10}
+DEMO_CANARY = {"canary_percent": 30, "canary_window_seconds": 8, "min_requests": 5}
 
 
 def deploy_through_a_canary(work: Path) -> None:
