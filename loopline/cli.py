@@ -282,6 +282,43 @@ def models_show(name: str, version: int | None, as_json: bool) -> None:
     )
 
 
+@models.command()
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--comment", default=None, help="Recorded with the alias move.")
+def promote(name: str, version: int, comment: str | None) -> None:
+    """Send all of NAME's traffic to VERSION (starting its release if needed); alias production."""
+    from loopline.report import open_store, show_releases
+    from workers import releases
+
+    settings = _settings()
+    db = open_store(settings)
+    releases.promote(settings, db, name, version, actor=_user(), reason=comment, say=_progress)
+    click.echo(show_releases(db, name))
+
+
+@models.command()
+@click.argument("name")
+@click.option("--comment", default=None, help="Recorded with the alias move.")
+def rollback(name: str, comment: str | None) -> None:
+    """Abort NAME's canary, else switch back to the previous release (restarting it if needed)."""
+    from loopline.report import open_store, show_releases
+    from workers import releases
+
+    settings = _settings()
+    db = open_store(settings)
+    releases.rollback(settings, db, name, actor=_user(), reason=comment, say=_progress)
+    click.echo(show_releases(db, name))
+
+
+def _user() -> str:
+    return f"user:{os.environ.get('USER') or 'cli'}"
+
+
+def _progress(line: str) -> None:
+    click.echo(f"  … {line}", err=True)
+
+
 @main.command()
 @click.argument("event_id")
 def events(event_id: str) -> None:

@@ -14,7 +14,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,7 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
     ok = False
     try:
         prepare_project(example, work, remote)
+        deploy_through_a_canary(work)
         click.echo("starting Loopline (embedded Redis, SQLite, web, 2 workers, watcher) …")
         stack.start()
         install_hook(remote, f"{stack.url}/hooks/git", "churn")
@@ -175,12 +178,14 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
             check=True,
             capture_output=True,
         )
-        os.replace(str(batch) + ".part", batch)  # writers use temp names; the watcher ignores *.part
-        click.echo(f"  dropped {batch.name}")
-        second = wait_for_run(stack.url, "churn", first["id"])
+        with Traffic(stack.url, "churn") as traffic:  # users keep predicting while it retrains
+            os.replace(str(batch) + ".part", batch)  # writers use temp names; the watcher ignores *.part
+            click.echo(f"  dropped {batch.name}; predictions keep going through /serve/churn/predict")
+            second = wait_for_run(stack.url, "churn", first["id"])
         if second["status"] != "succeeded":
             return _fail(stack, second)
         current = predict(stack.url, "churn")
+        _print_canary(stack.url, second, traffic)
 
         third = gate_demo(stack.url, work, env, second["id"], current)
         if third["status"] != "gate_failed":
@@ -307,3 +312,70 @@ def _fail(stack: Stack, run: dict[str, Any]) -> int:
                 f"--- log of {stage['name']} (last lines) ---\n" + "\n".join(log.splitlines()[-30:]), err=True
             )
     return 1
+
+
+#: The demo's copy of the sample project deploys through a short canary trial.
+DEMO_CANARY = {"canary_percent": 30, "canary_window_seconds": 8, "min_requests": 5}
+
+
+def deploy_through_a_canary(work: Path) -> None:
+    path = work / "loopline.yml"
+    config = yaml.safe_load(path.read_text())
+    config["stages"]["deploy"].update(DEMO_CANARY)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    _git("commit", "-qam", "Deploy through a canary trial", cwd=work)
+
+
+class Traffic:
+    """Predictions on real rows through the gateway, about 20 a second, as an application
+    would send them; counts which version answered."""
+
+    def __init__(self, api: str, model: str) -> None:
+        from sklearn.datasets import load_breast_cancer
+
+        self.url = f"{api}/serve/{model}/predict"
+        self.rows = load_breast_cancer().data[::50].tolist()
+        self.answers: Counter[tuple[str, int]] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with requests.Session() as http:
+            i = 0
+            while not self._stop.wait(0.05):
+                i += 1
+                try:
+                    answer = http.post(
+                        self.url, json={"instances": [self.rows[i % len(self.rows)]]}, timeout=5
+                    )
+                except requests.RequestException:
+                    self.answers["-", 0] += 1
+                    continue
+                self.answers[answer.headers.get("X-Loopline-Model-Version", "-"), answer.status_code] += 1
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _print_canary(api: str, run: dict[str, Any], traffic: Traffic) -> None:
+    deploy = next(st for st in run["stages"] if st["name"] == "deploy")
+    detail = deploy.get("detail") or {}
+    click.echo("\n3. the retrained model's release went through a canary trial")
+    answered = ", ".join(f"{n} from v{v} ({status})" for (v, status), n in sorted(traffic.answers.items()))
+    click.echo(f"  {sum(traffic.answers.values())} predictions through the gateway ({answered})")
+    click.echo(f"  verdict: {detail.get('verdict', 'promote')}: {detail.get('reason', 'no trial')}")
+    time.sleep(1.2)  # the web workers add their counts to the store every second
+    releases = requests.get(f"{api}/api/models/churn/telemetry", timeout=5).json()["releases"]
+    for rel in releases:
+        if rel["status"] in ("active", "standby"):
+            t = rel["telemetry"]
+            click.echo(
+                f"  release #{rel['id']} v{rel['version']} {rel['status']:<7} {rel['traffic_percent']:>3}%: "
+                f"{t['requests']} requests, {t['errors']} errors, p50 {t['latency_ms']['p50']} ms, "
+                f"p99 {t['latency_ms']['p99']} ms, predicted {t['predictions']}"
+            )

@@ -5,6 +5,7 @@ Each is a real child process with its own log under ``LOOPLINE_HOME/logs``.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,9 @@ import requests
 from loopline.broker import EmbeddedRedis
 from loopline.settings import Settings
 from store.db import Database
+from workers import releases
+
+logger = logging.getLogger(__name__)
 
 
 class StackError(RuntimeError):
@@ -66,7 +70,12 @@ class Stack:
         if "LOOPLINE_BROKER_URL" not in self.env:
             self.redis = EmbeddedRedis(home).start()
             self.env["LOOPLINE_BROKER_URL"] = self.redis.url
-        Database(self.settings.database_url).migrate()  # once, before the children race for it
+        db = Database(self.settings.database_url)
+        try:
+            db.migrate()  # once, before the children race for it
+            releases.restore(self.settings, db, logger.info)  # what served when Loopline last stopped
+        finally:
+            db.dispose()
         commands = {
             "web": [sys.executable, "-m", "loopline", "serve", "--port", str(self.port)],
             "worker": celery_worker_argv("default", concurrency=2, relay=True, beat=True, home=home),
@@ -133,18 +142,10 @@ class Stack:
             self.redis.stop()
 
     def stop_deployments(self) -> None:
-        from sqlalchemy import select
-
-        from store.models import Deployment
-        from workers import serving
-
+        """Stop the release processes; their states stay, so the next start restores them."""
         db = Database(self.settings.database_url)
         try:
-            with db.session() as s:
-                for dep in s.scalars(select(Deployment).where(Deployment.status == "active")):
-                    if dep.pid:
-                        serving.stop(dep.pid, grace=2)
-                    dep.status = "stopped"
+            releases.stop_all(db)
         finally:
             db.dispose()
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from loopline.settings import Settings
-from store import registry, views
+from store import registry, releases, views
 from store.db import Database
 from store.models import Delivery, ModelVersion, Run
 
@@ -215,3 +215,16 @@ def show_event(settings: Settings, event_id: str) -> str:
         if delivery is None:
             raise ValueError(f"no event {event_id!r}")
         return json.dumps(views.delivery_dict(s, delivery), indent=2)
+
+
+def show_releases(db: Database, name: str) -> str:
+    """Where ``name``'s aliases point and which releases run, with their share of the traffic."""
+    with db.session() as s:
+        state = releases.state(s, name)
+    lines = [f"{name}: " + ", ".join(f"{a} v{v}" for a, v in state["aliases"].items() if v is not None)]
+    for rel in state["releases"]:
+        lines.append(
+            f"   release #{rel['id']}  v{rel['version']}  {rel['status']:<8} {rel['traffic_percent']:>3}%  "
+            f"{rel['url'] or '(deploy command)'}"
+        )
+    return "\n".join(lines)

@@ -140,8 +140,17 @@ class DeployConfig:
     target: str = "local"
     approval: ApprovalConfig = field(default_factory=ApprovalConfig)
     command: str | None = None
-    canary_percent: int = 0
     health_path: str = "/healthz"
+    #: Share of the gateway's traffic the new release gets on trial; 0 promotes it at once.
+    canary_percent: int = 0
+    #: How long the trial watches the canary before its verdict.
+    canary_window_seconds: float = 30.0
+    #: Roll back when more of the canary's requests than this fail (5xx or no answer) …
+    max_error_rate: float = 0.05
+    #: … or when its p99 latency (through the gateway) is above this …
+    max_p99_ms: float = 500.0
+    #: … or when fewer requests than this reached it in the window: not enough to judge.
+    min_requests: int = 20
 
 
 @dataclass(frozen=True)
@@ -349,6 +358,25 @@ def _gate(value: Any, source: str) -> GateConfig:
     )
 
 
+def _bounded(
+    deploy: dict[str, Any], name: str, low: float, high: float, source: str, *, integer: bool = False
+) -> float:
+    """``stages.deploy.<name>``, checked to lie in [low, high]; absent: the default."""
+    value, key = deploy.get(name), f"stages.deploy.{name}"
+    if value is None:
+        return float(getattr(DeployConfig, name))
+    expected = (
+        f"expected an integer from {low:.0f} to {high:.0f}" if integer else f"expected {low:g} to {high:g}"
+    )
+    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(source, key, expected)
+    number = _number(value, source, key)
+    assert number is not None
+    if not low <= number <= high:
+        raise ConfigError(source, key, expected)
+    return number
+
+
 def _relative_path(value: str, source: str, key: str) -> str:
     if value.startswith("/") or ".." in value.split("/"):
         raise ConfigError(source, key, "must be a path inside the repository")
@@ -494,15 +522,16 @@ def parse_project_config(
             target = d.get("target", "local")
             if target not in ("local", "command"):
                 raise ConfigError(source, "stages.deploy.target", "must be 'local' or 'command'")
-            canary = d.get("canary_percent", 0)
-            if isinstance(canary, bool) or not isinstance(canary, int) or not 0 <= canary <= 100:
-                raise ConfigError(source, "stages.deploy.canary_percent", "expected an integer 0-100")
             deploy = DeployConfig(
                 target=target,
                 approval=_approval(d.get("approval"), source),
-                canary_percent=canary,
                 command=_string(d.get("command"), source, "stages.deploy.command"),
                 health_path=_string(d.get("health"), source, "stages.deploy.health") or "/healthz",
+                canary_percent=int(_bounded(d, "canary_percent", 0, 100, source, integer=True)),
+                canary_window_seconds=_bounded(d, "canary_window_seconds", 1, 3600, source),
+                max_error_rate=_bounded(d, "max_error_rate", 0, 1, source),
+                max_p99_ms=_bounded(d, "max_p99_ms", 1, 600_000, source),
+                min_requests=int(_bounded(d, "min_requests", 0, 10**9, source, integer=True)),
             )
         elif name in ("unit_tests", "retrain", "integration_tests"):
             cmd = _string(value, source, f"stages.{name}", required=True)

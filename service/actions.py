@@ -1,16 +1,19 @@
-"""Human actions (approve, reject, cancel, retry), allowed only with ``LOOPLINE_API_TOKEN``."""
+"""Human actions on runs (approve, reject, cancel, retry) and releases (promote, rollback),
+allowed only with ``LOOPLINE_API_TOKEN``."""
 
 from __future__ import annotations
 
 import hmac
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify, request
 
 from service.errors import ApiError, Conflict, NotFound, Unauthorized
 from service.state import loopline
-from store import runs, views
-from store.models import Run
+from store import registry, releases, runs, views
+from store.models import Deployment, Run
 
 bp = Blueprint("actions", __name__, url_prefix="/api")
 
@@ -96,3 +99,53 @@ def cancel(run_id: int) -> Response:
 def retry(run_id: int) -> Response:
     """A new attempt of a failed, gate-failed or cancelled run: 201 with the new run."""
     return _act("retry", run_id)
+
+
+@bp.post("/models/<name>/versions/<int:version>/promote")
+def promote(name: str, version: int) -> Response:
+    """Send all of the model's traffic to the running release of ``version`` and move
+    ``production`` there. A version with no running release is started by the CLI
+    (``loopline models promote``), which the web process leaves to the server's host."""
+    by, comment = f"user:{_actor()}", _body()["comment"]
+    with loopline().db.session() as s:
+        if registry.model_version(s, name, version) is None:
+            raise NotFound(f"no version {version} of model {name[:64]!r}")
+        target = releases.live_release(s, name, version)
+        if target is None:
+            raise Conflict(
+                f"{name} v{version} has no running release; `loopline models promote {name} {version}` "
+                "on the server starts one",
+                "release_not_running",
+            )
+        if target.status != "active":
+            _check_running(target)
+            releases.promote(s, target, actor=by, reason=comment or "promoted")
+        return jsonify(releases.state(s, name))
+
+
+@bp.post("/models/<name>/rollback")
+def rollback(name: str) -> Response:
+    """Abort the canary on trial, else switch back to the standby (the previous production)."""
+    by, comment = f"user:{_actor()}", _body()["comment"]
+    with loopline().db.session() as s:
+        if not releases.live(s, name):
+            raise NotFound(f"model {name[:64]!r} is not deployed")
+        target = releases.rollback_target(s, name)
+        if target.status == "standby":
+            _check_running(target)
+        releases.rollback(s, target, actor=by, reason=comment)
+        return jsonify(releases.state(s, name))
+
+
+def _check_running(dep: Deployment) -> None:
+    """The release's process must still listen: the switch has to be instant."""
+    releases.switchable(dep)
+    parts = urlsplit(dep.url or "")
+    try:
+        socket.create_connection((parts.hostname or "", parts.port or 80), timeout=1).close()
+    except OSError as exc:
+        raise Conflict(
+            f"release #{dep.id} (v{dep.version}) is not running ({exc}); `loopline models rollback "
+            f"{dep.model_name}` (or promote) on the server restarts it from its release directory",
+            "release_not_running",
+        ) from exc

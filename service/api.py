@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from service.errors import ApiError, NotFound
 from service.state import loopline
-from store import registry, views
-from store.models import Delivery, ModelVersion, Run, Stage
+from store import registry, releases, telemetry, views
+from store.models import Delivery, Deployment, ModelVersion, Run, Stage
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -77,6 +77,28 @@ def stage_log(run_id: int, name: str) -> Response:
 def models() -> Response:
     with loopline().db.session() as s:
         return jsonify(models=views.models_summary(s))
+
+
+@bp.get("/models/<name>")
+def model(name: str) -> Response:
+    """Aliases, live releases with their traffic and telemetry, and the history of alias moves."""
+    with loopline().db.session() as s:
+        if s.scalar(select(ModelVersion.id).where(ModelVersion.name == name).limit(1)) is None:
+            raise NotFound(f"no model {name[:64]!r}")
+        return jsonify(releases.state(s, name))
+
+
+@bp.get("/models/<name>/telemetry")
+def model_telemetry(name: str) -> Response:
+    """What the serving gateway measured for the model's ten newest releases."""
+    with loopline().db.session() as s:
+        deps = s.scalars(
+            select(Deployment).where(Deployment.model_name == name).order_by(Deployment.id.desc()).limit(10)
+        ).all()
+        if not deps:
+            raise NotFound(f"model {name[:64]!r} was never deployed")
+        numbers = telemetry.stats(s, [d.id for d in deps])
+        return jsonify(model=name, releases=[releases.release_dict(d, numbers[d.id]) for d in deps])
 
 
 @bp.get("/models/<name>/versions")

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from pipelines.config import ConfigError
 from pipelines.events import Ignored, PayloadError
 from store.db import StoreUnavailable
+from store.releases import ReleaseError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ def register(app: Flask) -> None:
     @app.errorhandler(ConfigError)
     def _config(exc: ConfigError) -> tuple[Response, int]:
         return error_response(400, "bad_config", str(exc))
+
+    @app.errorhandler(ReleaseError)
+    def _release(exc: ReleaseError) -> tuple[Response, int]:
+        return error_response(409, exc.code, str(exc))
 
     @app.errorhandler(StoreUnavailable)
     def _store(exc: StoreUnavailable) -> tuple[Response, int]:

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import func, select, text
 
 from service.state import loopline
+from store import telemetry
 from store.models import Delivery, Run
 
 bp = Blueprint("health", __name__)
@@ -30,4 +31,5 @@ def metrics() -> Response:
         lines += ["# HELP loopline_runs Runs by status.", "# TYPE loopline_runs gauge"]
         for status, count in s.execute(select(Run.status, func.count()).group_by(Run.status)):
             lines.append(f'loopline_runs{{status="{status}"}} {count}')
+        lines += telemetry.exposition(s)
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -135,6 +135,10 @@ class LakeObject(Base):
     sequencer: Mapped[str] = mapped_column(String(64))
 
 
+#: Release states whose process runs: production, a canary on trial, the standby for a rollback.
+LIVE_RELEASES = ("active", "canary", "standby")
+
+
 class Deployment(Base):
     __tablename__ = "deployments"
 
@@ -146,5 +150,52 @@ class Deployment(Base):
     url: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None]
     release_dir: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active | retired | failed
+    #: active (production, stable) | canary (on trial) | standby (the previous production, kept
+    #: running for an instant rollback) | retired | failed (a canary rolled back); see store/releases.py
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    #: Share of the gateway's requests for this model (``/serve/<model>/…``) this release gets.
+    traffic_percent: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(Base):
+    """Where one alias of a model points: ``candidate``, ``staging`` or ``production``."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("model_name", "alias", name="uq_model_alias"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(64))
+    alias: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AliasMove(Base):
+    """Every move of an alias, with who moved it (``run:<id>``, ``user:<name>``, ``canary:auto``)."""
+
+    __tablename__ = "alias_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
+    alias: Mapped[str] = mapped_column(String(16))
+    from_version: Mapped[int | None]
+    to_version: Mapped[int]
+    actor: Mapped[str] = mapped_column(String(120))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReleaseMetric(Base):
+    """One gateway counter of one release, summed over the flushes of every web worker.
+
+    ``series`` is ``requests``, ``errors``, ``latency`` (``key``: the bucket's upper bound in
+    seconds, non-cumulative), ``latency_sum_us`` or ``predictions`` (``key``: the label).
+    """
+
+    __tablename__ = "release_metrics"
+
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), primary_key=True)
+    series: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -189,8 +189,22 @@ def test_dropped_data_retrains_and_redeploys(stack: tuple[Stack, Project, Path])
     assert requests.post(
         current["deployment"]["url"] + "/predict", json={"instances": [[14.0] * 30]}, timeout=5
     ).ok
-    with pytest.raises(requests.ConnectionError):  # the previous release was stopped
-        requests.get(old["deployment"]["url"] + "/healthz", timeout=2)
+    # the previous release keeps running as the standby, for an instant rollback
+    assert requests.get(old["deployment"]["url"] + "/healthz", timeout=2).ok
+    model = requests.get(f"{s.url}/api/models/churn", timeout=5).json()
+    assert model["aliases"] == {"candidate": 2, "staging": 2, "production": 2}
+    assert [(r["version"], r["status"], r["traffic_percent"]) for r in model["releases"]] == [
+        (2, "active", 100),
+        (1, "standby", 0),
+    ]
+    assert [(m["alias"], m["to_version"]) for m in model["history"]][:3] == [
+        ("production", 2),
+        ("staging", 2),
+        ("candidate", 2),
+    ]
+    time.sleep(1.1)  # the gateway's routing table is cached for a second
+    answer = requests.post(f"{s.url}/serve/churn/predict", json={"instances": [[14.0] * 30]}, timeout=5)
+    assert answer.ok and answer.headers["X-Loopline-Model-Version"] == "2"
 
 
 def test_approval_waits_without_a_worker_then_deploys(stack: tuple[Stack, Project, Path]) -> None:
@@ -224,6 +238,8 @@ def test_approval_waits_without_a_worker_then_deploys(stack: tuple[Stack, Projec
     current = requests.get(f"{s.url}/api/deployments/current", params={"model": "churn"}, timeout=5).json()
     assert current["deployment"]["run_id"] == run["id"]
     assert current["deployment"]["approval"]["model_version"] == current["model_version"]["version"] == 2
+    releases = requests.get(f"{s.url}/api/models/churn", timeout=5).json()["releases"]
+    assert [(r["version"], r["status"]) for r in releases] == [(2, "active"), (2, "standby")]  # v1 retired
 
 
 def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
@@ -246,6 +262,8 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     assert "production still serves v2: nothing was registered or deployed" in out
     assert "approved by demo at " in out and ': "gate passed, metrics back to normal"' in out
     assert "v3 *" in out  # the approved version serves
+    assert "churn v2  (production)" in out
+    assert "verdict: promote: error rate 0.0%" in out  # the retrain's canary trial, with traffic
 
 
 def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -16,13 +17,17 @@ import requests
 from workers.process import argv_for, kill_group, project_env
 
 BUILTIN_SERVER = [sys.executable, "-m", "workers.model_server"]
-#: Servers this process started and has not stopped: a release outlives the step that started
-#: it, and keeping its handle lets :func:`stop` reap it here rather than leave a zombie.
-_started: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class ServeError(RuntimeError):
     pass
+
+
+#: The servers this process started, until :func:`stop` reaps them (no zombies, no
+#: "still running" warnings when a ``Popen`` is garbage-collected). Another process may
+#: stop them (the CLI's rollback): those are reaped at exit.
+_started: dict[int, subprocess.Popen[bytes]] = {}
+atexit.register(lambda: [proc.poll() for proc in _started.values()])
 
 
 @dataclass(frozen=True)
@@ -67,16 +72,17 @@ def start(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    _started[proc.pid] = proc
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            _started.pop(proc.pid, None)
             raise ServeError(
                 f"server exited with status {proc.returncode} before it was healthy; see {log_file}"
             )
         try:
             if requests.get(url + health_path, timeout=1).status_code == 200:
-                _started[proc.pid] = proc
                 return Server(pid=proc.pid, url=url)
         except requests.RequestException:
             pass
@@ -101,6 +107,8 @@ def stop(pid: int, grace: float = 5) -> None:
 
 
 def alive(pid: int) -> bool:
+    if pid in _started:
+        return _started[pid].poll() is None
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)
         if waited == pid:

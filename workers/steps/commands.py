@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from store import aliases
 from workers import serving
 from workers.process import run_logged
 from workers.steps import StepContext, StepError, StepResult
@@ -44,10 +45,16 @@ def integration_tests(ctx: StepContext) -> StepResult:
         raise StepError(f"candidate did not start: {exc}") from exc
     try:
         ctx.say(f"candidate at {server.url}")
-        return _command(
+        result = _command(
             ctx,
             "integration_tests",
             {"LOOPLINE_SERVE_URL": server.url, "LOOPLINE_MODEL_SHA256": model.sha256},
         )
     finally:
         serving.stop(server.pid)
+    if result.status == "succeeded":
+        reason = "integration tests passed"
+        aliases.set_alias(
+            ctx.db, model.name, "staging", model.version, actor=f"run:{ctx.run_id}", reason=reason
+        )
+    return result

@@ -11,6 +11,7 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from store import aliases
 from store.models import Delivery, ModelVersion, Run, Stage
 from workers.process import run_logged
 from workers.projects import mirror
@@ -165,6 +166,7 @@ def register(ctx: StepContext) -> StepResult:
     else:
         raise StepError("could not allocate a model version")
     ctx.say(f"registered {name} v{version} sha256={digest}")
+    aliases.set_alias(ctx.db, name, "candidate", version, actor=f"run:{ctx.run_id}", reason="registered")
     return StepResult(
         detail={
             "model": name,

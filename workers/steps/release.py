@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store import registry
+from store import aliases, registry
 from store.db import Database
 from store.models import Deployment, ModelVersion, Run
 from workers.steps import StepContext, StepError
@@ -29,10 +29,10 @@ def _ref(mv: ModelVersion) -> ModelRef:
 
 
 def production(db: Database, name: str) -> ModelRef | None:
-    """The version the active deployment serves, if any."""
+    """The version the ``production`` alias points at, if any."""
     with db.session() as s:
-        dep = registry.current_deployment(s, name)
-        mv = registry.model_version(s, name, dep.version) if dep else None
+        version = aliases.version_of(s, name, "production")
+        mv = registry.model_version(s, name, version) if version is not None else None
         return _ref(mv) if mv else None
 
 

@@ -1,0 +1,168 @@
+"""Release states and the gateway's routing table: pure store transitions, no processes.
+
+Per model at most one ``active`` release (production: the stable one, all traffic but the
+canary's share), one ``canary`` on trial, and one ``standby``: the previous production, still
+running, so that a rollback is one transaction and the gateway follows within its cache TTL.
+The caller stops the processes of the releases a transition returns (after it committed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store import aliases, telemetry
+from store.models import LIVE_RELEASES, Deployment
+from store.views import deployment_dict
+
+
+class ReleaseError(RuntimeError):
+    """A release action that does not apply to the model's current state (answered 409)."""
+
+    def __init__(self, message: str, code: str = "invalid_state") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Route:
+    release: int
+    version: int
+    url: str
+    percent: int
+
+
+def routes(session: Session, model: str) -> list[Route]:
+    """Where the gateway sends ``model``'s requests: releases with a share of its traffic."""
+    rows = session.execute(
+        select(Deployment.id, Deployment.version, Deployment.url, Deployment.traffic_percent).where(
+            Deployment.model_name == model,
+            Deployment.status.in_(("active", "canary")),
+            Deployment.traffic_percent > 0,
+            Deployment.url.is_not(None),
+        )
+    )
+    return [Route(i, v, u or "", p) for i, v, u, p in rows]
+
+
+def live(session: Session, model: str) -> dict[str, Deployment]:
+    """The model's active, canary and standby releases, by status (the newest of each)."""
+    found: dict[str, Deployment] = {}
+    for dep in session.scalars(
+        select(Deployment)
+        .where(Deployment.model_name == model, Deployment.status.in_(LIVE_RELEASES))
+        .order_by(Deployment.id.desc())
+    ):
+        found.setdefault(dep.status, dep)
+    return found
+
+
+def all_live(session: Session) -> list[Deployment]:
+    return list(session.scalars(select(Deployment).where(Deployment.status.in_(LIVE_RELEASES))))
+
+
+def begin_canary(session: Session, dep: Deployment, percent: int) -> None:
+    """Add the new release ``dep`` with ``percent`` of the traffic; the stable release keeps the rest."""
+    current = live(session, dep.model_name)
+    if "canary" in current:
+        other = current["canary"]
+        raise ReleaseError(
+            f"a canary of {dep.model_name} is already on trial (v{other.version}, release #{other.id})"
+        )
+    stable = current.get("active")
+    if stable is None:
+        raise ReleaseError(f"{dep.model_name} has no active release to compare a canary with")
+    dep.status, dep.traffic_percent = "canary", percent
+    stable.traffic_percent = 100 - percent
+    session.add(dep)
+
+
+def promote(session: Session, dep: Deployment, *, actor: str, reason: str | None) -> list[Deployment]:
+    """Make ``dep`` (new, or one of the model's releases) production with all the traffic; the
+    active release becomes the standby. Returns the releases to stop: the previous standby and
+    any other canary.
+    """
+    stop: list[Deployment] = []
+    with session.no_autoflush:
+        others = session.scalars(
+            select(Deployment).where(
+                Deployment.model_name == dep.model_name, Deployment.status.in_(LIVE_RELEASES)
+            )
+        ).all()
+    for other in others:
+        if other is dep:
+            continue
+        if other.status == "active":
+            other.status = "standby"
+        else:
+            other.status = "retired" if other.status == "standby" else "failed"
+            stop.append(other)
+        other.traffic_percent = 0
+    dep.status, dep.traffic_percent = "active", 100
+    session.add(dep)
+    aliases.move(session, dep.model_name, "production", dep.version, actor=actor, reason=reason)
+    return stop
+
+
+def abort_canary(session: Session, dep: Deployment) -> None:
+    """The canary gets nothing again and is marked failed; the stable release gets everything."""
+    dep.status, dep.traffic_percent = "failed", 0
+    stable = live(session, dep.model_name).get("active")
+    if stable is not None:
+        stable.traffic_percent = 100
+
+
+def live_release(session: Session, model: str, version: int) -> Deployment | None:
+    """The running release of ``version``, if any (active first, then canary, then standby)."""
+    found = [d for d in live(session, model).values() if d.version == version]
+    return min(found, key=lambda d: LIVE_RELEASES.index(d.status), default=None)
+
+
+def rollback_target(session: Session, model: str) -> Deployment:
+    """What a rollback switches to: the canary to abort, else the standby to promote back."""
+    current = live(session, model)
+    target = current.get("canary") or current.get("standby")
+    if target is None:
+        raise ReleaseError(f"{model} has no previous release to roll back to", "nothing_to_roll_back")
+    switchable(target)
+    return target
+
+
+def switchable(dep: Deployment) -> None:
+    """Only releases Loopline runs itself (target ``local``) can be switched by the gateway."""
+    if dep.target != "local" or not dep.url:
+        raise ReleaseError(
+            f"release #{dep.id} (v{dep.version}) was deployed by the project's deploy command: "
+            "Loopline cannot switch it; deploy the version you want with that command",
+            "not_switchable",
+        )
+
+
+def rollback(session: Session, target: Deployment, *, actor: str, reason: str | None) -> list[Deployment]:
+    """Abort ``target`` if it is the canary, else promote the standby ``target`` back."""
+    if target.status == "canary":
+        abort_canary(session, target)
+        return [target]
+    return promote(session, target, actor=actor, reason=reason or "rollback")
+
+
+def state(session: Session, model: str) -> dict[str, Any]:
+    """Aliases, live releases (with their telemetry) and the alias history of ``model``."""
+    releases = sorted(live(session, model).values(), key=lambda d: -d.traffic_percent)
+    numbers = telemetry.stats(session, [d.id for d in releases])
+    return {
+        "name": model,
+        "aliases": aliases.aliases(session, model),
+        "releases": [release_dict(d, numbers[d.id]) for d in releases],
+        "history": aliases.history(session, model),
+    }
+
+
+def release_dict(dep: Deployment, stats: telemetry.ReleaseStats | None = None) -> dict[str, Any]:
+    data = deployment_dict(dep) | {"traffic_percent": dep.traffic_percent, "release_dir": dep.release_dir}
+    if stats is not None:
+        data["telemetry"] = stats.to_dict()
+    return data

@@ -1,0 +1,217 @@
+"""Release processes: start one from a release directory (sha-verified), restart one whose
+process is gone, stop the ones a transition retired; the CLI's promote and rollback; what
+``loopline up`` restores at start and stops at exit.
+
+State transitions are :mod:`store.releases`; this module adds the processes around them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+from sqlalchemy import ColumnElement, select, true
+from sqlalchemy.orm import Session
+
+from loopline.settings import Settings
+from store import registry
+from store import releases as states
+from store.db import Database
+from store.models import LIVE_RELEASES, Deployment, ModelVersion
+from store.releases import ReleaseError
+from workers import serving
+from workers.projects import mirror, project_in
+from workers.steps.ml import sha256_file
+
+log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+
+def release_dir(settings: Settings, model: str, version: int, label: str) -> Path:
+    return settings.home / "releases" / model / f"v{version}-{label}"
+
+
+def start(directory: Path, *, artifact: Path, sha256: str) -> serving.Server:
+    """Start the release in ``directory`` (its own ``loopline.yml`` says how) on a free port.
+
+    The artifact is checked against the registry's sha256 here as well as by the server: a
+    release is never started on an artifact that changed since it was registered.
+    """
+    if sha256_file(artifact) != sha256:
+        raise ReleaseError(f"refusing to start {directory}: {artifact} does not match its registered sha256")
+    project = project_in(directory)
+    return serving.start(
+        cwd=directory,
+        command=project.deploy.command,
+        model_path=artifact,
+        sha256=sha256,
+        log_file=directory / "server.log",
+        health_path=project.deploy.health_path,
+    )
+
+
+def healthy(dep: Deployment, sha256: str) -> bool:
+    """The release answers its health check (and, where it says, with the registered model)."""
+    if not dep.url or not dep.release_dir:
+        return False
+    try:
+        health = project_in(Path(dep.release_dir)).deploy.health_path
+        answer = requests.get(dep.url + health, timeout=2)
+        body = answer.json() if answer.headers.get("Content-Type", "").startswith("application/json") else {}
+    except (requests.RequestException, ValueError, OSError):
+        return False
+    return answer.status_code == 200 and body.get("model_sha256", sha256) == sha256
+
+
+def ensure_running(settings: Settings, db: Database, dep_id: int, say: Say) -> None:
+    """Restart a live release from its release directory if its process is gone."""
+    with db.session() as s:
+        dep = s.get(Deployment, dep_id)
+        assert dep is not None
+        states.switchable(dep)
+        mv = _version(s, dep.model_name, dep.version)
+    if healthy(dep, mv.sha256):
+        return
+    directory = Path(dep.release_dir or "")
+    if not directory.is_dir():
+        raise ReleaseError(f"release #{dep.id} (v{dep.version}) is gone and so is its directory {directory}")
+    say(f"release #{dep.id} ({dep.model_name} v{dep.version}) is not running: restarting it from {directory}")
+    if dep.pid and serving.alive(dep.pid):
+        serving.stop(dep.pid, grace=2)
+    server = start(directory, artifact=Path(mv.artifact_path), sha256=mv.sha256)
+    with db.session() as s:
+        row = s.get(Deployment, dep_id)
+        assert row is not None
+        row.url, row.pid = server.url, server.pid
+    say(f"release #{dep.id} healthy at {server.url}")
+
+
+def reap(db: Database) -> None:
+    """Stop the processes of releases a transition retired or failed."""
+    _stop(db, Deployment.status.not_in(LIVE_RELEASES))
+
+
+def promote(
+    settings: Settings, db: Database, model: str, version: int, *, actor: str, reason: str | None, say: Say
+) -> None:
+    """Make ``version`` production: its running release, a restarted one, or a new one."""
+    with db.session() as s:
+        mv = _version(s, model, version)
+        target = states.live_release(s, model, version)
+        if target is not None and target.status == "active":
+            say(f"{model} v{version} is already production (release #{target.id})")
+            return
+        target_id = target.id if target else None
+    if target_id is not None:
+        ensure_running(settings, db, target_id, say)
+        with db.session() as s:
+            dep = s.get(Deployment, target_id)
+            assert dep is not None
+            states.promote(s, dep, actor=actor, reason=reason or "promoted")
+    else:
+        directory, row_id = _release_for(settings, db, mv, say)
+        say(f"starting {model} v{version} from {directory}")
+        server = start(directory, artifact=Path(mv.artifact_path), sha256=mv.sha256)
+        with db.session() as s:  # one transaction: a started process is never seen as retired
+            row = s.get(Deployment, row_id) if row_id else None
+            dep = row or Deployment(
+                model_name=model,
+                version=version,
+                run_id=mv.run_id,
+                target="local",
+                release_dir=str(directory),
+            )
+            dep.url, dep.pid = server.url, server.pid
+            states.promote(s, dep, actor=actor, reason=reason or "promoted")
+    reap(db)
+
+
+def rollback(
+    settings: Settings, db: Database, model: str, *, actor: str, reason: str | None, say: Say
+) -> None:
+    """Abort the canary on trial, else switch back to the standby, restarting it if it is gone."""
+    with db.session() as s:
+        if not states.live(s, model):
+            raise ReleaseError(f"{model} is not deployed", "not_deployed")
+        target = states.rollback_target(s, model)
+        target_id, status = target.id, target.status
+    if status == "standby":
+        ensure_running(settings, db, target_id, say)
+    with db.session() as s:
+        dep = s.get(Deployment, target_id)
+        assert dep is not None
+        if dep.status != status:
+            raise ReleaseError(f"release #{dep.id} became {dep.status} meanwhile; look again and retry")
+        states.rollback(s, dep, actor=actor, reason=reason)
+    reap(db)
+
+
+def restore(settings: Settings, db: Database, say: Say) -> None:
+    """At start: a canary whose trial was interrupted fails; the rest of the live releases run again."""
+    with db.session() as s:
+        for dep in states.all_live(s):
+            if dep.status == "canary":
+                states.abort_canary(s, dep)
+        ids = [d.id for d in states.all_live(s) if d.target == "local"]
+    for dep_id in ids:
+        try:
+            ensure_running(settings, db, dep_id, say)
+        except (ReleaseError, serving.ServeError) as exc:
+            say(f"release #{dep_id} could not be restarted: {exc}")
+    reap(db)
+
+
+def stop_all(db: Database) -> None:
+    """At exit: stop every release process; their states stay, so the next start restores them."""
+    _stop(db, true(), grace=2)
+
+
+def _stop(db: Database, which: ColumnElement[bool], grace: float = 5) -> None:
+    with db.session() as s:
+        rows = s.execute(select(Deployment.id, Deployment.pid).where(which, Deployment.pid.is_not(None)))
+        pids = {dep_id: pid for dep_id, pid in rows if pid}
+    for pid in pids.values():
+        serving.stop(pid, grace=grace)
+    with db.session() as s:
+        for dep_id, pid in pids.items():
+            dep = s.get(Deployment, dep_id)
+            if dep is not None and dep.pid == pid:
+                dep.pid = None
+
+
+def _version(session: Session, model: str, version: int) -> ModelVersion:
+    mv = registry.model_version(session, model, version)
+    if mv is None:
+        raise ReleaseError(f"no version {version} of model {model!r}", "not_found")
+    return mv
+
+
+def _release_for(settings: Settings, db: Database, mv: ModelVersion, say: Say) -> tuple[Path, int | None]:
+    """A release directory for ``mv``: its newest earlier one if still on disk, else a new
+    export of its commit. Returns the directory and the deployment row to reuse, if any."""
+    with db.session() as s:
+        earlier = s.scalars(
+            select(Deployment)
+            .where(
+                Deployment.model_name == mv.name,
+                Deployment.version == mv.version,
+                Deployment.target == "local",
+                Deployment.release_dir.is_not(None),
+            )
+            .order_by(Deployment.id.desc())
+        ).all()
+    for dep in earlier:
+        if Path(dep.release_dir or "").is_dir():
+            return Path(dep.release_dir or ""), dep.id
+    repo = settings.repo(mv.repository)
+    if repo is None:
+        raise ReleaseError(
+            f"repository {mv.repository!r} is no longer registered: cannot export v{mv.version}"
+        )
+    directory = release_dir(settings, mv.name, mv.version, f"promoted-{int(time.time())}")
+    say(f"exporting commit {mv.commit[:12]} into {directory}")
+    mirror(settings, repo).export(mv.commit, directory)
+    return directory, None
