@@ -190,7 +190,8 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
         third = gate_demo(stack.url, work, env, second["id"], current)
         if third["status"] != "gate_failed":
             return _fail(stack, third)
-        fourth = approval_demo(stack.url, work, env, third["id"], env["LOOPLINE_API_TOKEN"])
+        with Traffic(stack.url, "churn"):  # the approved release goes through a canary trial too
+            fourth = approval_demo(stack.url, work, env, third["id"], env["LOOPLINE_API_TOKEN"])
         if fourth["status"] != "succeeded":
             return _fail(stack, fourth)
         current = predict(stack.url, "churn")
@@ -232,11 +233,23 @@ def _print_lineage(current: dict[str, Any]) -> None:
         click.echo("    " + format_approval(dep["approval"]).replace("\n", "\n    "))
 
 
-def _push(work: Path, env: dict[str, str], message: str, edits: dict[str, tuple[str, str]]) -> None:
-    """Commit ``edits`` (path: (old, new) text) and push them through the hook."""
-    for rel, (old, new) in edits.items():
-        path = work / rel
-        path.write_text(path.read_text().replace(old, new))
+def _replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    if old not in text:  # the sample project changed under the demo: say so, don't push a no-op
+        raise click.ClickException(f"{path.name} has no {old!r} to change")
+    path.write_text(text.replace(old, new))
+
+
+def _set_deploy(work: Path, **keys: Any) -> None:
+    """Set ``stages.deploy`` keys in the sample project's ``loopline.yml``."""
+    path = work / "loopline.yml"
+    config = yaml.safe_load(path.read_text())
+    config["stages"]["deploy"].update(keys)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _push(work: Path, env: dict[str, str], message: str) -> None:
+    """Commit what changed in the work tree and push it through the hook."""
     _git("commit", "-qam", message, cwd=work)
     subprocess.run(
         ["git", "push", "-q", "origin", "main"], cwd=work, env=env, capture_output=True, check=True
@@ -248,7 +261,8 @@ def gate_demo(
 ) -> dict[str, Any]:
     """A push that cripples the model: the gate stops it, and production keeps serving."""
     click.echo("\n3. git push: train.C 1.0 → 0.00001, a regularisation that cripples the model")
-    _push(work, env, "Regularise much harder", {"params.yaml": ("C: 1.0", "C: 0.00001")})
+    _replace(work / "params.yaml", "C: 1.0", "C: 0.00001")
+    _push(work, env, "Regularise much harder")
     run = wait_for_run(api, "churn", after_id)
     gate = next((st["detail"] for st in run["stages"] if st["name"] == "evaluate"), None)
     if run["status"] != "gate_failed" or not gate:
@@ -270,16 +284,9 @@ def gate_demo(
 def approval_demo(api: str, work: Path, env: dict[str, str], after_id: int, token: str) -> dict[str, Any]:
     """Revert, and from now on a human approves deploys: approve through the API, with a comment."""
     click.echo("\n4. git push: revert that, and require a human's approval before deploying")
-    approval = "approval: {required: true, branches: [main], expires_after: 24h}"
-    _push(
-        work,
-        env,
-        "Revert the regularisation; deploys need an approval",
-        {
-            "params.yaml": ("C: 0.00001", "C: 1.0"),
-            "loopline.yml": ("target: local,", f"target: local, {approval},"),
-        },
-    )
+    _replace(work / "params.yaml", "C: 0.00001", "C: 1.0")
+    _set_deploy(work, approval={"required": True, "branches": ["main"], "expires_after": "24h"})
+    _push(work, env, "Revert the regularisation; deploys need an approval")
     shown: set[tuple[str, str]] = set()
     run = wait_for_run(api, "churn", after_id, shown=shown)
     if run["status"] != "awaiting_approval":
@@ -319,10 +326,7 @@ DEMO_CANARY = {"canary_percent": 30, "canary_window_seconds": 8, "min_requests":
 
 
 def deploy_through_a_canary(work: Path) -> None:
-    path = work / "loopline.yml"
-    config = yaml.safe_load(path.read_text())
-    config["stages"]["deploy"].update(DEMO_CANARY)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    _set_deploy(work, **DEMO_CANARY)
     _git("commit", "-qam", "Deploy through a canary trial", cwd=work)
 
 

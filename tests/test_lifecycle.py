@@ -26,6 +26,7 @@ from loopline.settings import Settings
 from pipelines.events import ZERO_SHA
 from service import create_app
 from service.state import loopline
+from store import releases
 from store.db import Database
 from store.models import Deployment, ModelVersion, Run
 from tests.conftest import Project, make_settings
@@ -344,8 +345,9 @@ def test_approval_names_what_ships_and_deploy_keeps_to_it(
                 **fields,
             )
         )
-        s.execute(update(Deployment).values(status="retired"))
-        s.add(Deployment(model_name="churn", version=2, run_id=v1.run_id, target="command", status="active"))
+    with db.session() as s:  # as a deploy by command would: v2 becomes production
+        dep = Deployment(model_name="churn", version=2, run_id=v1.run_id, target="command")
+        releases.promote(s, dep, actor="user:test", reason="production moved after the approval")
     assert runner.execute(settings, db, run_id, "deploy") == "failed"
     refused = stage_detail(db, run_id, "deploy")
     assert "ada approved churn v1" in refused["error"] and "would release churn v2" in refused["error"]
