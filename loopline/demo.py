@@ -26,7 +26,14 @@ import yaml
 
 from loopline.hook import install_hook
 from loopline.processes import Stack
-from loopline.report import format_approval, format_data_version, format_run, show_model
+from loopline.report import (
+    format_approval,
+    format_data_version,
+    format_run,
+    open_store,
+    show_model,
+    show_releases,
+)
 from loopline.settings import Settings
 from workers import serving
 
@@ -202,6 +209,10 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
             click.echo(format_run(requests.get(f"{stack.url}/api/runs/{run['id']}", timeout=5).json()))
         click.echo("\nModel versions")
         click.echo(show_model(settings, "churn", as_json=False))
+        click.echo("\nAliases and releases")
+        db = open_store(settings)
+        click.echo(show_releases(db, "churn"))
+        db.dispose()
         click.echo("\nServing now: lineage")
         _print_lineage(current)
         ok = True
@@ -369,7 +380,7 @@ class Traffic:
 def _print_canary(api: str, run: dict[str, Any], traffic: Traffic) -> None:
     deploy = next(st for st in run["stages"] if st["name"] == "deploy")
     detail = deploy.get("detail") or {}
-    click.echo("\n3. the retrained model's release went through a canary trial")
+    click.echo("\n  the retrained model's release went through a canary trial")
     answered = ", ".join(f"{n} from v{v} ({status})" for (v, status), n in sorted(traffic.answers.items()))
     click.echo(f"  {sum(traffic.answers.values())} predictions through the gateway ({answered})")
     click.echo(f"  verdict: {detail.get('verdict', 'promote')}: {detail.get('reason', 'no trial')}")

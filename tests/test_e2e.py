@@ -262,7 +262,7 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     assert "production still serves v2: nothing was registered or deployed" in out
     assert "approved by demo at " in out and ': "gate passed, metrics back to normal"' in out
     assert "v3 *" in out  # the approved version serves
-    assert "churn v2  (production)" in out
+    assert "production v3" in out and "standby" in out  # the alias, and v2 kept ready for a rollback
     assert "verdict: promote: error rate 0.0%" in out  # the retrain's canary trial, with traffic
 
 
