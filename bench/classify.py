@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipelines.classify import Change, Rule, classify  # noqa: E402
-from pipelines.config import RepoConfig, parse_project_config  # noqa: E402
+from pipelines.config import RepoConfig  # noqa: E402
 from pipelines.events import Event  # noqa: E402
 from pipelines.plan import plan  # noqa: E402
+from pipelines.project import parse_project_config  # noqa: E402
 from pipelines.rules import dvc_rules  # noqa: E402
 from workers.explain import explain  # noqa: E402
 from workers.gitops import Mirror  # noqa: E402

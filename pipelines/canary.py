@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.config import DeployConfig
+from pipelines.project import DeployConfig
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.config import GateConfig
+from pipelines.project import GateConfig
 
 
 def _describe(check: dict[str, Any], against: str) -> str:

@@ -27,8 +27,8 @@ import requests
 from werkzeug.serving import make_server
 
 from loopline.settings import Settings
-from pipelines.config import GateConfig
 from pipelines.gate import judge
+from pipelines.project import GateConfig
 from store.db import Database
 from store.models import Delivery, Deployment, ModelVersion, Run, Stage
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipelines.canary import judge
-from pipelines.config import ConfigError, DeployConfig, parse_project_config
+from pipelines.config import ConfigError
+from pipelines.project import DeployConfig, parse_project_config
 
 CONFIG = DeployConfig(
     canary_percent=10, canary_window_seconds=30, max_error_rate=0.05, max_p99_ms=500, min_requests=20

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from pipelines.classify import UNMATCHED, Change, Rule, classify, glob_regex
-from pipelines.config import ConfigError, parse_project_config
+from pipelines.config import ConfigError
 from pipelines.plan import plan
+from pipelines.project import parse_project_config
 from pipelines.rules import DEFAULT_RULES, dvc_rules
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

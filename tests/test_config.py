@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from loopline.settings import Settings
-from pipelines.config import ConfigError, parse_project_config, parse_server_config
+from pipelines.config import ConfigError, parse_server_config
+from pipelines.project import parse_project_config
 
 
 def test_project_defaults() -> None:

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from pipelines.config import ApprovalConfig, ConfigError, GateConfig, Threshold, parse_project_config
+from pipelines.config import ConfigError
 from pipelines.gate import judge
+from pipelines.project import ApprovalConfig, GateConfig, Threshold, parse_project_config
 
 MULTI = GateConfig(
     metric="accuracy",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.config import parse_project_config
+from pipelines.project import parse_project_config
 from workers.steps import StepError
 from workers.steps.gate import ArtifactMismatch, compare_command, verified_copy
 from workers.steps.ml import lineage_inputs, read_metrics

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.classify import Classification, FileClass, classify
-from pipelines.config import ProjectConfig, RepoConfig
+from pipelines.config import RepoConfig
 from pipelines.events import DataObject, Event
 from pipelines.plan import Plan, plan, skip_requested
+from pipelines.project import ProjectConfig
 from workers.gitops import GitError, Mirror
 
 

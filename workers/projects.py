@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 from loopline.settings import Settings
-from pipelines.config import ConfigError, ProjectConfig, RepoConfig, parse_project_config
+from pipelines.config import ConfigError, RepoConfig
+from pipelines.project import ProjectConfig, parse_project_config
 from workers.gitops import Mirror, git
 
 PROJECT_FILE = "loopline.yml"

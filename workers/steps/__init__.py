@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from loopline.settings import Settings
-from pipelines.config import ProjectConfig, RepoConfig
+from pipelines.config import RepoConfig
 from pipelines.events import DataObject
+from pipelines.project import ProjectConfig
 from store.db import Database
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import ProjectConfig
 from pipelines.gate import judge
+from pipelines.project import ProjectConfig
 from workers.process import run_logged
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.ml import read_metrics, sha256_file
