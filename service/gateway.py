@@ -342,7 +342,7 @@ class Serve:
             return self.next(environ, start_response)
         model, slash, rest = path[7:].partition("/")
         if not model or not slash:
-            return self.next(environ, start_response)  # Flask's 404, or its redirect to "…/"
+            return self.next(environ, start_response)  # Flask's JSON 404
         try:
             status, headers, body = self.gateway.serve(environ, model, rest)
         except Exception as exc:
