@@ -5,10 +5,10 @@ One invocation registers a real scikit-learn model (breast-cancer logistic regre
 temporary ``LOOPLINE_HOME`` (SQLite, or a throw-away PostgreSQL database with ``--postgres``),
 starts ONE release of it (Loopline's built-in model server, or the sample app with
 ``--release example``), records it as the model's active deployment with 100% of the traffic,
-and starts Loopline under gunicorn (``"service:create_app()"``, sync workers, like
-``bench/ack.py``). Then a single client sends the same payload alternately to the release
-directly and through the gateway, each over its own kept-alive connection, and prints the
-latency percentiles of both and of the per-pair difference: what the gateway adds.
+and starts Loopline under gunicorn (``"service:create_app()"``, threaded workers as ``loopline
+serve`` runs them, or ``-k sync``). Then a single client sends the same payload alternately to
+the release directly and through the gateway, each over its own kept-alive connection, and
+prints the latency percentiles of both and of the per-pair difference: what the gateway adds.
 
     python bench/gateway.py                   # 2000 pairs after 300 warm-up pairs
     python bench/gateway.py --requests 5000 --workers 4
@@ -112,7 +112,7 @@ def main() -> int:
     ap.add_argument("--requests", "-n", type=int, default=2000, help="measured pairs (2000)")
     ap.add_argument("--warmup", type=int, default=300, help="unmeasured pairs first (300)")
     ap.add_argument("--workers", "-w", type=int, default=2, help="gunicorn workers (2)")
-    ap.add_argument("--worker-class", "-k", choices=("sync", "gthread"), default="sync")
+    ap.add_argument("--worker-class", "-k", choices=("sync", "gthread"), default="gthread")
     ap.add_argument("--threads", type=int, default=4, help="threads per gthread worker (4)")
     ap.add_argument("--rows", type=int, default=1, help="rows per prediction request (1)")
     ap.add_argument("--release", choices=("builtin", "example"), default="builtin")

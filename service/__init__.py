@@ -31,8 +31,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.migrate()
     app.extensions["loopline"] = Loopline(settings=settings, db=db)
     errors.register(app)
-    for module in (hooks, events, api, actions, health, dashboard, gateway):
+    for module in (hooks, events, api, actions, health, dashboard):
         app.register_blueprint(module.bp)
+    gateway.install(app)
     log = logging.getLogger(__name__)
     for repo in settings.repositories:
         if repo.name not in settings.secrets:

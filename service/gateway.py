@@ -6,54 +6,73 @@ process for :data:`ROUTE_TTL` seconds, so a rollback reaches every web worker wi
 second without a query per request. Connections to releases are kept alive per worker thread.
 Telemetry is counted in memory and added to the store about once a second by a background
 thread (:class:`Recorder`): no database write on the request path.
+
+The gateway is a WSGI layer in front of Flask (:func:`install`), not a view: what it adds to a
+prediction is the point of it, and Flask's routing, request and response objects cost as much
+as the exchange with the release. Its errors still go through Flask's error handlers
+(:mod:`service.errors`), so they are the same JSON answers as everywhere else.
 """
 
 from __future__ import annotations
 
 import atexit
-import http.client
 import json
 import logging
 import os
 import random
-import socket
 import threading
 import time
 import weakref
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import quote_from_bytes, urlsplit
 
-from flask import Blueprint, Response, current_app, request
-from flask.blueprints import BlueprintSetupState
+from flask import Flask
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from service.errors import ApiError, NotFound
+from service.upstream import Answer, Connection
 from store import releases, telemetry
 from store.db import Database, StoreUnavailable
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 log = logging.getLogger(__name__)
-bp = Blueprint("gateway", __name__, url_prefix="/serve")
 
 ROUTE_TTL = 1.0
 FLUSH_SECONDS = 1.0
 UPSTREAM_TIMEOUT = 20.0
+METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"))
 _MAX_CACHED_MODELS = 1000
-_HOP_BY_HOP = frozenset(
+#: Request headers (as WSGI environ keys, without ``HTTP_``) not passed on to the release.
+_NOT_PASSED_ON = frozenset(
     (
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
+        "CONNECTION",
+        "KEEP_ALIVE",
+        "PROXY_AUTHENTICATE",
+        "PROXY_AUTHORIZATION",
+        "TE",
+        "TRAILER",
+        "TRANSFER_ENCODING",
+        "UPGRADE",
+        "EXPECT",
+        "HOST",
+        "CONTENT_LENGTH",
+        "CONTENT_TYPE",  # from CONTENT_TYPE
     )
 )
-_NOT_PASSED_BACK = _HOP_BY_HOP | {"server", "date"}  # gunicorn writes its own
+#: Answer headers (lowercase) not passed back: hop-by-hop ones, and those gunicorn writes itself.
+_NOT_PASSED_BACK = frozenset(
+    "connection keep-alive proxy-authenticate te trailer transfer-encoding upgrade "
+    "content-length server date".split()
+)
+#: Bytes kept as they are in the path and query passed on; the rest is percent-encoded.
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
+_QUERY_SAFE = "".join(map(chr, range(0x21, 0x7F)))
 
 
 class BadGateway(ApiError):
@@ -68,11 +87,13 @@ class Target:
     host: str
     port: int
     prefix: str  # the release URL's own path, if any
+    tags: tuple[tuple[str, str], ...]  # the headers that say which release answered
 
     @classmethod
     def of(cls, route: releases.Route) -> Target:
         parts = urlsplit(route.url)
-        return cls(route, parts.hostname or "", parts.port or 80, parts.path.rstrip("/"))
+        tags = (("X-Loopline-Release", str(route.release)), ("X-Loopline-Model-Version", str(route.version)))
+        return cls(route, parts.hostname or "", parts.port or 80, parts.path.rstrip("/"), tags)
 
 
 class Recorder:
@@ -158,14 +179,14 @@ def _labels(body: bytes) -> list[str]:
 class Gateway:
     """One app's routing cache, keep-alive connections and recorder."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, max_body: int) -> None:
         self.db = db
+        self.max_body = max_body
+        self.timeout = UPSTREAM_TIMEOUT
         self.recorder = Recorder(db)
         self._routes: dict[str, tuple[float, list[Target]]] = {}
         self._local = threading.local()
-        self._pools: list[
-            dict[tuple[str, int], http.client.HTTPConnection]
-        ] = []  # every thread's, to close them
+        self._pools: list[dict[tuple[str, int], Connection]] = []  # every thread's, to close them
         weakref.finalize(self, _close_pools, self._pools)
 
     def close(self) -> None:
@@ -203,84 +224,144 @@ class Gateway:
                 return target
         return targets[-1]
 
-    def forward(
-        self, target: Target, method: str, path: str, body: bytes | None, headers: dict[str, str]
-    ) -> http.client.HTTPResponse:
+    def serve(
+        self, environ: WSGIEnvironment, model: str, rest: str
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Pass one request on to a release of ``model``: the status, headers and body to answer."""
+        method = environ["REQUEST_METHOD"]
+        if method not in METHODS:
+            raise MethodNotAllowed(sorted(METHODS))
+        target = self.choose(model[:64])
+        path = target.prefix + "/" + quote_from_bytes(rest.encode("latin-1"), _PATH_SAFE)
+        query = environ.get("QUERY_STRING")
+        if query:
+            path += "?" + quote_from_bytes(query.encode("latin-1"), _QUERY_SAFE)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+        for key, value in environ.items():
+            if key.startswith("HTTP_") and key[5:] not in _NOT_PASSED_ON:
+                head += f"{key[5:].replace('_', '-').title()}: {value}\r\n"
+        if environ.get("CONTENT_TYPE"):
+            head += f"Content-Type: {environ['CONTENT_TYPE']}\r\n"
+        body = b""
+        if method not in ("GET", "HEAD"):
+            body = self.read_body(environ)
+            head += f"Content-Length: {len(body)}\r\n"
+        route = target.route
+        started = time.perf_counter()
+        try:
+            answer = self.forward(target, (head + "\r\n").encode("latin-1") + body, head=method == "HEAD")
+        except OSError as exc:
+            self.recorder.record(route.release, 502, time.perf_counter() - started, None)
+            reason = str(exc) or type(exc).__name__
+            raise BadGateway(
+                f"release #{route.release} of {model} (v{route.version}) did not answer: {reason}"
+            ) from exc
+        self.recorder.record(route.release, answer.status, time.perf_counter() - started, answer.body)
+        headers = [(k, v) for k, v in answer.headers if k.lower() not in _NOT_PASSED_BACK]
+        headers += target.tags
+        if method != "HEAD":
+            headers.append(("Content-Length", str(len(answer.body))))
+        else:  # what a GET would answer, as the release said
+            headers += [(k, v) for k, v in answer.headers if k.lower() == "content-length"]
+        return f"{answer.status} {answer.reason}", headers, answer.body
+
+    def read_body(self, environ: WSGIEnvironment) -> bytes:
+        """The request body, refused (413) over the same limit as every other endpoint's."""
+        stream = environ["wsgi.input"]
+        declared = environ.get("CONTENT_LENGTH")
+        if declared:
+            if not declared.isdigit():
+                return b""  # as Werkzeug reads it
+            if int(declared) > self.max_body:
+                raise RequestEntityTooLarge()
+            body: bytes = stream.read(int(declared))
+        elif environ.get("wsgi.input_terminated"):  # chunked: no declared length
+            body = stream.read(self.max_body + 1)
+            if len(body) > self.max_body:
+                raise RequestEntityTooLarge()
+        else:
+            body = b""
+        return body
+
+    def forward(self, target: Target, request: bytes, *, head: bool = False) -> Answer:
         """Send one request over this thread's kept-alive connection to the release (a fresh
-        one once if a kept connection turns out closed); the response is read in full."""
-        pool: dict[tuple[str, int], http.client.HTTPConnection] | None = getattr(self._local, "pool", None)
+        one once if a kept connection turns out closed); the answer is read in full."""
+        pool: dict[tuple[str, int], Connection] | None = getattr(self._local, "pool", None)
         if pool is None:
             pool = self._local.pool = {}
             self._pools.append(pool)
         key = (target.host, target.port)
-        for attempt in (1, 2):
-            conn = pool.pop(key, None)
-            reused = conn is not None
-            if conn is None:
-                conn = http.client.HTTPConnection(target.host, target.port, timeout=UPSTREAM_TIMEOUT)
+        conn = pool.pop(key, None)
+        if conn is not None:
             try:
-                if not reused:
-                    conn.connect()
-                    # http.client sends the headers and the body in two writes: without this the
-                    # body waits for the release to acknowledge the headers (up to 40 ms).
-                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn.request(method, path, body, headers)
-                response = conn.getresponse()
-                response.body = response.read()  # type: ignore[attr-defined]
-            except (OSError, http.client.HTTPException):
+                answer = conn.exchange(request, head=head)
+            except ConnectionError:  # the release closed it (restarted, or an idle timeout)
                 conn.close()
-                if reused and attempt == 1:
-                    continue
+            except BaseException:
+                conn.close()
                 raise
-            if not response.will_close:
-                pool[key] = conn
             else:
-                conn.close()
-            return response
-        raise AssertionError("unreachable")
+                return self._keep(pool, key, conn, answer)
+        conn = Connection(target.host, target.port, self.timeout)
+        try:
+            answer = conn.exchange(request, head=head)
+        except BaseException:
+            conn.close()
+            raise
+        return self._keep(pool, key, conn, answer)
+
+    @staticmethod
+    def _keep(
+        pool: dict[tuple[str, int], Connection], key: tuple[str, int], conn: Connection, answer: Answer
+    ) -> Answer:
+        if answer.keep_alive:
+            pool[key] = conn
+        else:
+            conn.close()
+        return answer
 
 
-def _close_pools(pools: list[dict[tuple[str, int], http.client.HTTPConnection]]) -> None:
+def _close_pools(pools: list[dict[tuple[str, int], Connection]]) -> None:
     for pool in pools:
         for conn in pool.values():
             conn.close()
         pool.clear()
 
 
-@bp.record
-def _attach(state: BlueprintSetupState) -> None:
-    state.app.extensions["gateway"] = Gateway(state.app.extensions["loopline"].db)
+class Serve:
+    """The WSGI layer: ``/serve/<model>/…`` goes to the gateway, everything else to Flask."""
+
+    def __init__(self, app: Flask, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.next: WSGIApplication = app.wsgi_app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        if not path.startswith("/serve/"):
+            return self.next(environ, start_response)
+        model, slash, rest = path[7:].partition("/")
+        if not model or not slash:
+            return self.next(environ, start_response)  # Flask's JSON 404
+        try:
+            status, headers, body = self.gateway.serve(environ, model, rest)
+        except Exception as exc:
+            return self.error(environ, start_response, exc)
+        start_response(status, headers)
+        return [body]
+
+    def error(
+        self, environ: WSGIEnvironment, start_response: StartResponse, exc: Exception
+    ) -> Iterable[bytes]:
+        """Answer ``exc`` as Flask would have from a view: through :mod:`service.errors`."""
+        with self.app.request_context(environ):
+            response = self.app.make_response(self.app.handle_user_exception(exc))
+        return response(environ, start_response)
 
 
-def gateway() -> Gateway:
-    found: Gateway = current_app.extensions["gateway"]
-    return found
-
-
-@bp.route(
-    "/<model>/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-)
-@bp.route("/<model>/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
-def serve(model: str, rest: str) -> Response:
-    gw = gateway()
-    target = gw.choose(model[:64])
-    route = target.route
-    path = target.prefix + "/" + rest
-    if request.query_string:
-        path += "?" + request.query_string.decode("latin-1")
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-    body = request.get_data() if request.method not in ("GET", "HEAD") else None
-    started = time.perf_counter()
-    try:
-        answer = gw.forward(target, request.method, path, body, headers)
-    except (OSError, http.client.HTTPException) as exc:
-        gw.recorder.record(route.release, 502, time.perf_counter() - started, None)
-        raise BadGateway(
-            f"release #{route.release} of {model} (v{route.version}) did not answer: {exc}"
-        ) from exc
-    data: bytes = answer.body  # type: ignore[attr-defined]
-    gw.recorder.record(route.release, answer.status, time.perf_counter() - started, data)
-    headers = {k: v for k, v in answer.getheaders() if k.lower() not in _NOT_PASSED_BACK}
-    headers["X-Loopline-Release"] = str(route.release)
-    headers["X-Loopline-Model-Version"] = str(route.version)
-    return Response(data, status=answer.status, headers=headers)
+def install(app: Flask) -> Gateway:
+    """Put the gateway in front of ``app`` (``app.extensions["gateway"]``)."""
+    gw = Gateway(app.extensions["loopline"].db, app.config["MAX_CONTENT_LENGTH"])
+    app.extensions["gateway"] = gw
+    app.wsgi_app = Serve(app, gw)  # type: ignore[method-assign]
+    return gw
