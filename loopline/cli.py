@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -121,13 +122,15 @@ def up(port: int) -> None:
     stack = Stack(dict(os.environ), port)
     click.echo("starting Loopline …")
     with stack:
+        # Ctrl-C and SIGTERM (systemd, docker stop) only set a flag: the stop below always runs
+        # whole, whatever the main thread was doing when the signal came.
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
         click.echo(f"Loopline is up at {stack.url}  (logs: {stack.settings.home / 'logs'}; Ctrl-C stops)")
-        try:
-            while True:
-                stack.check()
-                threading.Event().wait(1)
-        except KeyboardInterrupt:
-            click.echo("stopping …")
+        while not stop.wait(1):
+            stack.check()
+        click.echo("stopping …")
 
 
 @main.command()

@@ -297,7 +297,7 @@ def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:
             time.sleep(0.2)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
