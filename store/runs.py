@@ -58,15 +58,6 @@ def _expires_at(stage: Stage) -> datetime | None:
     return as_utc(datetime.fromisoformat(raw)) if raw else None
 
 
-def _claim(session: Session, run_id: int, **values: object) -> None:
-    """Move the run out of ``awaiting_approval`` only if nobody else did first (one decision)."""
-    result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "awaiting_approval").values(**values)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise InvalidAction(f"run {run_id} was decided by someone else meanwhile")
-
-
 def approve(
     db: Database,
     run_id: int,
@@ -97,7 +88,7 @@ def approve(
             raise ApprovalMismatch(
                 f"run {run_id} would ship model version {named['model_version']}, not {model_version}"
             )
-        _claim(s, run_id, status="queued", resume_requested_at=now)
+        run.status, run.resume_requested_at = "queued", now  # the row is locked: one decision wins
         stage.status, stage.finished_at, stage.exit_code = "succeeded", now, 0
         stage.detail = {**named, "decision": "approved", "by": by, "comment": comment, "at": now.isoformat()}
         return run
@@ -108,7 +99,7 @@ def _end_waiting(
 ) -> None:
     """End a waiting run (``record`` joins the approval stage's detail; its ``reason`` the run's)."""
     now = utcnow()
-    _claim(session, run.id, status=status, finished_at=now, reason=record["reason"])
+    run.status, run.finished_at, run.reason = status, now, str(record["reason"])
     stage.status, stage.finished_at, stage.exit_code = stage_status, now, 1
     stage.detail = {**(stage.detail or {}), **record, "at": now.isoformat()}
     for later in run.stages:
