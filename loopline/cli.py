@@ -17,7 +17,7 @@ from pipelines.config import ConfigError
 
 
 def _settings() -> Any:
-    from loopline.settings import Settings
+    from config.settings import Settings
 
     try:
         return Settings.from_env()

@@ -24,6 +24,7 @@ import click
 import requests
 import yaml
 
+from config.settings import Settings
 from loopline.hook import install_hook
 from loopline.processes import Stack
 from loopline.report import (
@@ -34,7 +35,6 @@ from loopline.report import (
     show_model,
     show_releases,
 )
-from loopline.settings import Settings
 from workers import serving
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import requests
 
+from config.settings import Settings
 from loopline.broker import EmbeddedRedis
-from loopline.settings import Settings
 from store.db import Database
 from workers import releases
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from loopline.settings import Settings
+from config.settings import Settings
 from store import registry, releases, views
 from store.db import Database
 from store.models import Delivery, ModelVersion, Run

@@ -12,7 +12,7 @@ from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from loopline.settings import Settings
+from config.settings import Settings
 from store.db import Database
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from loopline.settings import Settings
+from config.settings import Settings
 from store.db import Database
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
 from loopline.demo import EXAMPLE, prepare_project
-from loopline.settings import Settings
 from pipelines.config import RepoConfig
 from store.db import Database
 

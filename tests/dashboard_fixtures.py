@@ -26,7 +26,7 @@ from typing import Any
 import requests
 from werkzeug.serving import make_server
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.gate import judge
 from pipelines.project import GateConfig
 from store.db import Database

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.config import ConfigError, parse_server_config
 from pipelines.project import parse_project_config
 

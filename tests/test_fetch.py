@@ -20,8 +20,8 @@ import pytest
 from flask.testing import FlaskClient
 from moto.server import ThreadedMotoServer
 
+from config.settings import Settings
 from loopline.demo import EXAMPLE
-from loopline.settings import Settings
 from pipelines.config import AzureLake, DataLakeEntry, RepoConfig, S3Lake
 from pipelines.events import DataObject
 from service import create_app

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.events import ZERO_SHA, Event
 from service import create_app
 from service.state import loopline

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.events import ZERO_SHA, Event
 from store.db import Database
 from store.deliveries import record_delivery

@@ -21,8 +21,8 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
+from config.settings import Settings
 from loopline.cli import main
-from loopline.settings import Settings
 from pipelines.events import ZERO_SHA
 from service import create_app
 from service.state import loopline

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.config import RepoConfig
 from pipelines.events import ZERO_SHA
 from service import create_app

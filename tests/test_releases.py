@@ -19,7 +19,7 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from loopline.settings import Settings
+from config.settings import Settings
 from service import create_app
 from service.gateway import ROUTE_TTL
 from store import aliases, releases

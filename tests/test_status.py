@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.config import ConfigError, RepoConfig, StatusConfig, parse_server_config
 from store.db import Database
 from store.models import Run

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.events import Event
 from service import create_app
 from service.state import loopline

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from loopline.settings import Settings
+from config.settings import Settings
 
 settings = Settings.from_env()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from loopline.settings import Settings
+from config.settings import Settings
 from store.db import Database
 
 _state: dict[int, tuple[Settings, Database]] = {}

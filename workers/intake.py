@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.config import ConfigError, RepoConfig
 from pipelines.events import DataObject, Event, sequencer_order
 from store import deliveries, objects, runs

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.config import ConfigError, RepoConfig
 from pipelines.project import ProjectConfig, parse_project_config
 from workers.gitops import Mirror, git

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import click
 from celery import Celery, bootsteps
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.config import ConfigError
 from store import deliveries, runs
 from store.db import Database

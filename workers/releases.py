@@ -16,7 +16,7 @@ import requests
 from sqlalchemy import ColumnElement, select, true
 from sqlalchemy.orm import Session
 
-from loopline.settings import Settings
+from config.settings import Settings
 from store import registry
 from store import releases as states
 from store.db import Database

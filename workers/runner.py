@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from sqlalchemy import select
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.config import ConfigError
 from pipelines.events import DataObject, Event
 from store.db import Database, StoreUnavailable

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import requests
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.config import StatusConfig
 from store.db import Database
 from store.models import Run

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.events import DataObject, Event
 from store.db import Database
 from store.deliveries import record_delivery

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from loopline.settings import Settings
+from config.settings import Settings
 from pipelines.config import RepoConfig
 from pipelines.events import DataObject
 from pipelines.project import ProjectConfig
