@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -30,6 +31,8 @@ class Settings:
     stage_timeout: float = 3600.0
     #: Where people reach the dashboard: commit statuses link to ``{public_url}/#run=<id>``.
     public_url: str = "http://127.0.0.1:8080"
+    #: Object storage (``file://…`` or ``s3://bucket/prefix``); None: ``file://`` under ``home``.
+    storage_url: str | None = None
 
     def repo(self, name: str) -> RepoConfig | None:
         return next((r for r in self.repositories if r.name == name), None)
@@ -65,7 +68,28 @@ class Settings:
             max_body_bytes=int(env.get("LOOPLINE_MAX_BODY_BYTES") or 25 * MB),
             stage_timeout=float(env.get("LOOPLINE_STAGE_TIMEOUT") or 3600),
             public_url=(env.get("LOOPLINE_PUBLIC_URL") or "http://127.0.0.1:8080").rstrip("/"),
+            storage_url=_storage_url(env.get("LOOPLINE_STORAGE_URL")),
         )
+
+    @property
+    def storage(self) -> str:
+        """The object storage's URL (``store.blobs.open_store`` opens it)."""
+        return self.storage_url or (self.home / "storage").as_uri()
+
+
+def _storage_url(url: str | None) -> str | None:
+    """``file:///absolute/path`` or ``s3://bucket[/prefix]``; anything else stops the server."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if not (
+        (parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"))
+        or (parts.scheme == "s3" and parts.netloc)
+    ):
+        raise ConfigError(
+            "LOOPLINE_STORAGE_URL", "(environment)", f"{url!r}: expected file:///path or s3://bucket/prefix"
+        )
+    return url
 
 
 def load_repositories(path: Path, *, required: bool) -> tuple[RepoConfig, ...]:

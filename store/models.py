@@ -71,6 +71,10 @@ class Run(Base):
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     #: The newer run of the branch that cancelled this one (a smaller id: this run came late).
     superseded_by: Mapped[int | None]
+    #: The repository's dataset version this run trains on (``store/datasets.py``): the one
+    #: current when it was planned, or the one its data landed as; a retry keeps its original's.
+    #: 0: nothing landed yet (the repository's own files only).
+    dataset_version: Mapped[int | None]
     #: The run status last sent to the Git host as a commit status.
     reported_status: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -121,6 +125,31 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any]]
     artifact_path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
+    #: The training data: dataset version, its manifest sha256 and every file under data.into.
+    dataset: Mapped[dict[str, Any] | None]
+    #: Per column of the training data: type, missing share, range, histogram, categories.
+    profile: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetVersion(Base):
+    """One immutable version of a repository's landed data: the manifest of every object that
+    landed and was not removed since, by its path under ``data.into``."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("repository", "number", name="uq_dataset_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    repository: Mapped[str] = mapped_column(String(64), index=True)
+    number: Mapped[int]
+    parent: Mapped[int]
+    #: ``[{"path", "sha256", "size", "rows", "source", "landed_at", "delivery_id"}]`` by path.
+    manifest: Mapped[list[Any]]
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    #: What made it: ``{"kind": "data"|"removal", "deliveries", "added", "removed", "replaced"}``.
+    trigger: Mapped[dict[str, Any]]
+    #: The data run this version landed for (None: removals only, which start no run).
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

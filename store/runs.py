@@ -270,6 +270,7 @@ def retry(db: Database, run_id: int, *, by: str) -> Run:
             dedupe_key=f"{first.dedupe_key}#{attempt}",
             attempt=attempt,
             retry_of=run_id,
+            dataset_version=run.dataset_version,  # a retry trains on exactly the same data
             resume_requested_at=utcnow(),
             stages=[Stage(name=name, position=i, status="queued") for i, name in enumerate(run.plan)],
         )

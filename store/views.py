@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.models import Delivery, Deployment, ModelVersion, Run, Stage, as_utc
+from store.models import DatasetVersion, Delivery, Deployment, ModelVersion, Run, Stage, as_utc
 from store.registry import current_deployment, model_version
 
 
@@ -51,6 +51,7 @@ def run_dict(run: Run, *, stages: bool = True) -> dict[str, Any]:
         "kinds": run.kinds,
         "plan": run.plan,
         "model_version": run.model_version,
+        "dataset_version": run.dataset_version,
         "attempt": run.attempt,
         "retry_of": run.retry_of,
         "superseded_by": run.superseded_by,
@@ -97,6 +98,7 @@ def model_dict(mv: ModelVersion) -> dict[str, Any]:
         "delivery_id": mv.delivery_id,
         "gate": mv.gate,
         "data_version": mv.data_version,
+        "dataset": mv.dataset,
         "params": mv.params,
         "metrics": mv.metrics,
         "artifact_path": mv.artifact_path,
@@ -142,8 +144,9 @@ def deployment_dict(dep: Deployment) -> dict[str, Any]:
 
 def chain(session: Session, mv: ModelVersion, dep: Deployment | None) -> dict[str, Any]:
     """The whole lineage of a model version, link by link: the deliveries that started its run →
-    the commit → the data (DVC hashes, the run's data files) → the run and its stage results (the
-    gate's verdict among them) → the model version (artifact and sha256) → the deployment."""
+    the commit → the data (dataset version and its files, DVC hashes, the run's new data files) →
+    the run and its stage results (the gate's verdict among them) → the model version (artifact
+    and sha256) → the deployment."""
     run = session.get(Run, mv.run_id)
     deliveries = session.scalars(
         select(Delivery).where(Delivery.run_id == mv.run_id).order_by(Delivery.received_at)
@@ -172,6 +175,7 @@ def chain(session: Session, mv: ModelVersion, dep: Deployment | None) -> dict[st
             "dvc": {k: v for k, v in mv.data_version.items() if isinstance(v, str)},
             "dvc_stages": mv.data_version.get("_stages", []),
             "params": mv.params,
+            "dataset": mv.dataset,
             "files": [f for f in files if f.get("kind") == "data"],
             "objects": [o for d in deliveries for o in d.event.get("objects", [])],
         },
@@ -192,3 +196,44 @@ def lineage(session: Session, dep: Deployment) -> dict[str, Any]:
     if mv is None:
         return {"deployment": deployment_dict(dep), "model_version": None, "run": None, "deliveries": []}
     return chain(session, mv, dep)
+
+
+def dataset_dict(version: DatasetVersion) -> dict[str, Any]:
+    """One dataset version in brief: its number, size, manifest hash and what made it."""
+    rows = [e.get("rows") for e in version.manifest]
+    return {
+        "repository": version.repository,
+        "version": version.number,
+        "parent": version.parent,
+        "manifest_sha256": version.manifest_sha256,
+        "files": len(version.manifest),
+        "bytes": sum(int(e.get("size") or 0) for e in version.manifest),
+        "rows": None if any(r is None for r in rows) else sum(rows),
+        "trigger": version.trigger,
+        "run_id": version.run_id,
+        "created_at": iso(version.created_at),
+    }
+
+
+def dataset_detail(session: Session, version: DatasetVersion) -> dict[str, Any]:
+    """A version with its manifest, the validation report of the run it landed for, the model
+    versions trained on it and the profile of the newest one's training data."""
+    validation = None
+    if version.run_id is not None:
+        stage = session.scalars(
+            select(Stage).where(Stage.run_id == version.run_id, Stage.name == "validate_data")
+        ).one_or_none()
+        validation = {"status": stage.status, **(stage.detail or {})} if stage else None
+    trained = session.scalars(
+        select(ModelVersion)
+        .join(Run, Run.id == ModelVersion.run_id)
+        .where(Run.repository == version.repository, Run.dataset_version == version.number)
+        .order_by(ModelVersion.id.desc())
+    ).all()
+    return {
+        **dataset_dict(version),
+        "manifest": version.manifest,
+        "validation": validation,
+        "models": [{"name": mv.name, "version": mv.version, "sha256": mv.sha256} for mv in trained],
+        "profile": trained[0].profile if trained else None,
+    }

@@ -228,7 +228,7 @@ def test_s3_event_to_run_to_retrain(tmp_path: Path, bucket: Any, moto_url: str, 
     assert runner.execute(lake.settings, lake.db, run.id, "retrain") == "succeeded"
     with lake.db.session() as s:
         detail = s.get(Run, run.id).stages[0].detail
-    assert sorted(f["file"] for f in detail["files"]) == ["batch one.csv", "batch-2.csv"]
+    assert sorted(f["file"] for f in detail["files"]) == ["2026/batch one.csv", "batch-2.csv"]
     assert all(f["rows"] == 40 and f["problems"] == [] for f in detail["files"])
 
 

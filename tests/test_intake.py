@@ -175,12 +175,16 @@ def _drop(tmp_path: Path, project: Project, db: Database, files: dict[str, str])
 
 
 def test_validate_data_passes_good_data(tmp_path: Path, project: Project, db: Database) -> None:
-    settings, prepared = _drop(tmp_path, project, db, {"a.csv": "x,y,target\n1,2,0\n3,4,1\n"})
+    from tests.test_fetch import batch_csv
+
+    good = batch_csv(tmp_path, rows=60, seed=3).decode()
+    settings, prepared = _drop(tmp_path, project, db, {"a.csv": good})
     assert runner.execute(settings, db, prepared.run_id, "validate_data") == "succeeded"
     stage = run_of(db, prepared.run_id).stages[0]
-    assert stage.detail["files"] == [
-        {"file": "a.csv", "rows": 2, "columns": 3, "problems": [], "drift": {}, "drifted": []}
-    ]
+    assert stage.detail["reference"]["source"] == "1 other file(s) under data/raw"  # the committed base.csv
+    [report] = stage.detail["files"]
+    assert (report["file"], report["rows"], report["columns"], report["problems"]) == ("a.csv", 60, 31, [])
+    assert len(report["drift"]) == 31 and report["drifted"] == []
 
 
 def test_validate_data_fails_bad_data_before_retraining(
@@ -193,8 +197,13 @@ def test_validate_data_fails_bad_data_before_retraining(
         len(run.stages) - 1
     )
     problems = {f["file"]: f["problems"] for f in run.stages[0].detail["files"]}
-    assert problems == {"bad.csv": ["1 row(s) do not have 2 values"], "holes.csv": ["1 missing value(s)"]}
-    assert "bad.csv: 1 row(s) do not have 2 values" in run.stages[0].log
+    assert problems["bad.csv"] == [
+        "bad.csv: not a readable csv table (CSV parse error: Expected 2 columns, got 1: 3)"
+    ]
+    assert "holes.csv: column 'y' has 100.0% missing values (max_missing 1.0%)" in problems["holes.csv"]
+    assert "holes.csv: column 'mean radius' is missing" in problems["holes.csv"]  # vs the committed base.csv
+    assert run.reason.startswith("stage validate_data failed: holes.csv: column 'mean radius' is missing (and ")
+    assert "bad.csv: not a readable csv table" in run.stages[0].log
 
 
 def test_intake_redelivered_after_a_crash_finishes_the_same_run(

@@ -24,11 +24,13 @@ from sqlalchemy.exc import IntegrityError
 from config.settings import Settings
 from pipelines.config import ConfigError, RepoConfig
 from pipelines.events import DataObject, Event, sequencer_order
-from store import deliveries, objects, runs
+from store import datasets, deliveries, objects, runs
+from store.blobs import BlobError
 from store.db import Database
 from store.models import Delivery, Run, Stage, utcnow
+from workers import datasets as ledger
 from workers.explain import explain, locate
-from workers.fetch import FetchError, fetch_all
+from workers.fetch import FetchError
 from workers.gitops import GitError, Mirror
 from workers.locks import file_lock, lock_path
 from workers.projects import mirror, project_at, project_in, workspace
@@ -67,10 +69,13 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
         )
         return Prepared(None)
     first = events[0]
-    wanted = wanted_objects(db, events) if first.type == "data" else []
+    batch = batch_objects(db, events) if first.type == "data" else []
+    wanted = [o for o in batch if not o.removed]
     if first.type == "delete" or (first.type == "data" and not wanted):
         # Recorded; never starts a pipeline: a deletion stored by an earlier version, or only removed
-        # or superseded objects.
+        # or superseded objects (removals make a dataset version without them, for later runs).
+        if batch:
+            ledger.land(settings, db, repo, batch, deliveries=delivery_ids)
         deliveries.finish(db, delivery_ids, run_id=None)
         return Prepared(None)
     with file_lock(lock_path(settings.home, f"intake-{repo.name}")):
@@ -97,6 +102,8 @@ def _plan(
         deliveries.finish(db, delivery_ids, run_id=None, error=str(exc))
         return Prepared(None)
     run = Run(repository=repo.name, ref=ref, commit=commit, trigger=first.type, status="queued")
+    if first.type != "data":  # a data run's version is the one its objects land as
+        run.dataset_version = datasets.current_number(db, repo.name)
     try:
         project = project_at(settings, repo, commit)
     except ConfigError as exc:  # a failed `config` stage with the message, not a crash
@@ -188,15 +195,20 @@ def wanted_objects(db: Database, events: list[Event]) -> list[DataObject]:
     """What a data run fetches: per object the newest event of the batch (by sequencer, else by
     arrival), unless that is a removal or a newer event has been recorded since. So an older
     event never overrides a newer one, and a removed object is never fetched."""
+    return [o for o in batch_objects(db, events) if not o.removed]
+
+
+def batch_objects(db: Database, events: list[Event]) -> list[DataObject]:
+    """Per object the newest event of the batch, removals included, unless a newer event has
+    been recorded since."""
     newest: dict[str, DataObject] = {}
     for item in (o for e in events for o in e.objects):
         oid = objects.object_id(item)
         prior = newest.get(oid)
         if prior is None or _order(item) >= _order(prior):
             newest[oid] = item
-    live = [o for o in newest.values() if not o.removed]
-    stale = objects.superseded(db, live)
-    return [o for o in live if objects.object_id(o) not in stale]
+    stale = objects.superseded(db, newest.values())
+    return [o for o in newest.values() if objects.object_id(o) not in stale]
 
 
 def _order(item: DataObject) -> str:
@@ -237,9 +249,9 @@ def _ready(
         try:
             if repo is None:
                 raise IntakeError(f"repository {run.repository!r} is not registered")
-            wanted = wanted_objects(db, events) if events[0].type == "data" else []
-            _make_workspace(settings, mirror_ or mirror(settings, repo), repo, run_id, commit, wanted)
-        except (ConfigError, GitError, OSError, IntakeError, FetchError) as exc:
+            batch = batch_objects(db, events) if events[0].type == "data" else []
+            _make_workspace(settings, db, mirror_ or mirror(settings, repo), repo, run_id, commit, batch)
+        except (ConfigError, GitError, OSError, IntakeError, FetchError, BlobError) as exc:
             _fail(db, run_id, f"workspace: {exc}")
             return Prepared(run_id)
         with db.session() as s:
@@ -259,15 +271,23 @@ def _fail(db: Database, run_id: int, reason: str) -> None:
 
 
 def _make_workspace(
-    settings: Settings, mirror_: Mirror, repo: RepoConfig, run_id: int, commit: str, wanted: list[DataObject]
+    settings: Settings,
+    db: Database,
+    mirror_: Mirror,
+    repo: RepoConfig,
+    run_id: int,
+    commit: str,
+    batch: list[DataObject],
 ) -> None:
-    """A worktree at the exact commit, with the run's data objects fetched into ``data.into``."""
+    """A worktree at the exact commit, with the run's dataset version (a data run's objects
+    landed as the newest one first) materialized into ``data.into``."""
     path = workspace(settings, run_id)
     if path.exists():
         mirror_.remove_worktree(path)
         shutil.rmtree(path, ignore_errors=True)
     mirror_.add_worktree(path, commit)
-    fetch_all(repo, wanted, path / project_in(path).data_into)
+    number = ledger.version_for(settings, db, repo, run_id, batch)
+    ledger.materialize(settings, db, repo.name, number, path / project_in(path).data_into)
 
 
 def prepare_retry(settings: Settings, db: Database, run_id: int) -> Prepared:

@@ -176,6 +176,8 @@ def _record(settings: Settings, db: Database, run_id: int, name: str, result: St
         else:
             run.status, run.finished_at = result.status, now
             run.reason = f"stage {name} {result.status.replace('_', ' ')}"
+            if result.detail and result.detail.get("reason"):  # the step's one-line verdict
+                run.reason += f": {result.detail['reason']}"
             for st in later:
                 st.status = "skipped"
         workspace, repo_name = run.workspace, run.repository

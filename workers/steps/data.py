@@ -1,114 +1,106 @@
-"""``validate_data``: new data files checked before they may retrain anything."""
+"""``validate_data``: new data files checked against the data the serving model learned from.
+
+The reference is the profile ``register`` stored for the model serving now; before any model
+serves, it is the run's other data files under ``data.into``. The checks and statistics are
+``pipelines/profile.py``; this step reads the files and records the report (the stage's detail,
+served with the run). A failed check fails the run with its first problem as the reason.
+"""
 
 from __future__ import annotations
 
-import csv
 import json
-import math
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.steps import StepContext, StepError, StepResult
-
-DRIFT_LIMIT = 3.0  # standardized mean shift beyond which a feature is reported as drifted
-
-
-def _read(path: Path) -> tuple[list[str], list[list[str]]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise StepError(f"{path.name}: not a readable UTF-8 CSV file ({exc})") from exc
-    if not rows:
-        raise StepError(f"{path.name}: empty file")
-    return rows[0], rows[1:]
+from pipelines import profile as profiles
+from pipelines.profile import Limits, Table
+from store.models import ModelVersion
+from store.registry import current_deployment, model_version
+from workers.steps import StepContext, StepResult
+from workers.tables import TableError, is_table, read_table
 
 
-def _numeric_columns(header: list[str], rows: list[list[str]]) -> dict[str, list[float]]:
-    columns: dict[str, list[float]] = {}
-    for i, name in enumerate(header):
-        try:
-            columns[name] = [float(r[i]) for r in rows]
-        except ValueError:
-            continue
-    return columns
+def limits_of(ctx: StepContext) -> Limits:
+    """``data.validate`` of the project's loopline.yml (the defaults where it says nothing)."""
+    configured = getattr(ctx.project, "data_validate", None)
+    return configured if isinstance(configured, Limits) else Limits()
 
 
-@dataclass
-class Profile:
-    header: list[str]
-    rows: int
-    problems: list[str]
-    columns: dict[str, list[float]]
+def serving_profile(ctx: StepContext) -> tuple[dict[str, Any] | None, str | None]:
+    """The training-data profile of the model version serving now, and which one that is."""
+    name = ctx.project.model_name
+    with ctx.db.session() as s:
+        dep = current_deployment(s, name)
+        mv: ModelVersion | None = model_version(s, name, dep.version) if dep else None
+        if mv is None or not mv.profile:
+            return None, None
+        return mv.profile, f"{name} v{mv.version} (serving)"
 
 
-def profile(path: Path) -> Profile:
-    """Structure and numeric columns of one CSV file, with everything wrong in it."""
-    header, rows = _read(path)
+def read_tables(paths: list[Path], root: Path) -> tuple[list[Table], list[str]]:
+    """The readable tables among ``paths`` and a problem line for each one that is not."""
+    tables: list[Table] = []
     problems: list[str] = []
-    if len(set(header)) != len(header) or any(not h.strip() for h in header):
-        problems.append("header has empty or duplicate column names")
-    if not rows:
-        problems.append("no data rows")
-    ragged = sum(1 for r in rows if len(r) != len(header))
-    if ragged:
-        problems.append(f"{ragged} row(s) do not have {len(header)} values")
-        return Profile(header, len(rows), problems, {})
-    missing = sum(1 for r in rows for v in r if not v.strip())
-    if missing:
-        problems.append(f"{missing} missing value(s)")
-    columns = _numeric_columns(header, rows)
-    for name, values in columns.items():
-        if any(math.isnan(v) or math.isinf(v) for v in values):
-            problems.append(f"column {name!r} has NaN or infinite values")
-    return Profile(header, len(rows), problems, columns)
+    for path in paths:
+        try:
+            tables.append(read_table(path, path.relative_to(root).as_posix()))
+        except TableError as exc:
+            problems.append(str(exc))
+    return tables, problems
 
 
 def validate_data(ctx: StepContext) -> StepResult:
     into = ctx.worktree / ctx.project.data_into
-    # From the run's classification: a data run checks every object it fetched (removed or
-    # superseded ones are not in it), a push the CSV files it added or changed.
+    # From the run's classification: a data run checks every object it landed (removed or
+    # superseded ones are not in it), a push the table files it added or changed.
     new = [
         ctx.worktree / f["path"]
         for f in ctx.classification.get("files", [])
-        if f["kind"] == "data" and f["status"] != "D" and (ctx.objects or f["path"].endswith(".csv"))
+        if f["kind"] == "data" and f["status"] != "D" and (ctx.objects or is_table(f["path"]))
     ]
-    reference = [p for p in sorted(into.glob("*.csv")) if p not in new]
-    ref_header: list[str] | None = None
-    ref_columns: dict[str, list[float]] = {}
-    for path in reference:
-        ref = profile(path)
-        ref_header = ref_header or ref.header
-        for name, values in ref.columns.items():
-            ref_columns.setdefault(name, []).extend(values)
-    report: dict[str, Any] = {"files": [], "reference_files": [p.name for p in reference]}
-    failed = False
+    limits = limits_of(ctx)
+    reference, source = serving_profile(ctx)
+    if reference is None:
+        others = sorted(p for p in into.rglob("*") if p.is_file() and is_table(p) and p not in new)
+        found, _ = read_tables(others, into)
+        if found:
+            reference = profiles.profile(profiles.merge(found))
+            source = f"{len(found)} other file(s) under {ctx.project.data_into}"
+    report: dict[str, Any] = {
+        "reference": {"source": source, "rows": reference["rows"] if reference else None},
+        "limits": vars(limits),
+        "files": [],
+    }
+    failures: list[str] = []
     for path in new:
-        found = profile(path)
-        header, problems, columns = found.header, found.problems, found.columns
-        if ref_header is not None and header != ref_header:
-            problems.append(f"columns differ from the existing data: {sorted(set(header) ^ set(ref_header))}")
-        drift: dict[str, float] = {}
-        for name, values in columns.items():
-            baseline = ref_columns.get(name)
-            if baseline and len(baseline) > 1 and values:
-                spread = statistics.pstdev(baseline) or 1.0
-                drift[name] = round(abs(statistics.fmean(values) - statistics.fmean(baseline)) / spread, 4)
-        drifted = sorted(n for n, score in drift.items() if score > DRIFT_LIMIT)
+        label = path.relative_to(into).as_posix() if path.is_relative_to(into) else path.name
+        if not is_table(path):
+            report["files"].append({"file": label, "problems": [], "note": "not a CSV or Parquet table"})
+            ctx.say(f"{label}: not a table; kept, not checked")
+            continue
+        try:
+            table = read_table(path, label)
+        except TableError as exc:
+            problems, rows, columns, drift = [str(exc)], None, 0, {}
+        else:
+            verdict = profiles.compare(reference or {}, table, limits)
+            problems, rows, columns, drift = verdict.problems, table.rows, len(table.columns), verdict.drift
+        drifted = sorted(n for n, d in drift.items() if d.get("drifted"))
         report["files"].append(
             {
-                "file": path.name,
-                "rows": found.rows,
-                "columns": len(header),
+                "file": label,
+                "rows": rows,
+                "columns": columns,
                 "problems": problems,
                 "drift": drift,
                 "drifted": drifted,
             }
         )
-        failed = failed or bool(problems)
-        verdict = "; ".join(problems) if problems else "ok"
-        ctx.say(f"{path.name}: {verdict}" + (f" (drifted: {', '.join(drifted)})" if drifted else ""))
+        failures.extend(problems)
+        ctx.say(f"{label}: " + ("; ".join(problems) if problems else "ok"))
     ctx.log.write((json.dumps(report, indent=2) + "\n").encode())
-    return StepResult(status="failed" if failed else "succeeded", exit_code=1 if failed else 0, detail=report)
+    if failures:
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        report["reason"] = failures[0] + more
+        return StepResult(status="failed", exit_code=1, detail=report)
+    return StepResult(detail=report)

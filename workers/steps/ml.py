@@ -11,11 +11,16 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from store import aliases
+from pipelines import ledger
+from pipelines import profile as profiles
+from store import aliases, datasets
+from store.blobs import hash_file
 from store.models import Delivery, ModelVersion, Run, Stage
 from workers.process import run_logged
 from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
+from workers.steps.data import read_tables
+from workers.tables import count_rows, is_table
 
 
 def dvc_env(ctx: StepContext) -> dict[str, str]:
@@ -91,6 +96,47 @@ def lineage_inputs(worktree: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return data, params
 
 
+def training_data(ctx: StepContext) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The run's training data for the lineage: its dataset version, that version's manifest
+    sha256, and every file under ``data.into`` (the commit's own and the landed ones), with the
+    profile of its tables for ``validate_data`` to check later data against."""
+    with ctx.db.session() as s:
+        run = s.get(Run, ctx.run_id)
+        number = run.dataset_version if run else None
+    manifest, manifest_sha = datasets.manifest(ctx.db, ctx.repo.name, number)
+    landed = {e["path"]: e for e in manifest}
+    into = ctx.worktree / ctx.project.data_into
+    files: list[dict[str, Any]] = []
+    paths = sorted(p for p in into.rglob("*") if p.is_file()) if into.is_dir() else []
+    for path in paths:
+        rel = path.relative_to(into).as_posix()
+        entry = landed.get(rel)
+        if entry is not None:
+            files.append({k: entry.get(k) for k in ("path", "sha256", "size", "rows", "source", "landed_at")})
+            continue
+        blob = hash_file(path)
+        files.append(
+            {
+                "path": rel,
+                "sha256": blob.sha256,
+                "size": blob.size,
+                "rows": count_rows(path),
+                "source": "commit",
+            }
+        )
+    tables, _problems = read_tables([p for p in paths if is_table(p)], into)
+    profile = profiles.profile(profiles.merge(tables)) if tables else None
+    dataset = {
+        "repository": ctx.repo.name,
+        "version": number,
+        "manifest_sha256": manifest_sha,
+        "into": ctx.project.data_into,
+        "files": files,
+        "files_sha256": ledger.manifest_sha256(files),
+    }
+    return dataset, profile
+
+
 def _gate_and_delivery(ctx: StepContext) -> tuple[dict[str, Any] | None, str | None]:
     """This run's gate verdict (refusing a candidate that did not pass) and its first delivery."""
     with ctx.db.session() as s:
@@ -121,6 +167,7 @@ def register(ctx: StepContext) -> StepResult:
     gate, delivery_id = _gate_and_delivery(ctx)
     digest = sha256_file(source)
     data_version, params = lineage_inputs(ctx.worktree)
+    dataset, profile = training_data(ctx)
     metrics = read_metrics(ctx.worktree / ctx.project.metrics)
     message = mirror(ctx.settings, ctx.repo).message(ctx.commit).strip() if ctx.commit else ""
     name = ctx.project.model_name
@@ -155,6 +202,8 @@ def register(ctx: StepContext) -> StepResult:
                         metrics=metrics,
                         artifact_path=str(dest),
                         sha256=digest,
+                        dataset=dataset,
+                        profile=profile,
                     )
                 )
                 run = s.get(Run, ctx.run_id)
@@ -165,7 +214,10 @@ def register(ctx: StepContext) -> StepResult:
             continue
     else:
         raise StepError("could not allocate a model version")
-    ctx.say(f"registered {name} v{version} sha256={digest}")
+    ctx.say(
+        f"registered {name} v{version} sha256={digest} on dataset version {dataset['version']}"
+        f" ({len(dataset['files'])} file(s), manifest {dataset['manifest_sha256'][:12]})"
+    )
     aliases.set_alias(ctx.db, name, "candidate", version, actor=f"run:{ctx.run_id}", reason="registered")
     return StepResult(
         detail={
@@ -173,6 +225,8 @@ def register(ctx: StepContext) -> StepResult:
             "version": version,
             "sha256": digest,
             "data_version": data_version,
+            "dataset_version": dataset["version"],
+            "manifest_sha256": dataset["manifest_sha256"],
             "params": params,
             "gate": gate["verdict"] if gate else None,
         }

@@ -1,10 +1,13 @@
-"""Stage `prepare`: base dataset + every CSV in data/raw -> train/test split in data/prepared.
+"""Stage `prepare`: every CSV in data/raw -> train/test split in data/prepared.
 
-Prepared CSVs have a header row and the label `target` as the last column.
+data/raw holds the committed base dataset (base.csv: scikit-learn's breast-cancer data, written
+by `python -m src.train.prepare --write-base`) and every batch Loopline lands there. Prepared
+CSVs have a header row and the label `target` as the last column.
 """
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,15 +60,19 @@ def write_csv(path: Path, data: np.ndarray) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--write-base"]:
+        write_csv(RAW_DIR / "base.csv", load_base())
+        return
     params = yaml.safe_load(Path("params.yaml").read_text())["prepare"]
-    base, batches = load_base(), read_raw(RAW_DIR)
-    data = np.vstack([base, *batches])
+    batches = read_raw(RAW_DIR)
+    if not batches:
+        raise SystemExit(f"prepare: no CSV files in {RAW_DIR}")
+    data = np.vstack(batches)
     train, test = split(data, float(params["test_size"]), int(params["seed"]))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     write_csv(OUT_DIR / "train.csv", train)
     write_csv(OUT_DIR / "test.csv", test)
-    print(f"prepare: {len(base)} base + {len(data) - len(base)} new rows "
-          f"({len(batches)} file(s)) -> train={len(train)} test={len(test)}")
+    print(f"prepare: {len(data)} rows from {len(batches)} file(s) -> train={len(train)} test={len(test)}")
 
 
 if __name__ == "__main__":
