@@ -24,7 +24,7 @@ def manual_run(name: str) -> tuple[Response, int]:
 
     An ``Idempotency-Key`` header makes a repeated request answer ``200 duplicate``.
     """
-    by = _actor()
+    by = _actor("run").name
     state = loopline()
     repo = state.settings.repo(name)
     if repo is None:

@@ -14,6 +14,7 @@ from config.settings import Settings
 from loopline.cli import main
 from service import create_app
 from service.state import loopline
+from store import users
 from store.db import Database
 from store.models import Delivery, Run
 from tests.conftest import Project, make_settings
@@ -84,6 +85,20 @@ def test_manual_run_needs_a_known_repository_and_valid_json(client: FlaskClient)
     )
     assert garbled.status_code == 400 and garbled.json["error"] == "bad_body"
     assert deliveries(db_of(client)) == []
+
+
+def test_manual_run_needs_the_approver_role(client: FlaskClient) -> None:
+    db = db_of(client)
+    viewer, approver = users.add(db, "vic", "viewer"), users.add(db, "ann", "approver")
+    refused = client.post("/api/repos/churn/runs", json={}, headers={"Authorization": f"Bearer {viewer}"})
+    assert (
+        refused.status_code == 403
+        and refused.json["message"] == "vic is a viewer: run needs the approver role"
+    )
+    assert deliveries(db) == []
+    ok = client.post("/api/repos/churn/runs", json={}, headers={"Authorization": f"Bearer {approver}"})
+    assert ok.status_code == 202
+    assert deliveries(db)[0].event["reason"] == "manual run by ann"
 
 
 def test_manual_run_without_a_server_token_is_refused(tmp_path: Path, project: Project) -> None:

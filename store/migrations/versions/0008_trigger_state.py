@@ -1,7 +1,7 @@
 """Triggers: what each repository's schedule, drift, volume and performance trigger last did
 
-Revision ID: 0007_trigger_state
-Revises: 0006_releases
+Revision ID: 0008_trigger_state
+Revises: 0007_users
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_trigger_state"
-down_revision = "0006_releases"
+revision = "0008_trigger_state"
+down_revision = "0007_users"
 branch_labels = None
 depends_on = None
 
