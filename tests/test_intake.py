@@ -202,7 +202,7 @@ def test_validate_data_fails_bad_data_before_retraining(
     ]
     assert "holes.csv: column 'y' has 100.0% missing values (max_missing 1.0%)" in problems["holes.csv"]
     assert "holes.csv: column 'mean radius' is missing" in problems["holes.csv"]  # vs the committed base.csv
-    assert run.reason.startswith("stage validate_data failed: holes.csv: column 'mean radius' is missing (and ")
+    assert run.reason.startswith("stage validate_data failed: holes.csv: column 'mean radius' is missing")
     assert "bad.csv: not a readable csv table" in run.stages[0].log
 
 

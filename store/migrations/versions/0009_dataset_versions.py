@@ -1,7 +1,7 @@
 """dataset_versions (the data ledger), runs.dataset_version, model_versions.dataset and .profile
 
-Revision ID: 0007_dataset_versions
-Revises: 0006_releases
+Revision ID: 0009_dataset_versions
+Revises: 0008_trigger_state
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_dataset_versions"
-down_revision = "0006_releases"
+revision = "0009_dataset_versions"
+down_revision = "0008_trigger_state"
 branch_labels = None
 depends_on = None
 
