@@ -375,6 +375,16 @@ def rollback(name: str, comment: str | None) -> None:
     click.echo(show_releases(db, name))
 
 
+def _register_ledger() -> None:
+    from loopline.ledger import data, reproduce
+
+    main.add_command(data)
+    models.add_command(reproduce)
+
+
+_register_ledger()
+
+
 def _user() -> str:
     return f"user:{os.environ.get('USER') or 'cli'}"
 
