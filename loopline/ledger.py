@@ -86,7 +86,8 @@ def data_show(repo: str, number: int, as_json: bool) -> None:
         click.echo(json.dumps(record, indent=2))
         return
     click.echo(
-        f"{repo} dataset v{record['version']} (from v{record['parent']})  manifest {record['manifest_sha256']}"
+        f"{repo} dataset v{record['version']} (from v{record['parent']})"
+        f"  manifest {record['manifest_sha256']}"
     )
     for entry in record["manifest"]:
         source = entry.get("source") or {}

@@ -15,7 +15,9 @@ import pytest
 from config.settings import Settings
 from pipelines.config import ConfigError
 from store.blobs import BlobError, BlobStore, FileBlobStore, S3BlobStore, open_store
-from tests.test_fetch import moto_url  # noqa: F401  (the module-scoped moto server fixture)
+from tests import test_fetch
+
+moto_url = test_fetch.moto_url  # the module-scoped moto server
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -22,8 +22,9 @@ from service.state import loopline
 from store import runs
 from store.db import Database
 from store.models import Delivery, Deployment, ModelVersion, Run
+from tests import test_fetch
 from tests.conftest import Project, make_settings
-from tests.test_fetch import Lake, batch_csv, bucket, lake_for, moto_url, s3_entry, s3_record  # noqa: F401
+from tests.test_fetch import Lake, batch_csv, s3_entry, s3_record
 from tests.test_intake import deliver
 from workers import runner
 from workers.intake import prepare_retry, prepare_run
@@ -32,6 +33,8 @@ from workers.tables import read_table
 from workers.watcher import FolderWatcher
 
 TRAIN = ("retrain", "evaluate", "register")
+# the moto server, its bucket and the app around a project whose data lake is that bucket
+moto_url, bucket, lake_for = test_fetch.moto_url, test_fetch.bucket, test_fetch.lake_for
 
 
 def _pending(db: Database) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from config.settings import Settings
@@ -107,8 +106,8 @@ def format_report(report: dict[str, Any]) -> str:
             + ("reproduced" if report["reproduced"] else "NOT reproduced")
             + f" in {report['seconds']:.1f}s",
             f"  commit      {report['commit']}",
-            f"  dataset     version {report['dataset_version']} (manifest {str(report['manifest_sha256'])[:16]}…)"
-            f": files {mark(report['data_matches'])}",
+            f"  dataset     version {report['dataset_version']}"
+            f" (manifest {str(report['manifest_sha256'])[:16]}…): files {mark(report['data_matches'])}",
             f"  artifact    sha256 {report['sha256']}: {mark(report['sha256_matches'])}",
             f"  metrics     {mark(report['metrics_match'])}"
             + ("" if report["metrics_match"] else f": {report['metrics']} vs {report['expected_metrics']}"),
