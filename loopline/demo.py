@@ -215,6 +215,8 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
         db.dispose()
         click.echo("\nServing now: lineage")
         _print_lineage(current)
+        click.echo("\nData ledger: what each model learned from")
+        _print_ledger(stack.url, first, current)
         ok = True
         click.echo(f"\ndemo finished in {time.monotonic() - started:.1f}s")
         return 0
@@ -237,11 +239,41 @@ def _print_lineage(current: dict[str, Any]) -> None:
         )
         click.echo(f"  delivery {delivery['id'][:12]} ({delivery['provider']}, {event['type']}: {what})")
     click.echo(f"  → commit {mv['commit'][:12]}  data {format_data_version(mv['data_version'], 8)}")
+    click.echo(f"  → {_dataset_line(mv.get('dataset'))}")
     click.echo(f"  → run #{run['id']} ({' → '.join(s['name'] for s in run['stages'])})")
     click.echo(f"  → {mv['name']} v{mv['version']}  sha256 {mv['sha256'][:16]}…  {mv['metrics']}")
     click.echo(f"  → deployment #{dep['id']} at {dep['url']}")
     if dep.get("approval"):
         click.echo("    " + format_approval(dep["approval"]).replace("\n", "\n    "))
+
+
+def _dataset_line(dataset: dict[str, Any] | None) -> str:
+    if not dataset:
+        return "dataset: not recorded"
+    files = ", ".join(
+        f["path"] + (" (commit)" if f["source"] == "commit" else f" (landed {str(f.get('landed_at'))[:19]})")
+        for f in dataset["files"]
+    )
+    return f"dataset v{dataset['version']} (manifest {dataset['manifest_sha256'][:12]}…): {files}"
+
+
+def _print_ledger(api: str, first: dict[str, Any], current: dict[str, Any]) -> None:
+    """The dataset versions, and the model serving now against v1: after the drop and a later
+    push, it still learned from the dropped batch, and its artifact is not v1's."""
+    listing = requests.get(f"{api}/api/datasets/churn", timeout=5).json()
+    for version in listing["versions"]:
+        change = version["trigger"]
+        click.echo(
+            f"  dataset v{version['version']}: {version['files']} landed file(s), {version['rows']} rows"
+            f"  (+{', +'.join(change.get('added', [])) or ' nothing'})"
+        )
+    now = current["model_version"]
+    v1 = requests.get(f"{api}/api/models/churn/versions/{first['model_version']}", timeout=5).json()
+    for mv in (v1, now):
+        click.echo(f"  {mv['name']} v{mv['version']} ← {_dataset_line(mv.get('dataset'))}")
+    differs = "differs from" if now["sha256"] != v1["sha256"] else "is the same as"
+    click.echo(f"  v{now['version']}'s artifact {now['sha256'][:16]}… {differs} v1's {v1['sha256'][:16]}…")
+    click.echo(f"  rebuild it from this lineage: loopline models reproduce churn {now['version']}")
 
 
 def _replace(path: Path, old: str, new: str) -> None:

@@ -167,6 +167,17 @@ def format_lineage(record: dict[str, Any]) -> str:
         + (f': "{message}"' if message else "")
     )
     lines.append(f"  data        {format_data_version(chain['data']['dvc'])}")
+    dataset = chain["data"].get("dataset")
+    if dataset:
+        lines.append(
+            f"  dataset     v{dataset['version']} of {dataset['repository']}"
+            f" (manifest {dataset['manifest_sha256'][:16]}…), {len(dataset['files'])} file(s)"
+        )
+        lines += [
+            f"              {f['path']}  {f['sha256'][:12]}  "
+            + ("commit" if f["source"] == "commit" else f"landed from {f['source'].get('url')}")
+            for f in dataset["files"]
+        ]
     lines += [f"              + {f['path']}" for f in chain["data"]["files"]]
     lines.append(f"  params      {json.dumps(chain['data']['params'], sort_keys=True)}")
     run = chain["run"]

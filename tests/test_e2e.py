@@ -264,6 +264,9 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     assert "v3 *" in out  # the approved version serves
     assert "production v3" in out and "standby" in out  # the alias, and v2 kept ready for a rollback
     assert "verdict: promote: error rate 0.0%" in out  # the retrain's canary trial, with traffic
+    ledger = out[out.index("Data ledger") :]  # v3, pushed after the drop, still learned from it
+    assert "churn v3 ← dataset v1" in ledger and "batch-001.csv (landed" in ledger
+    assert "v3's artifact" in ledger and "differs from v1's" in ledger
 
 
 def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:
