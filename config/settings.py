@@ -30,6 +30,8 @@ class Settings:
     stage_timeout: float = 3600.0
     #: Where people reach the dashboard: commit statuses link to ``{public_url}/#run=<id>``.
     public_url: str = "http://127.0.0.1:8080"
+    #: Celery Flower, if run: the dashboard links each stage to its task there.
+    flower_url: str | None = None
 
     def repo(self, name: str) -> RepoConfig | None:
         return next((r for r in self.repositories if r.name == name), None)
@@ -65,6 +67,7 @@ class Settings:
             max_body_bytes=int(env.get("LOOPLINE_MAX_BODY_BYTES") or 25 * MB),
             stage_timeout=float(env.get("LOOPLINE_STAGE_TIMEOUT") or 3600),
             public_url=(env.get("LOOPLINE_PUBLIC_URL") or "http://127.0.0.1:8080").rstrip("/"),
+            flower_url=(env.get("LOOPLINE_FLOWER_URL") or "").rstrip("/") or None,
         )
 
 

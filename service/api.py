@@ -43,6 +43,8 @@ def runs() -> Response:
         query = query.where(Run.ref == f"refs/heads/{branch}")
     if status := request.args.get("status"):
         query = query.where(Run.status == status)
+    if trigger := request.args.get("trigger"):
+        query = query.where(Run.trigger == trigger)
     with loopline().db.session() as s:
         return jsonify(runs=[views.run_dict(r) for r in s.scalars(query)])
 
