@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from loopline import users as users_cli
 from pipelines.config import ConfigError
 
 
@@ -358,3 +359,6 @@ def install_hook_cmd(bare_repo: Path, url: str, repository: str | None, secret_e
 
     path = install_hook(bare_repo, url, repository, secret_env)
     click.echo(f"installed {path}")
+
+
+main.add_command(users_cli.group)

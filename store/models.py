@@ -199,3 +199,18 @@ class ReleaseMetric(Base):
     series: Mapped[str] = mapped_column(String(16), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class User(Base):
+    """A person who acts through the API or the dashboard; only a digest of the token is kept."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("name", name="uq_user_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    #: viewer | approver | admin (see store/users.py)
+    role: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None]
