@@ -7,6 +7,7 @@ variable is unset or empty.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
 
 from pipelines.config import ConfigError, RepoConfig, parse_server_config
 from pipelines.schema import load
@@ -80,7 +82,11 @@ class Settings:
 
 
 #: The variables the settings read (others, such as a stage's ``LOOPLINE_MODEL_PATH``, are not ours).
-_VARIABLES = {f.alias for f in Settings.__pydantic_fields__.values() if f.alias}
+_VARIABLES = {
+    f.default.alias
+    for f in dataclasses.fields(Settings)
+    if isinstance(f.default, FieldInfo) and f.default.alias
+}
 
 
 def load_repositories(path: Path, *, required: bool) -> tuple[RepoConfig, ...]:
