@@ -214,3 +214,20 @@ class User(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime | None]
+
+
+class TriggerState(Base):
+    """What one trigger of a repository last did (``store/triggers.py``): a schedule's last handled
+    tick, when it last fired (a cooldown counts from there), so a restart neither skips nor repeats."""
+
+    __tablename__ = "trigger_state"
+
+    repository: Mapped[str] = mapped_column(String(64), primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: schedule: the newest tick handled (fired or skipped); armed at first sight
+    last_tick: Mapped[datetime | None]
+    fired_at: Mapped[datetime | None]
+    #: the delivery (``/api/events/<id>``) of the last fire, and why it fired (or was skipped)
+    event_id: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
