@@ -216,6 +216,23 @@ class User(Base):
     last_seen_at: Mapped[datetime | None]
 
 
+class TriggerState(Base):
+    """What one trigger of a repository last did (``store/triggers.py``): a schedule's last handled
+    tick, when it last fired (a cooldown counts from there), so a restart neither skips nor repeats."""
+
+    __tablename__ = "trigger_state"
+
+    repository: Mapped[str] = mapped_column(String(64), primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: schedule: the newest tick handled (fired or skipped); armed at first sight
+    last_tick: Mapped[datetime | None]
+    fired_at: Mapped[datetime | None]
+    #: the delivery (``/api/events/<id>``) of the last fire, and why it fired (or was skipped)
+    event_id: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ReleaseSample(Base):
     """What the gateway counted for one release in one :data:`store.telemetry.SAMPLE_SECONDS`
     slice: the same series as :class:`ReleaseMetric` (not predictions), over time."""

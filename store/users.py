@@ -29,6 +29,7 @@ NEEDS = {
     "reject": "approver",
     "retry": "approver",
     "cancel": "approver",
+    "run": "approver",  # a manual run (POST /api/repos/<name>/runs, service/triggers.py)
     "promote": "admin",
     "rollback": "admin",
     "users": "admin",

@@ -58,7 +58,8 @@ def expect_refused(b: Browser, path: str, status: int) -> None:
     """The only errors logged so far are the refusals the test provoked (Chromium logs every
     4xx answer to a fetch as a console error)."""
     errors = b.console_errors()
-    assert errors and all(f"{path} - Failed to load resource" in e and f"status of {status}" in e for e in errors)
+    refused = f"{path} - Failed to load resource: the server responded with a status of {status}"
+    assert errors and all(refused in e for e in errors), errors
 
 
 class LogGrows:

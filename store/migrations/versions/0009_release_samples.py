@@ -1,7 +1,7 @@
 """release_samples: the gateway's counters per release over time (traffic, latency, errors, callers)
 
-Revision ID: 0008_release_samples
-Revises: 0007_users
+Revision ID: 0009_release_samples
+Revises: 0008_trigger_state
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_release_samples"
-down_revision = "0007_users"
+revision = "0009_release_samples"
+down_revision = "0008_trigger_state"
 branch_labels = None
 depends_on = None
 
