@@ -5,7 +5,8 @@ its ``traffic_percent`` chance. The routing table comes from the store and is ca
 process for :data:`ROUTE_TTL` seconds, so a rollback reaches every web worker within about a
 second without a query per request. Connections to releases are kept alive per worker thread.
 Telemetry is counted in memory and added to the store about once a second by a background
-thread (:class:`Recorder`): no database write on the request path.
+thread (:class:`Recorder`): no database write on the request path. Callers name themselves with
+an ``X-Loopline-App`` header, counted per release so the dashboard shows who calls what.
 
 The gateway is a WSGI layer in front of Flask (:func:`install`), not a view: what it adds to a
 prediction is the point of it, and Flask's routing, request and response objects cost as much

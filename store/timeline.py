@@ -143,7 +143,8 @@ def timeline(session: Session, model: str, limit: int = 50) -> dict[str, Any]:
                 "commit_message": mv.commit_message,
                 "run_id": mv.run_id,
                 "run_status": run.status if run else None,
-                "deployable": bool(run and "deploy" in (run.plan or [])),
+                "deployable": any(d.version == mv.version for d in deps)
+                or bool(run and "deploy" in (run.plan or [])),
                 "trigger": trigger(session, run),
                 "diff": diff(prev, mv),
                 "metrics": mv.metrics,

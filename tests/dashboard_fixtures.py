@@ -39,6 +39,7 @@ XSS_PATH = 'data/<b onclick="x()">batch</b>.csv'
 XSS_BRANCH = "refs/heads/feat/<i>x</i>"
 
 DEPLOY_URL = "http://127.0.0.1:9301/predict"
+FLOWER_URL = "http://127.0.0.1:5555"
 #: What the waiting run's approval stage names (see workers/steps/approval.py).
 APPROVAL_NAMES = {
     "commit": "9f2c1e7a" * 5,
@@ -72,6 +73,7 @@ def settings_for(home: Path, api_token: str | None = None) -> Settings:
         database_url=f"sqlite:///{home / 'loopline.db'}",
         broker_url=f"redis+socket://{home / 'redis.sock'}",
         api_token=api_token,
+        flower_url=FLOWER_URL,
     )
 
 
@@ -570,7 +572,7 @@ def canary_trial(release: int) -> dict[str, Any]:
 
 def serve_traffic(db: Database, active: int, standby: int, now: datetime) -> None:
     """An hour of gateway telemetry: two applications calling the active release, one the old one."""
-    for minute in range(60, 0, -2):
+    for minute in range(58, 0, -2):  # inside the dashboard's default hour
         at = (now - timedelta(minutes=minute)).timestamp()
         busy = 40 + (60 - minute)
         bucket = telemetry.BUCKET_KEYS[3 if minute % 10 else 5]
@@ -653,6 +655,8 @@ CHROMIUM_FLAGS = (
     "--hide-scrollbars",
 )
 CHROMEDRIVER = "/usr/bin/chromedriver"
+#: The screenshots this test session saved (tests/conftest.py lists them at the end).
+SAVED: list[Path] = []
 
 
 def chromium_binary() -> str | None:
@@ -729,6 +733,7 @@ class Browser:
             self.driver.set_window_size(size["width"], min(int(height) + 40, 8000))
             time.sleep(0.3)  # let the charts follow the new size
         self.driver.save_screenshot(str(path))
+        SAVED.append(path)
         if full_page:
             self.driver.set_window_size(size["width"], size["height"])
         return path

@@ -6,6 +6,8 @@ errors, and saves a screenshot under :func:`screenshots_dir` (printed at the end
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 from dashboard_fixtures import (
+    FLOWER_URL,
     LIVE_LOG,
     USERS,
     XSS_BRANCH,
@@ -23,10 +26,18 @@ from dashboard_fixtures import (
     Browser,
     chromedriver,
     chromium_binary,
-    screenshots_dir,
     serve,
     sha,
 )
+
+from service.gateway import ROUTE_TTL
+from store.db import Database
+from store.models import Stage, utcnow
+from tests.conftest import Project
+from tests.release_helpers import ROWS
+from tests.test_releases import CANARY, Deploys, set_deploy
+from workers import releases as processes
+from workers.steps import StepContext, StepResult
 
 NO_CHROMIUM = (
     "chromium or chromium-driver is not installed: the dashboard browser tests were SKIPPED. "
@@ -154,8 +165,8 @@ def test_one_pane_answers_what_serves_from_what_and_how_it_does(
         "return [...document.querySelectorAll('#consumers-table tbody tr')]"
         ".map(tr => [...tr.children].map(td => td.textContent))"
     )
-    assert rows[0] == ["checkout-web", "1770", "0", "1770", "0"]
-    assert ["legacy-cron", "0", "50", "50", "0"] in rows
+    assert rows[0] == ["checkout-web", "1740", "0", "1740", "0"]
+    assert ["legacy-cron", "0", "45", "45", "0"] in rows
 
     # Aliases and their history, with who moved them.
     assert "production → v5" in b.text("#aliases")
@@ -238,6 +249,8 @@ def test_run_detail_escapes_hostile_data_and_follows_the_live_log(
     b.wait_js(f"document.getElementById('stage-log').textContent.includes({LogGrows.LINE.strip()!r})")
     assert b.text("#stage-log").startswith(LIVE_LOG.splitlines()[0])
     assert XSS_PATH in b.text("#classification")
+    flower = b.find("#flower-link").get_attribute("href")
+    assert flower == f"{FLOWER_URL}/task/loopline-run{ids['hostile']}-retrain"
     b.find(".stage:first-child button").click()
     b.wait_js("document.getElementById('stage-log').textContent.includes('stage output')")
     assert XSS_STAGE in b.text("#stage-title") and XSS_LOG in b.text("#stage-log")
@@ -329,8 +342,98 @@ def test_rollback_from_the_timeline_records_the_admin(
     b.driver.execute_script("sessionStorage.clear()")
 
 
-def test_screenshots_are_listed(browser: Browser) -> None:
-    """Say where the screenshots are (pytest -s shows it; CI keeps the directory)."""
-    shots = sorted(p.name for p in screenshots_dir().glob("*.png"))
-    assert {"overview.png", "runs-filtered.png", "approval-by-ann.png", "rolled-back.png"} <= set(shots)
-    print(f"\ndashboard screenshots in {screenshots_dir()}: {', '.join(shots)}")
+@pytest.fixture
+def trial_server(browser: Browser, tmp_path: Path, project: Project) -> Iterator[tuple[str, Deploys]]:
+    """v1 deployed and v2 through a real canary trial, with traffic from two named applications;
+    then the dashboard served on the same store."""
+    from tests.conftest import make_settings
+
+    db = Database(f"sqlite:///{tmp_path / 'loopline.db'}")
+    db.migrate()
+    settings = make_settings(tmp_path, (project.repo_config(),), db_url=db.url, api_token="boot")
+    deploys = Deploys(settings, db, project)
+    try:
+        with serve(settings.home, seeded=False, settings=settings) as (base, _):
+            good = set_deploy(project, CANARY)
+            assert record(db, deploys.release(good), deploys).status == "succeeded"
+            ctx = deploys.release(good)
+            done: list[StepResult] = []
+            worker = threading.Thread(target=lambda: done.append(record(db, ctx, deploys)))
+            worker.start()
+            calls = 0
+            while worker.is_alive() and calls < 3000:
+                app = "checkout-web" if calls % 3 else "fraud-batch"
+                requests.post(
+                    f"{base}/serve/churn/predict",
+                    json={"instances": ROWS},
+                    headers={"X-Loopline-App": app},
+                    timeout=10,
+                )
+                calls += 1
+                time.sleep(0.02)
+            worker.join()
+            assert done[0].status == "succeeded" and done[0].detail["verdict"] == "promote", done[0].detail
+            yield base, deploys
+            browser.driver.get("about:blank")
+    finally:
+        processes.stop_all(db)
+        db.dispose()
+
+
+def record(db: Database, ctx: StepContext, deploys: Deploys) -> StepResult:
+    """Run the real deploy step and keep its result as the runner does (the stage's detail)."""
+    started = utcnow()
+    result = deploys.run(ctx)
+    with db.session() as s:
+        s.add(
+            Stage(
+                run_id=ctx.run_id,
+                name="deploy",
+                position=0,
+                status=result.status,
+                started_at=started,
+                finished_at=utcnow(),
+                detail=result.detail,
+            )
+        )
+    return result
+
+
+@pytest.mark.e2e
+def test_real_canary_trial_charts_and_rollback_from_the_timeline(
+    browser: Browser, trial_server: tuple[str, Deploys]
+) -> None:
+    base, _ = trial_server
+    b = browser
+    b.open(f"{base}/#model=churn")
+    timeline = requests.get(f"{base}/api/models/churn/timeline", timeout=5).json()
+    v2 = next(v for v in timeline["versions"] if v["version"] == 2)
+    release = v2["releases"][0]
+    series = release["trial"]["series"]
+    assert len(series) >= 3 and series[-1]["canary"]["requests"] >= 8 and series[-1]["stable"]["requests"] > 0
+    assert release["trial"]["limits"] == {"max_error_rate": 0.2, "max_p99_ms": 500.0}
+
+    # The trial as charts, canary against stable with the limits, and its verdict in words.
+    assert b.find(f"#trial-errors-{release['id']} canvas") and b.find(f"#trial-p99-{release['id']} canvas")
+    words = b.text(f"#version-2 [data-release='{release['id']}'] .verdict")
+    assert words.startswith("Canary promoted. error rate 0.0%") and "≤ 20.0%" in words
+    legend = b.text(f"#trial-p99-{release['id']}")
+    assert "canary v2" in legend and "stable" in legend and "max p99" in legend
+    consumers = b.text("#consumers-table")
+    assert "checkout-web" in consumers and "fraud-batch" in consumers
+    assert b.find("#chart-rate canvas")
+    b.find(f"#version-2 #trial-errors-{release['id']}").location_once_scrolled_into_view
+    b.screenshot("canary-trial")
+
+    # The admin (bootstrap token) rolls production back to v1 from v1's row: it serves again.
+    sign_in(b, "boot")
+    b.find("#version-1 [data-action=rollback]").click()
+    b.wait_js("document.getElementById('release-actions-status').textContent.includes('rolled back by api')")
+    state = requests.get(f"{base}/api/models/churn", timeout=5).json()
+    assert state["aliases"]["production"] == 1 and state["history"][0]["actor"] == "user:api"
+    time.sleep(ROUTE_TTL + 0.1)
+    answer = requests.post(f"{base}/serve/churn/predict", json={"instances": ROWS}, timeout=10)
+    assert answer.headers["X-Loopline-Model-Version"] == "1"
+    b.wait_js("document.querySelector('#version-1 .flag.serving') !== null")
+    b.screenshot("rolled-back-real")
+    b.driver.execute_script("sessionStorage.clear()")

@@ -45,9 +45,11 @@ export async function getJSON(path, params, token = null) {
   }
 }
 
-export async function getText(path, params) {
+/** A stage log, or (``after``) what follows that byte; ``offset`` is where the next read starts. */
+export async function getLog(path, params) {
   const response = await request(path, params, "text/plain");
-  return response.text();
+  const offset = Number(response.headers.get("X-Log-Offset"));
+  return { text: await response.text(), offset: Number.isFinite(offset) ? offset : null };
 }
 
 /** A human action (approve, reject, …) with the signed-in user's token; answers JSON. */

@@ -1,6 +1,6 @@
 // Loopline dashboard: polls the JSON API and renders runs, stages, logs, models and lineage.
 // Everything from the API is rendered as text (see dom.js); the page state lives in the URL hash.
-import { ApiError, getJSON, getText, seg } from "./api.js";
+import { ApiError, getJSON, getLog, seg } from "./api.js";
 import {
   metricKeys, renderAliases, renderConsumers, renderMetricChart, renderServingSummary, renderTimeline, renderTraffic,
 } from "./releases.js";
@@ -371,6 +371,14 @@ function gateDetail(d) {
         h("td", {}, k), h("td", { class: "num" }, f.num(v)), prod ? h("td", { class: "num" }, f.num(prod[k])) : null))))) : null);
 }
 
+/** The stage's Celery task in Flower (``LOOPLINE_FLOWER_URL``); task ids are
+ * ``loopline-run<id>-<stage>`` (workers/tasks.py). */
+function flowerLink(run, stage) {
+  const base = document.body.dataset.flowerUrl;
+  if (!base || stage.status === "queued" || stage.status === "skipped") return null;
+  return h("a", { href: `${base}/task/loopline-run${run.id}-${encodeURIComponent(stage.name)}`, rel: "noopener noreferrer", target: "_blank", id: "flower-link" }, "task in Flower ↗");
+}
+
 function renderStagePanel(run, stage) {
   const panel = $("stage-panel");
   panel.hidden = !stage;
@@ -379,7 +387,8 @@ function renderStagePanel(run, stage) {
   replace($("stage-meta"), badge(stage.status),
     h("span", {}, "duration ", elapsed(stage.started_at, stage.finished_at, stage.status)),
     stage.exit_code != null ? h("span", {}, "exit code ", code(String(stage.exit_code))) : null,
-    stage.started_at ? h("span", {}, "started ", time(stage.started_at)) : null);
+    stage.started_at ? h("span", {}, "started ", time(stage.started_at)) : null,
+    flowerLink(run, stage));
   const d = stage.detail;
   const hasDetail = d && typeof d === "object" && Object.keys(d).length > 0;
   replace($("stage-detail"), hasDetail
@@ -397,7 +406,7 @@ function renderLog(stage) {
     status.className = "log-state error-text";
   } else {
     status.className = "log-state";
-    status.textContent = stage.status === "running" ? "live — refreshing every 2 s"
+    status.textContent = stage.status === "running" ? "live — following the worker's output"
       : stage.status === "queued" ? "waiting to start" : "";
   }
   const text = state.log ?? "";
@@ -641,13 +650,41 @@ async function loadRun() {
   if (err && err.status === 404) state.run = null;
   const stage = currentStage(state.run);
   if (!state.run || state.run.id !== id || !stage) { state.log = null; state.logKey = null; return err; }
+  if (stage.status === "running" || stage.status === "queued") { follow(id, stage.name); return err; }
   const key = `${id}|${stage.name}|${stage.status}|${stage.finished_at}`;
-  if (key !== state.logKey || stage.status === "running") {
-    const logErr = await attempt(async () => { state.log = await getText(`runs/${id}/stages/${seg(stage.name)}/log`); });
+  if (key !== state.logKey) {
+    following = null;
+    const logErr = await attempt(async () => { state.log = (await getLog(`runs/${id}/stages/${seg(stage.name)}/log`)).text; });
     state.logError = logErr;
     if (!logErr) state.logKey = key;
   }
   return err;
+}
+
+let following = null;
+
+/** Follow a running stage's log: a long poll (``?after=<offset>&wait=15``) appends what the
+ * worker writes as soon as it writes it, until the stage ends or another is shown. */
+async function follow(runId, stageName) {
+  const key = `${runId}|${stageName}`;
+  if (following === key) return;
+  following = key;
+  state.log = ""; state.logKey = null; state.logError = null;
+  let offset = 0;
+  while (following === key) {
+    let chunk;
+    const err = await attempt(async () => { chunk = await getLog(`runs/${runId}/stages/${seg(stageName)}/log`, { after: offset, wait: 15 }); });
+    if (following !== key) return;
+    state.logError = err;
+    if (err) { renderAll(); await new Promise((r) => setTimeout(r, POLL_MS)); continue; }
+    offset = chunk.offset ?? offset;
+    state.log = (state.log || "") + chunk.text;
+    renderAll();
+    const stage = currentStage(state.run);
+    if (!stage || stage.name !== stageName || (stage.status !== "running" && stage.status !== "queued" && !chunk.text)) break;
+    if (!state.live || document.hidden) await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+  if (following === key) following = null;
 }
 
 async function loadModels() {
@@ -725,8 +762,8 @@ function tick() {
 function onRoute() {
   const before = state.route;
   state.route = readRoute();
-  if (before.run !== state.route.run) { state.run = null; state.runError = null; state.log = null; state.logKey = null; }
-  if (before.stage !== state.route.stage) { state.log = null; state.logKey = null; }
+  if (before.run !== state.route.run) { state.run = null; state.runError = null; state.log = null; state.logKey = null; following = null; }
+  if (before.stage !== state.route.stage) { state.log = null; state.logKey = null; following = null; }
   if (["repo", "status", "branch", "trigger"].some((k) => before[k] !== state.route[k])) state.runs = null;
   renderAll();
   if (before.run !== state.route.run && state.route.run !== null) {
