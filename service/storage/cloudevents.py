@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipelines.events import Ignored, PayloadError
-from service.storage import azure, s3
+from service.storage.azure import storage_event
 from service.storage.base import Notification, decode_json, mapping, text
+from service.storage.s3 import notification
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -47,13 +48,13 @@ def _event(event: dict[str, Any], where: str) -> Notification:
         text(event.get(attribute), f"{where}.{attribute}", required=True)
     kind = str(event["type"])
     if kind.startswith("Microsoft.Storage."):
-        return azure.storage_event({**event, "data": _data(event, where)}, kind, where)
+        return storage_event({**event, "data": _data(event, where)}, kind, where)
     if kind.startswith(_S3_TYPES):
         data = mapping(_data(event, where), f"{where}.data")
         try:
             if "s3" in data and "eventName" in data:  # a single record
-                return s3.notification({"Records": [data]})
-            return s3.notification(data)
+                return notification({"Records": [data]})
+            return notification(data)
         except Ignored as exc:
             return Notification(skipped=[(kind, exc.reason)])
     return Notification(skipped=[(kind[:200], "not a storage event type")])
