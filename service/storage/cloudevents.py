@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
 from typing import Any
 
 from pipelines.events import Ignored, PayloadError
+from pipelines.providers.base import Headers
 from service.storage.azure import storage_event
 from service.storage.base import Notification, decode_json, mapping, text
 from service.storage.s3 import notification
@@ -25,7 +25,10 @@ BATCH = "application/cloudevents-batch+json"
 _S3_TYPES = ("com.amazonaws.s3.", "aws.s3", "io.minio.", "s3:", "ObjectCreated:", "ObjectRemoved:")
 
 
-def parse(headers: Mapping[str, str], body: bytes) -> Notification:
+HANDSHAKE = True  # the CloudEvents webhook handshake
+
+
+def parse(headers: Headers, body: bytes) -> Notification:
     media = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
     data = decode_json(body)
     if media == BATCH and not isinstance(data, list):
