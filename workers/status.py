@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 
 import requests
 
@@ -21,12 +20,13 @@ from config.settings import Settings
 from pipelines.config import StatusConfig
 from pipelines.providers import PROVIDERS
 from pipelines.providers.base import RunState, StatusRequest
+from pipelines.retry import retrying
 from store.db import Database
 from store.models import Run
 from workers.locks import file_lock, lock_path
 
 log = logging.getLogger(__name__)
-#: Connect and read timeouts (together at most 5 s), attempts, and the first backoff.
+#: Connect and read timeouts (together at most 5 s), attempts, and the first backoff (about).
 TIMEOUT = (2.0, 3.0)
 ATTEMPTS = 3
 BACKOFF = 0.5
@@ -40,34 +40,35 @@ def build(config: StatusConfig, run: RunState, public_url: str) -> StatusRequest
     return api.request(config, run, api.states[run.status], f"{public_url}/#run={run.id}")
 
 
+class _Unavailable(Exception):
+    """The host answered 5xx: worth another attempt."""
+
+
 def send(provider: str, request: StatusRequest, token: str) -> bool:
     """POST with bounded timeouts; retry a few times on 5xx and connection errors, never on 4xx."""
     api = PROVIDERS[provider].status
     assert api is not None
     headers = {"Content-Type": "application/json", "User-Agent": "loopline", **api.auth(token)}
-    for attempt in range(ATTEMPTS):
-        if attempt:
-            time.sleep(BACKOFF * 2 ** (attempt - 1))
-        try:
-            answer = requests.post(request.url, json=request.body, headers=headers, timeout=TIMEOUT)
-        except requests.RequestException as exc:
-            log.warning(
-                "status: %s: %s (attempt %d/%d)", request.url, type(exc).__name__, attempt + 1, ATTEMPTS
-            )
-            continue
-        if answer.status_code < 300:
-            return True
-        if answer.status_code < 500:
-            log.warning(
-                "status: %s refused %s: %s",
-                request.url,
-                answer.status_code,
-                answer.text[:200].replace("\n", " "),
-            )
-            return False
-        log.warning(
-            "status: %s answered %s (attempt %d/%d)", request.url, answer.status_code, attempt + 1, ATTEMPTS
-        )
+    try:
+        for attempt in retrying(
+            (requests.RequestException, _Unavailable), attempts=ATTEMPTS, first_wait=BACKOFF
+        ):
+            with attempt:
+                tried = f"attempt {attempt.retry_state.attempt_number}/{ATTEMPTS}"
+                try:
+                    answer = requests.post(request.url, json=request.body, headers=headers, timeout=TIMEOUT)
+                except requests.RequestException as exc:
+                    log.warning("status: %s: %s (%s)", request.url, type(exc).__name__, tried)
+                    raise
+                if answer.status_code >= 500:
+                    log.warning("status: %s answered %s (%s)", request.url, answer.status_code, tried)
+                    raise _Unavailable
+    except (requests.RequestException, _Unavailable):
+        return False
+    if answer.status_code < 300:
+        return True
+    text = answer.text[:200].replace("\n", " ")
+    log.warning("status: %s refused %s: %s", request.url, answer.status_code, text)
     return False
 
 
