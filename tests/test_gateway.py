@@ -18,7 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import create_app
+from service import create_app, create_gateway
 from service.gateway import ROUTE_TTL, Gateway
 from store.db import Database
 from store.models import Deployment
@@ -125,6 +125,21 @@ def test_weights_are_respected_and_a_switch_reaches_the_gateway_within_its_ttl(l
     live.set(v1=("standby", 0), v2=("active", 100))
     time.sleep(ROUTE_TTL + 0.1)
     assert served_versions(live.client, 30) == {"2": 30}
+
+
+def test_the_gateway_process_serves_predictions_and_nothing_else(live: Releases) -> None:
+    """``service:create_gateway()`` (Procfile ``gateway``): /serve and /healthz, no hooks or API."""
+    app = create_gateway({"settings": live.app.extensions["loopline"].settings, "TESTING": True})
+    try:
+        client = app.test_client()
+        assert served_versions(client, 5) == {"1": 5}
+        assert client.get("/healthz").json == {"status": "ok"}
+        for path in ("/hooks/github", "/api/runs", "/"):
+            answer = client.post(path, data=b"{}")
+            assert answer.status_code in (404, 405) and "error" in answer.json, path
+    finally:
+        app.extensions["gateway"].close()
+        app.extensions["loopline"].db.dispose()
 
 
 def test_unknown_model_is_404_and_an_unreachable_release_502_both_json(live: Releases) -> None:
