@@ -1,5 +1,5 @@
 """Loopline across hosts without a shared filesystem: releases registered under a reachable
-address, the gateway routing to them."""
+address."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from store.db import Database
 from tests.conftest import ROOT
 from tests.release_helpers import ROWS, constant_model, register
 from workers import serving
+
+TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled", "gate_failed"})
+TOKEN = {"Authorization": "Bearer mh-token", "X-Loopline-User": "ada"}
 
 
 def test_a_release_registered_under_another_address_listens_there(tmp_path: Path) -> None:
