@@ -16,6 +16,7 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from service import create_app, create_gateway
 from service.gateway import ROUTE_TTL, Gateway
@@ -93,6 +94,15 @@ def live(tmp_path: Path, db: Database) -> Iterator[Releases]:
     finally:
         for server in servers.values():
             serving.stop(server.pid)
+
+
+def scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus exposition, as a scraper reads it."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def served_versions(client: FlaskClient, n: int) -> Counter[str]:
@@ -179,11 +189,17 @@ def test_telemetry_counts_predictions_and_latency_and_metrics_expose_them(live: 
         assert 0 < numbers["latency_ms"]["p50"] <= numbers["latency_ms"]["p99"] < 1000
     assert by_version[2]["traffic_percent"] == 50 and by_version[2]["status"] == "canary"
     metrics = live.client.get("/metrics").text
-    labels = f'model="m",version="2",release="{live.ids[2]}"'
-    assert f"loopline_release_requests_total{{{labels}}} {seen['2']}" in metrics
-    assert f'loopline_release_predictions_total{{{labels},label="1"}} {seen["2"]}' in metrics
-    assert f'loopline_release_latency_seconds_bucket{{{labels},le="+Inf"}} {seen["2"]}' in metrics
-    assert f"loopline_release_traffic_percent{{{labels}}} 50" in metrics
+    found = scraped(metrics)
+    labels = {"model": "m", "version": "2", "release": str(live.ids[2])}
+    assert found["loopline_release_requests_total", frozenset(labels.items())] == seen["2"]
+    assert (
+        found["loopline_release_predictions_total", frozenset({**labels, "label": "1"}.items())] == seen["2"]
+    )
+    assert (
+        found["loopline_release_latency_seconds_bucket", frozenset({**labels, "le": "+Inf"}.items())]
+        == seen["2"]
+    )
+    assert found["loopline_release_traffic_percent", frozenset(labels.items())] == 50
     assert "# TYPE loopline_release_latency_seconds histogram" in metrics
 
 
@@ -228,10 +244,9 @@ def test_telemetry_adds_up_across_two_gunicorn_workers(tmp_path: Path, live: Rel
         assert total == 150
         pids = {line.split()[0] for line in access.read_text().splitlines() if "/serve/m/predict" in line}
         assert len(pids) == 2, pids  # the total is the sum of both workers' counts
-        metrics = requests.get(f"{url}/metrics", timeout=5).text
-        assert (
-            f'loopline_release_requests_total{{model="m",version="1",release="{live.ids[1]}"}} 150' in metrics
-        )
+        found = scraped(requests.get(f"{url}/metrics", timeout=5).text)
+        labels = frozenset({"model": "m", "version": "1", "release": str(live.ids[1])}.items())
+        assert found["loopline_release_requests_total", labels] == 150
     finally:
         web.terminate()
         web.wait(timeout=15)
