@@ -1,48 +1,88 @@
-"""Server settings, declared once with types and read from ``LOOPLINE_*`` and ``loopline.yaml``."""
+"""Server settings, declared once with types and read from ``LOOPLINE_*`` and ``loopline.yaml``.
+
+A setting is one field: its alias is the environment variable it is read from, its type checks
+the value (a bad one is a :class:`ConfigError` naming the variable), its default applies when the
+variable is unset or empty.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import yaml
+from pydantic import AfterValidator, ConfigDict, Field
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
 
 from pipelines.config import ConfigError, RepoConfig, parse_server_config
+from pipelines.schema import check, load
 
 MB = 1024 * 1024
 
 
-@dataclass(frozen=True)
+def _storage_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return (parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/")) or (
+        parts.scheme == "s3" and bool(parts.netloc)
+    )
+
+
+_ENV = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+
+@dataclass(frozen=True, config=_ENV)
 class Settings:
-    home: Path
-    config_path: Path
-    database_url: str
-    broker_url: str
+    home: Path = Field(alias="LOOPLINE_HOME")
+    config_path: Path = Field(alias="LOOPLINE_CONFIG")
+    #: Default: SQLite in ``home``.
+    database_url: str = Field(alias="LOOPLINE_DATABASE_URL")
+    #: Default: the Redis socket in ``home`` that ``loopline up`` starts.
+    broker_url: str = Field(alias="LOOPLINE_BROKER_URL")
     repositories: tuple[RepoConfig, ...] = ()
     #: Webhook secrets by repository name, resolved from each ``secret_env``; never logged.
-    secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
-    api_token: str | None = field(default=None, repr=False)
+    secrets: Mapping[str, bytes] = Field(default_factory=dict, repr=False)
+    api_token: str | None = Field(default=None, repr=False, alias="LOOPLINE_API_TOKEN")
     #: Bearer token for ``/events/*`` (storage senders cannot sign bodies); unset = refused.
-    event_token: str | None = field(default=None, repr=False)
-    max_body_bytes: int = 25 * MB
-    stage_timeout: float = 3600.0
+    event_token: str | None = Field(default=None, repr=False, alias="LOOPLINE_EVENT_TOKEN")
+    max_body_bytes: int = Field(default=25 * MB, gt=0, alias="LOOPLINE_MAX_BODY_BYTES")
+    stage_timeout: float = Field(default=3600.0, gt=0, alias="LOOPLINE_STAGE_TIMEOUT")
     #: Where people reach the dashboard: commit statuses link to ``{public_url}/#run=<id>``.
-    public_url: str = "http://127.0.0.1:8080"
-    #: Object storage (``file://…`` or ``s3://bucket/prefix``); None: ``file://`` under ``home``.
-    storage_url: str | None = None
+    public_url: Annotated[str, AfterValidator(lambda v: v.rstrip("/"))] = Field(
+        default="http://127.0.0.1:8080", alias="LOOPLINE_PUBLIC_URL"
+    )
+    #: Celery Flower, if run: the dashboard links each run's stages to their tasks there.
+    flower_url: Annotated[str | None, AfterValidator(lambda v: v.rstrip("/") or None if v else None)] = Field(
+        default=None, alias="LOOPLINE_FLOWER_URL"
+    )
+    #: The address other hosts reach this host's releases at (registered as their URL); ``auto``:
+    #: this host's own address. Anything but loopback makes releases listen on every interface.
+    serving_address: str = Field(default="127.0.0.1", min_length=1, alias="LOOPLINE_SERVING_ADDRESS")
+    #: Object storage for dataset objects (later artifacts, logs): ``file:///path`` or
+    #: ``s3://bucket/prefix`` (credentials from the ``AWS_*`` variables); default ``home/storage``.
+    storage_url: Annotated[str, check(_storage_url, "expected file:///path or s3://bucket/prefix")] | None = (
+        Field(default=None, alias="LOOPLINE_STORAGE_URL")
+    )
+
+    @property
+    def storage(self) -> str:
+        """The object storage's URL (``store.blobs.open_store`` opens it)."""
+        return self.storage_url or (self.home / "storage").as_uri()
 
     def repo(self, name: str) -> RepoConfig | None:
         return next((r for r in self.repositories if r.name == name), None)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read the environment; a bad config file raises :class:`ConfigError` naming it."""
+        """Read the environment; a bad variable or config file raises :class:`ConfigError` naming it."""
         env = os.environ if env is None else env
-        home = Path(env.get("LOOPLINE_HOME") or Path.home() / ".loopline").expanduser().resolve()
-        explicit = env.get("LOOPLINE_CONFIG")
+        given = {k: v for k, v in env.items() if k.startswith("LOOPLINE_") and v}
+        home = Path(given.get("LOOPLINE_HOME") or Path.home() / ".loopline").expanduser().resolve()
+        explicit = given.get("LOOPLINE_CONFIG")
         config_path = Path(explicit or "loopline.yaml").expanduser().resolve()
         repos = load_repositories(config_path, required=bool(explicit))
         secrets: dict[str, bytes] = {}
@@ -56,40 +96,24 @@ class Settings:
                         f"environment variable {repo.secret_env} is not set",
                     )
                 secrets[repo.name] = value.encode()
-        return cls(
-            home=home,
-            config_path=config_path,
-            database_url=env.get("LOOPLINE_DATABASE_URL") or f"sqlite:///{home / 'loopline.db'}",
-            broker_url=env.get("LOOPLINE_BROKER_URL") or f"redis+socket://{home / 'redis.sock'}",
-            repositories=repos,
-            secrets=secrets,
-            api_token=env.get("LOOPLINE_API_TOKEN") or None,
-            event_token=env.get("LOOPLINE_EVENT_TOKEN") or None,
-            max_body_bytes=int(env.get("LOOPLINE_MAX_BODY_BYTES") or 25 * MB),
-            stage_timeout=float(env.get("LOOPLINE_STAGE_TIMEOUT") or 3600),
-            public_url=(env.get("LOOPLINE_PUBLIC_URL") or "http://127.0.0.1:8080").rstrip("/"),
-            storage_url=_storage_url(env.get("LOOPLINE_STORAGE_URL")),
-        )
-
-    @property
-    def storage(self) -> str:
-        """The object storage's URL (``store.blobs.open_store`` opens it)."""
-        return self.storage_url or (self.home / "storage").as_uri()
+        fields: dict[str, Any] = {
+            "LOOPLINE_DATABASE_URL": f"sqlite:///{home / 'loopline.db'}",
+            "LOOPLINE_BROKER_URL": f"redis+socket://{home / 'redis.sock'}",
+            **{k: v for k, v in given.items() if k in _VARIABLES},
+            "LOOPLINE_HOME": home,
+            "LOOPLINE_CONFIG": config_path,
+            "repositories": repos,
+            "secrets": secrets,
+        }
+        return load(cls, fields, "environment")
 
 
-def _storage_url(url: str | None) -> str | None:
-    """``file:///absolute/path`` or ``s3://bucket[/prefix]``; anything else stops the server."""
-    if not url:
-        return None
-    parts = urlsplit(url)
-    if not (
-        (parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"))
-        or (parts.scheme == "s3" and parts.netloc)
-    ):
-        raise ConfigError(
-            "LOOPLINE_STORAGE_URL", "(environment)", f"{url!r}: expected file:///path or s3://bucket/prefix"
-        )
-    return url
+#: The variables the settings read (others, such as a stage's ``LOOPLINE_MODEL_PATH``, are not ours).
+_VARIABLES = {
+    f.default.alias
+    for f in dataclasses.fields(Settings)
+    if isinstance(f.default, FieldInfo) and f.default.alias
+}
 
 
 def load_repositories(path: Path, *, required: bool) -> tuple[RepoConfig, ...]:

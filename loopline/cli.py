@@ -14,25 +14,24 @@ from typing import Any
 import click
 
 from loopline import users as users_cli
-from pipelines.config import ConfigError
+from pipelines.errors import LooplineError
 
 
 def _settings() -> Any:
     from config.settings import Settings
 
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    return Settings.from_env()  # a ConfigError is one line, like any LooplineError (see _Group)
 
 
 class _Group(click.Group):
-    """Every failure is one clear line and a non-zero exit, never a traceback."""
+    """Loopline's own errors, and the system's refusals (a port in use, a missing file), are one
+    clear line and exit 1. Anything else is a bug and keeps its traceback; Click's own exits
+    (``--help``, ``--version``) pass through untouched."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigError, OSError, RuntimeError, ValueError) as exc:
+        except (LooplineError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
 
 
@@ -142,11 +141,12 @@ def up(port: int) -> None:
     default=None,
     help="The sample project to use (default: examples/ of this checkout).",
 )
-def demo(keep: bool, example: Path | None) -> None:
+@click.option("--keep-running", is_flag=True, help="Keep serving the dashboard afterwards, until Ctrl-C.")
+def demo(keep: bool, example: Path | None, keep_running: bool) -> None:
     """Push the sample project, retrain on dropped data, and print what happened."""
     from loopline.demo import run_demo
 
-    sys.exit(run_demo(example=example, keep=keep))
+    sys.exit(run_demo(example=example, keep=keep, keep_running=keep_running))
 
 
 @main.command()

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from pipelines.project import DataValidation
+
 SAMPLE = 500
 BINS = 10
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -43,19 +45,6 @@ class Table:
     name: str
     rows: int
     columns: dict[str, Column]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """``data.validate`` in loopline.yml."""
-
-    max_missing: float = 0.01
-    psi: float = 0.2
-    ks_pvalue: float = 0.01
-    chi2_pvalue: float = 0.01
-    #: Share of a numeric column's values allowed outside the reference's [min, max].
-    max_out_of_range: float = 0.05
-    min_rows: int = 1
 
 
 @dataclass
@@ -159,7 +148,7 @@ def _bin(values: np.ndarray, edges: list[float]) -> np.ndarray:
     return np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(edges) - 1)
 
 
-def compare(reference: dict[str, Any], table: Table, limits: Limits) -> Verdict:
+def compare(reference: dict[str, Any], table: Table, limits: DataValidation) -> Verdict:
     """Check ``table`` against a reference profile: schema, types, missing values, ranges, rows
     and drift per feature. Each problem is one line naming the file, the column and the number."""
     verdict = Verdict()
@@ -202,7 +191,7 @@ def _number_drift(
     column: str,
     values: np.ndarray,
     ref: dict[str, Any],
-    limits: Limits,
+    limits: DataValidation,
     verdict: Verdict,
     name: str,
     tests: int,
@@ -221,11 +210,11 @@ def _number_drift(
     score = psi(np.asarray(ref["histogram"]["counts"], dtype=float), _bin(finite, ref["histogram"]["edges"]))
     pvalue = float(stats.ks_2samp(np.asarray(ref["sample"], dtype=float), finite).pvalue)
     adjusted = min(1.0, pvalue * tests)
-    drifted = score > limits.psi and adjusted < limits.ks_pvalue
+    drifted = score > limits.drift.psi and adjusted < limits.drift.ks_pvalue
     if drifted:
         verdict.problems.append(
-            f"{name}: column {column!r} drifted: PSI {score:.3f} > {limits.psi:g},"
-            f" KS p-value {adjusted:.2g} < {limits.ks_pvalue:g} (adjusted for {tests} columns)"
+            f"{name}: column {column!r} drifted: PSI {score:.3f} > {limits.drift.psi:g},"
+            f" KS p-value {adjusted:.2g} < {limits.drift.ks_pvalue:g} (adjusted for {tests} columns)"
         )
     return {
         "psi": _round(score),
@@ -240,7 +229,7 @@ def _category_drift(
     column: str,
     values: list[str | None],
     ref: dict[str, Any],
-    limits: Limits,
+    limits: DataValidation,
     verdict: Verdict,
     name: str,
     tests: int,
@@ -259,12 +248,12 @@ def _category_drift(
     )
     unseen = sum(n for c, n in seen.items() if c not in known) / sum(seen.values())
     adjusted = min(1.0, pvalue * tests)
-    drifted = (score > limits.psi and adjusted < limits.chi2_pvalue) or (
+    drifted = (score > limits.drift.psi and adjusted < limits.drift.chi2_pvalue) or (
         not ref.get("other") and unseen > limits.max_out_of_range
     )
     if drifted:
         verdict.problems.append(
-            f"{name}: column {column!r} drifted: PSI {score:.3f} > {limits.psi:g},"
+            f"{name}: column {column!r} drifted: PSI {score:.3f} > {limits.drift.psi:g},"
             f" chi-square p-value {adjusted:.2g} (adjusted for {tests} columns),"
             f" {unseen:.1%} unseen categories"
         )

@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
+from pipelines.errors import LooplineError
+
 CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 
 
-class BlobError(RuntimeError):
+class BlobError(LooplineError, RuntimeError):
     """A blob cannot be stored or read; the message says which and why."""
 
 

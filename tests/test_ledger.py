@@ -245,3 +245,16 @@ def test_datasets_api_answers_unknown_and_bad_input(tmp_path: Path, db: Database
     finally:
         with client.application.app_context():
             loopline().db.dispose()
+
+
+def test_data_validate_is_configured_in_loopline_yml() -> None:
+    from pipelines.config import ConfigError
+    from pipelines.project import parse_project_config
+
+    config = parse_project_config({"data": {"validate": {"max_missing": 0.2, "drift": {"psi": 0.5}}}})
+    limits = config.data_validate
+    assert (limits.max_missing, limits.drift.psi, limits.drift.ks_pvalue) == (0.2, 0.5, 0.01)
+    with pytest.raises(ConfigError, match=r"data\.validate\.max_missing"):
+        parse_project_config({"data": {"validate": {"max_missing": 2}}})
+    with pytest.raises(ConfigError, match=r"data\.validate\.drift"):
+        parse_project_config({"data": {"validate": {"drift": {"kl": 1}}}})

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from config.settings import Settings
 from pipelines.config import ConfigError, RepoConfig
+from pipelines.errors import LooplineError
 from pipelines.events import TRIGGERS, DataObject, Event, sequencer_order
 from store import datasets, deliveries, objects, runs
 from store.blobs import BlobError
@@ -45,7 +46,7 @@ class Prepared:
     stages: tuple[str, ...] = ()
 
 
-class IntakeError(RuntimeError):
+class IntakeError(LooplineError, RuntimeError):
     pass
 
 

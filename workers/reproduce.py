@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from config.settings import Settings
+from pipelines.errors import LooplineError
 from store.blobs import hash_file
 from store.db import Database
 from store.registry import model_version
@@ -23,7 +24,7 @@ from workers.projects import mirror, project_in
 from workers.steps.ml import read_metrics
 
 
-class ReproduceError(RuntimeError):
+class ReproduceError(LooplineError, RuntimeError):
     """The version cannot be rebuilt (unknown, or its lineage lacks what a rebuild needs)."""
 
 

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.errors import LooplineError
 from pipelines.profile import Column, Table
 
 #: File suffixes Loopline reads as tables; other files are kept and counted, never profiled.
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
-class TableError(ValueError):
+class TableError(LooplineError, ValueError):
     """A data file that cannot be read as a table; the message names it and says why."""
 
 

@@ -8,22 +8,17 @@ served with the run). A failed check fails the run with its first problem as the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from pipelines import profile as profiles
-from pipelines.profile import Limits, Table
+from pipelines.profile import Table
 from store.models import ModelVersion
 from store.registry import current_deployment, model_version
 from workers.steps import StepContext, StepResult
 from workers.tables import TableError, is_table, read_table
-
-
-def limits_of(ctx: StepContext) -> Limits:
-    """``data.validate`` of the project's loopline.yml (the defaults where it says nothing)."""
-    configured = getattr(ctx.project, "data_validate", None)
-    return configured if isinstance(configured, Limits) else Limits()
 
 
 def serving_profile(ctx: StepContext) -> tuple[dict[str, Any] | None, str | None]:
@@ -58,7 +53,7 @@ def validate_data(ctx: StepContext) -> StepResult:
         for f in ctx.classification.get("files", [])
         if f["kind"] == "data" and f["status"] != "D" and (ctx.objects or is_table(f["path"]))
     ]
-    limits = limits_of(ctx)
+    limits = ctx.project.data_validate
     reference, source = serving_profile(ctx)
     if reference is None:
         others = sorted(p for p in into.rglob("*") if p.is_file() and is_table(p) and p not in new)
@@ -68,7 +63,7 @@ def validate_data(ctx: StepContext) -> StepResult:
             source = f"{len(found)} other file(s) under {ctx.project.data_into}"
     report: dict[str, Any] = {
         "reference": {"source": source, "rows": reference["rows"] if reference else None},
-        "limits": vars(limits),
+        "limits": dataclasses.asdict(limits),
         "files": [],
     }
     failures: list[str] = []
