@@ -258,3 +258,28 @@ def test_data_validate_is_configured_in_loopline_yml() -> None:
         parse_project_config({"data": {"validate": {"max_missing": 2}}})
     with pytest.raises(ConfigError, match=r"data\.validate\.drift"):
         parse_project_config({"data": {"validate": {"drift": {"kl": 1}}}})
+
+
+def test_a_file_deleted_from_the_drop_folder_makes_a_version_without_it(
+    tmp_path: Path, project: Project, db: Database
+) -> None:
+    from store import datasets
+
+    folder = tmp_path / "lake"
+    folder.mkdir()
+    repo = project.repo_config(data_lake=(DataLakeEntry(folder=str(folder)),))
+    settings = make_settings(tmp_path, (repo,), db_url=db.url)
+    project.push()
+    watcher = FolderWatcher(settings, db, settle=0)
+    for name in ("keep.csv", "gone.csv"):
+        (folder / name).write_text(f"x,y\n1,{len(name)}\n")
+    watcher.scan_once(now=0)
+    watcher.scan_once(now=1)
+    assert prepare_run(settings, db, _pending(db)).run_id is not None
+    assert [e["path"] for e in datasets.manifest(db, "churn", 1)[0]] == ["gone.csv", "keep.csv"]
+    (folder / "gone.csv").unlink()
+    watcher.scan_once(now=2)
+    assert prepare_run(settings, db, _pending(db)).run_id is None  # a removal alone starts no run
+    assert datasets.current_number(db, "churn") == 2
+    manifest, _sha = datasets.manifest(db, "churn", 2)
+    assert [e["path"] for e in manifest] == ["keep.csv"]

@@ -35,6 +35,8 @@ class _Seen:
     mtime_ns: int
     since: float
     done: bool = False
+    #: Set once recorded: (repository, folder, sha256), to report the file's removal.
+    landed: tuple[str, Path, str] | None = None
 
 
 class FolderWatcher:
@@ -65,7 +67,9 @@ class FolderWatcher:
                     seen.done = True
                     recorded += self._record(repo_name, folder, path, stat)
         for gone in set(self._seen) - present:
-            del self._seen[gone]
+            landed = self._seen.pop(gone).landed
+            if landed is not None:  # a file that landed and was deleted: a version without it
+                self._removed(*landed, gone)
         return recorded
 
     def _record(self, repo_name: str, folder: Path, path: Path, stat: os.stat_result) -> int:
@@ -81,6 +85,7 @@ class FolderWatcher:
             return 0
         sha = digest.hexdigest()
         key = path.relative_to(folder).as_posix()
+        self._seen[path].landed = (repo_name, folder, sha)
         changed = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat()
         item = DataObject(
             store="folder",
@@ -103,6 +108,20 @@ class FolderWatcher:
         )
         log.info("watch: %s %s (%s)", key, result.status, result.event_id)
         return 1 if result.status == "accepted" else 0
+
+    def _removed(self, repo_name: str, folder: Path, sha: str, path: Path) -> None:
+        key = path.relative_to(folder).as_posix()
+        item = DataObject(store="folder", bucket=str(folder), key=key, etag=sha, removed=True, path=key)
+        event = Event(type="data", repository=repo_name, objects=(item,))
+        result = record_delivery(
+            self.db,
+            provider="folder",
+            delivery_id=f"{repo_name}:removed:{sha}:{hashlib.sha256(key.encode()).hexdigest()[:16]}:{time.time_ns()}",
+            body=f"removed {sha}".encode(),
+            repository=repo_name,
+            event=event,
+        )
+        log.info("watch: %s removed (%s)", key, result.event_id)
 
     def run(self, stop: threading.Event, interval: float = 0.5) -> None:
         log.info("watch: %s", ", ".join(str(f) for _, f in self.folders()) or "no folders configured")
