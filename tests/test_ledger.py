@@ -272,7 +272,7 @@ def test_a_file_deleted_from_the_drop_folder_makes_a_version_without_it(
     project.push()
     watcher = FolderWatcher(settings, db, settle=0)
     for name in ("keep.csv", "gone.csv"):
-        (folder / name).write_text(f"x,y\n1,{len(name)}\n")
+        (folder / name).write_text(f"x,y\n1,{name[0]}\n")
     watcher.scan_once(now=0)
     watcher.scan_once(now=1)
     assert prepare_run(settings, db, _pending(db)).run_id is not None

@@ -80,6 +80,6 @@ def test_a_thousand_files_become_one_run(tmp_path: Path, project: Project, db: D
     assert paths == expected and run.reason == f"{FILES} new data file(s)"
     assert (
         sorted(p.relative_to(workspace).as_posix() for p in (workspace / "data/raw").rglob("*.csv"))
-        == expected
+        == sorted([*expected, "data/raw/base.csv"])  # the committed base data, then the batch
     )
     assert prepared.stages[0] == "validate_data"
