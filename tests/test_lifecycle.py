@@ -182,7 +182,11 @@ def test_lineage_names_every_link(
     assert data["dvc_stages"] == ["prepare", "train", "evaluate"]
     assert data["params"]["train"]["C"] == 1.0
     assert [(f["path"], f["status"], f["kind"]) for f in data["files"]] == [
-        ("data/raw/.gitkeep", "A", "data")
+        ("data/raw/base.csv", "A", "data")
+    ]
+    dataset = data["dataset"]  # the training data: nothing landed yet, the commit's base.csv
+    assert dataset["version"] == 0 and [(f["path"], f["source"]) for f in dataset["files"]] == [
+        ("base.csv", "commit")
     ]
     run = current["run"]
     assert run["id"] == deployed and run["trigger"] == "push"
