@@ -28,6 +28,10 @@ class Settings:
     event_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 25 * MB
     stage_timeout: float = 3600.0
+    #: A running stage's lease: its worker renews it every third of this; a lease that ran out
+    #: means the worker died, and the stage runs again, up to ``max_attempts`` times in all.
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
     #: Where people reach the dashboard: commit statuses link to ``{public_url}/#run=<id>``.
     public_url: str = "http://127.0.0.1:8080"
 
@@ -64,6 +68,8 @@ class Settings:
             event_token=env.get("LOOPLINE_EVENT_TOKEN") or None,
             max_body_bytes=int(env.get("LOOPLINE_MAX_BODY_BYTES") or 25 * MB),
             stage_timeout=float(env.get("LOOPLINE_STAGE_TIMEOUT") or 3600),
+            lease_seconds=float(env.get("LOOPLINE_LEASE_SECONDS") or 30),
+            max_attempts=int(env.get("LOOPLINE_MAX_ATTEMPTS") or 3),
             public_url=(env.get("LOOPLINE_PUBLIC_URL") or "http://127.0.0.1:8080").rstrip("/"),
         )
 

@@ -11,9 +11,13 @@ from typing import Any
 from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import IntegerConverter, Map
 
 from config.settings import Settings
 from store.db import Database
+
+#: The largest id the store holds (PostgreSQL's INTEGER; SQLite's is wider).
+STORE_ID_MAX = 2**31 - 1
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -24,6 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     config = dict(test_config or {})
     settings: Settings = config.pop("settings", None) or Settings.from_env()
     app = Flask(__name__)
+    app.url_map.converters["int"] = StoreId  # before any route: every <int:…> in a URL is bounded
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, **config)
     app.json = BoundedJSON(app)
     app.before_request(read_body_within_limit)
@@ -40,6 +45,21 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             log.warning("repository %s has no secret_env: its webhooks are accepted unsigned", repo.name)
     log.info("loopline: %d repositories registered from %s", len(settings.repositories), settings.config_path)
     return app
+
+
+class StoreId(IntegerConverter):
+    """``<int:…>`` for ids the store can hold (PostgreSQL's INTEGER): a bigger one matches no
+    route, so it is a 404 rather than an overflow in the database (a 500)."""
+
+    def __init__(
+        self,
+        url_map: Map,
+        fixed_digits: int = 0,
+        min: int | None = None,
+        max: int | None = STORE_ID_MAX,
+        signed: bool = False,
+    ) -> None:
+        super().__init__(url_map, fixed_digits, min, max, signed)
 
 
 class BoundedJSON(DefaultJSONProvider):
