@@ -12,12 +12,13 @@ from datetime import datetime
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from pipelines.errors import LooplineError
 from store.db import Database
 from store.lifecycle import ACTIVE, RETRYABLE, TERMINAL, end_run, listed, move_run, move_stage
 from store.models import Run, Stage, as_utc, utcnow
 
 
-class InvalidAction(ValueError):
+class InvalidAction(LooplineError, ValueError):
     """The run is not in a state that allows the action (answered with 409)."""
 
 

@@ -32,7 +32,8 @@ child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 pathlib.Path("pids").write_text(f"{child.pid} {__import__('os').getpid()}")
 time.sleep(120)
 """
-#: A retrain command that waits for a file the test writes, then runs the real ``dvc repro``.
+
+
 def deliver(db: Database, before: str, after: str, ref: str = "refs/heads/main", tag: str = "") -> str:
     event = Event(type="push", repository="churn", ref=ref, before=before, after=after)
     return record_delivery(

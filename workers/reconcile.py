@@ -23,6 +23,7 @@ from celery import Celery
 from sqlalchemy import select
 
 from config.settings import Settings
+from pipelines.errors import LooplineError
 from store import deliveries, runs, schedule
 from store.db import Database, StoreUnavailable
 from store.lifecycle import TERMINAL
@@ -78,7 +79,7 @@ def intake_task_id(delivery_ids: list[str]) -> str:
     return f"intake-{delivery_ids[0]}"
 
 
-class Poisoned(RuntimeError):
+class Poisoned(LooplineError, RuntimeError):
     """An intake whose worker died on it ``max_attempts`` times: failed, not tried again."""
 
 

@@ -1,8 +1,8 @@
 """Stages hold a lease while they run and remember their publication; intakes count attempts;
 a probe row /healthz writes
 
-Revision ID: 0007_stage_leases
-Revises: 0006_releases
+Revision ID: 0009_stage_leases
+Revises: 0008_trigger_state
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_stage_leases"
-down_revision = "0006_releases"
+revision = "0009_stage_leases"
+down_revision = "0008_trigger_state"
 branch_labels = None
 depends_on = None
 
