@@ -49,6 +49,9 @@ class Settings:
     public_url: Annotated[str, AfterValidator(lambda v: v.rstrip("/"))] = Field(
         default="http://127.0.0.1:8080", alias="LOOPLINE_PUBLIC_URL"
     )
+    #: The address other hosts reach this host's releases at (registered as their URL); ``auto``:
+    #: this host's own address. Anything but loopback makes releases listen on every interface.
+    serving_address: str = Field(default="127.0.0.1", min_length=1, alias="LOOPLINE_SERVING_ADDRESS")
 
     def repo(self, name: str) -> RepoConfig | None:
         return next((r for r in self.repositories if r.name == name), None)

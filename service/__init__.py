@@ -1,6 +1,7 @@
 """The HTTP edge: verify → parse → store the delivery → 202. Nothing slower on that path.
 
-``service:create_app()`` is the WSGI factory (``gunicorn "service:create_app()"``).
+``service:create_app()`` is the WSGI factory (``gunicorn "service:create_app()"``);
+``service:create_gateway()`` serves only the model gateway, for a process of its own.
 """
 
 from __future__ import annotations
@@ -22,7 +23,32 @@ STORE_ID_MAX = 2**31 - 1
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment; ``test_config`` may pass ``settings``."""
-    from service import actions, api, dashboard, errors, events, gateway, health, hooks, triggers
+    from service import actions, api, dashboard, events, health, hooks, triggers
+
+    app, settings = _base(test_config)
+    for module in (hooks, events, api, actions, triggers, health, dashboard):
+        app.register_blueprint(module.bp)
+    log = logging.getLogger(__name__)
+    for repo in settings.repositories:
+        if repo.name not in settings.secrets:
+            log.warning("repository %s has no secret_env: its webhooks are accepted unsigned", repo.name)
+    log.info("loopline: %d repositories registered from %s", len(settings.repositories), settings.config_path)
+    return app
+
+
+def create_gateway(test_config: dict[str, Any] | None = None) -> Flask:
+    """Only ``/serve/<model>/…`` and ``/healthz`` (Procfile ``gateway``): prediction traffic in
+    processes of its own, so it never queues behind webhook acknowledgements."""
+    from service import health
+
+    app, _settings = _base(test_config)
+    app.register_blueprint(health.bp)
+    return app
+
+
+def _base(test_config: dict[str, Any] | None) -> tuple[Flask, Settings]:
+    """The store, error handlers, body limit and the gateway: what both processes share."""
+    from service import errors, gateway
     from service.state import Loopline
 
     config = dict(test_config or {})
@@ -36,15 +62,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.migrate()
     app.extensions["loopline"] = Loopline(settings=settings, db=db)
     errors.register(app)
-    for module in (hooks, events, api, actions, triggers, health, dashboard):
-        app.register_blueprint(module.bp)
     gateway.install(app)
-    log = logging.getLogger(__name__)
-    for repo in settings.repositories:
-        if repo.name not in settings.secrets:
-            log.warning("repository %s has no secret_env: its webhooks are accepted unsigned", repo.name)
-    log.info("loopline: %d repositories registered from %s", len(settings.repositories), settings.config_path)
-    return app
+    return app, settings
 
 
 class StoreId(IntegerConverter):

@@ -39,7 +39,9 @@ def deploy(ctx: StepContext) -> StepResult:
     mirror(ctx.settings, ctx.repo).export(ctx.commit, directory)
     ctx.say(f"starting {model.name} v{model.version} from {directory}")
     try:
-        server = releases.start(directory, artifact=model.artifact_path, sha256=model.sha256)
+        server = releases.start(
+            directory, artifact=model.artifact_path, sha256=model.sha256, address=ctx.settings.serving_address
+        )
     except (serving.ServeError, states.ReleaseError) as exc:
         raise StepError(f"release did not start: {exc}") from exc
     ctx.say(f"healthy at {server.url}")
