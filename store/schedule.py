@@ -3,11 +3,12 @@
 A stage is *due* when its run may go on (queued or running, with a worktree), every earlier
 stage succeeded and it is queued without a publication. :func:`take_due` claims due stages
 atomically and names the message that may run each (``task_id``): a message with another id is
-stale and dropped, so a republished stage still runs once. A worker that starts a stage holds a
-*lease* (``host:pid``, renewed by a heartbeat); the reconciler finds leases that expired
-(:func:`expired`) and publications the broker lost (:func:`forget_publication`), and
-:func:`take_over` sends such a stage back to the queue as a new attempt, or fails it after
-``max_attempts`` with the reason.
+stale and dropped, so a republished stage still runs once (an older message that comes first,
+while its stage waits to be published again, may start it: the stage's status decides, once).
+A worker that starts a stage holds a *lease* (``host:pid``, renewed by a heartbeat); the
+reconciler finds leases that expired (:func:`expired`) and publications the broker lost
+(:func:`forget_publication`), and :func:`take_over` sends such a stage back to the queue as a
+new attempt, or fails it after ``max_attempts`` with the reason.
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ def take_due(db: Database, run_id: int | None = None, limit: int = 100) -> list[
         ids = list(s.scalars(_due_query(run_id).limit(limit)))
     claimed: list[Due] = []
     for stage_id in ids:
-        task_id = uuid.uuid4().hex
         with db.session() as s:
+            row = s.execute(select(Stage.run_id, Stage.name, Stage.task_id).where(Stage.id == stage_id)).one()
+            task_id = message_id(row.run_id, row.name, first=row.task_id is None)
             result = s.execute(
                 update(Stage)
                 .where(Stage.id == stage_id, Stage.status == "queued", Stage.published_at.is_(None))
@@ -98,9 +100,15 @@ def take_due(db: Database, run_id: int | None = None, limit: int = 100) -> list[
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 continue
-            row = s.execute(select(Stage.run_id, Stage.name).where(Stage.id == stage_id)).one()
         claimed.append(Due(row.run_id, row.name, task_id))
     return claimed
+
+
+def message_id(run_id: int, stage: str, *, first: bool) -> str:
+    """``loopline-run<id>-<stage>`` (what the dashboard links to in Flower) for a stage's first
+    message; a later one (a new attempt, or one the broker lost) gets a suffix of its own."""
+    base = f"loopline-run{run_id}-{stage}"
+    return base if first else f"{base}-{uuid.uuid4().hex[:8]}"
 
 
 def forget_publication(db: Database, task_id: str) -> None:
@@ -109,7 +117,7 @@ def forget_publication(db: Database, task_id: str) -> None:
         s.execute(
             update(Stage)
             .where(Stage.task_id == task_id, Stage.status == "queued")
-            .values(published_at=None, task_id=None)
+            .values(published_at=None)
         )
 
 
@@ -158,7 +166,7 @@ def take_over(
     host = (stage.lease_owner or "").rpartition(":")[0]
     orphan = Orphan(host, stage.pgid) if stage.pgid else None
     stage.lease_owner = stage.lease_expires_at = stage.pgid = None
-    stage.published_at = stage.task_id = None
+    stage.published_at = None  # due again; its next message gets an id of its own
     if stage.attempt >= max_attempts:
         move_stage(stage, "failed", now=now)
         stage.exit_code = None

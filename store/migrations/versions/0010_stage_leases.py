@@ -1,8 +1,8 @@
 """Stages hold a lease while they run and remember their publication; intakes count attempts;
 a probe row /healthz writes
 
-Revision ID: 0009_stage_leases
-Revises: 0008_trigger_state
+Revision ID: 0010_stage_leases
+Revises: 0009_release_samples
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_stage_leases"
-down_revision = "0008_trigger_state"
+revision = "0010_stage_leases"
+down_revision = "0009_release_samples"
 branch_labels = None
 depends_on = None
 
