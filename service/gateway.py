@@ -34,7 +34,7 @@ from flask import Flask
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from service.errors import ApiError, NotFound
-from service.upstream import Upstream, UpstreamError
+from service.upstream import Answer, Connection
 from store import releases, telemetry
 from store.db import Database, StoreUnavailable
 
@@ -185,13 +185,14 @@ class Gateway:
         self.timeout = UPSTREAM_TIMEOUT
         self.recorder = Recorder(db)
         self._routes: dict[str, tuple[float, list[Target]]] = {}
-        self.upstream = Upstream()
-        weakref.finalize(self, self.upstream.close)
+        self._local = threading.local()
+        self._pools: list[dict[tuple[str, int], Connection]] = []  # every thread's, to close them
+        weakref.finalize(self, _close_pools, self._pools)
 
     def close(self) -> None:
         """Flush the telemetry and close every kept-alive connection."""
         self.recorder.stop()
-        self.upstream.close()
+        _close_pools(self._pools)
 
     def routes(self, model: str) -> list[Target]:
         now = time.monotonic()
@@ -235,34 +236,34 @@ class Gateway:
         query = environ.get("QUERY_STRING")
         if query:
             path += "?" + quote_from_bytes(query.encode("latin-1"), _QUERY_SAFE)
-        headers = {
-            key[5:].replace("_", "-").title(): value
-            for key, value in environ.items()
-            if key.startswith("HTTP_") and key[5:] not in _NOT_PASSED_ON
-        }
+        head = f"{method} {path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+        for key, value in environ.items():
+            if key.startswith("HTTP_") and key[5:] not in _NOT_PASSED_ON:
+                head += f"{key[5:].replace('_', '-').title()}: {value}\r\n"
         if environ.get("CONTENT_TYPE"):
-            headers["Content-Type"] = environ["CONTENT_TYPE"]
-        body = None if method in ("GET", "HEAD") else self.read_body(environ)
+            head += f"Content-Type: {environ['CONTENT_TYPE']}\r\n"
+        body = b""
+        if method not in ("GET", "HEAD"):
+            body = self.read_body(environ)
+            head += f"Content-Length: {len(body)}\r\n"
         route = target.route
         started = time.perf_counter()
         try:
-            answer = self.upstream.exchange(
-                target.host, target.port, method, path, headers, body, timeout=self.timeout
-            )
-        except UpstreamError as exc:
+            answer = self.forward(target, (head + "\r\n").encode("latin-1") + body, head=method == "HEAD")
+        except OSError as exc:
             self.recorder.record(route.release, 502, time.perf_counter() - started, None)
             reason = str(exc) or type(exc).__name__
             raise BadGateway(
                 f"release #{route.release} of {model} (v{route.version}) did not answer: {reason}"
             ) from exc
         self.recorder.record(route.release, answer.status, time.perf_counter() - started, answer.body)
-        passed = [(k, v) for k, v in answer.headers if k.lower() not in _NOT_PASSED_BACK]
-        passed += target.tags
+        headers = [(k, v) for k, v in answer.headers if k.lower() not in _NOT_PASSED_BACK]
+        headers += target.tags
         if method != "HEAD":
-            passed.append(("Content-Length", str(len(answer.body))))
+            headers.append(("Content-Length", str(len(answer.body))))
         else:  # what a GET would answer, as the release said
-            passed += [(k, v) for k, v in answer.headers if k.lower() == "content-length"]
-        return f"{answer.status} {answer.reason}", passed, answer.body
+            headers += [(k, v) for k, v in answer.headers if k.lower() == "content-length"]
+        return f"{answer.status} {answer.reason}", headers, answer.body
 
     def read_body(self, environ: WSGIEnvironment) -> bytes:
         """The request body, refused (413) over the same limit as every other endpoint's."""
@@ -281,6 +282,50 @@ class Gateway:
         else:
             body = b""
         return body
+
+    def forward(self, target: Target, request: bytes, *, head: bool = False) -> Answer:
+        """Send one request over this thread's kept-alive connection to the release (a fresh
+        one once if a kept connection turns out closed); the answer is read in full."""
+        pool: dict[tuple[str, int], Connection] | None = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+            self._pools.append(pool)
+        key = (target.host, target.port)
+        conn = pool.pop(key, None)
+        if conn is not None:
+            try:
+                answer = conn.exchange(request, head=head)
+            except ConnectionError:  # the release closed it (restarted, or an idle timeout)
+                conn.close()
+            except BaseException:
+                conn.close()
+                raise
+            else:
+                return self._keep(pool, key, conn, answer)
+        conn = Connection(target.host, target.port, self.timeout)
+        try:
+            answer = conn.exchange(request, head=head)
+        except BaseException:
+            conn.close()
+            raise
+        return self._keep(pool, key, conn, answer)
+
+    @staticmethod
+    def _keep(
+        pool: dict[tuple[str, int], Connection], key: tuple[str, int], conn: Connection, answer: Answer
+    ) -> Answer:
+        if answer.keep_alive:
+            pool[key] = conn
+        else:
+            conn.close()
+        return answer
+
+
+def _close_pools(pools: list[dict[tuple[str, int], Connection]]) -> None:
+    for pool in pools:
+        for conn in pool.values():
+            conn.close()
+        pool.clear()
 
 
 class Serve:

@@ -1,26 +1,31 @@
-"""The gateway's connections to releases: urllib3 connection pools, one per release address.
+"""A lean HTTP/1.1 client for the gateway's exchange with a release.
 
-The pools are shared by a worker's threads and keep connections alive between requests; urllib3
-(on ``http.client``) writes the requests and parses the answers, so no hand-written HTTP parser
-sits between clients and releases (a request-smuggling surface), and an answer is read whole:
-``Content-Length``, chunked, or until the release closes.
+``http.client`` costs about as much CPU as everything else the gateway does: it builds the
+request in several writes and parses the answer's headers with the ``email`` package. A
+release is a local process answering small JSON bodies, so this client writes the request in
+one ``sendall`` and reads the answer with a buffered reader: the status line, header lines
+split once on ``:``, then a ``Content-Length`` body, a chunked body, or (``Connection:
+close`` without a length) everything until the release closes.
 """
 
 from __future__ import annotations
 
-import threading
+import socket
 from dataclasses import dataclass
-from http.client import RemoteDisconnected
+from io import BufferedReader
 
-from urllib3 import HTTPConnectionPool
-from urllib3.exceptions import HTTPError, ProtocolError
-from urllib3.response import BaseHTTPResponse
-from urllib3.util import SKIP_HEADER
+#: Longest status or header line, and most header lines, accepted from a release.
+MAX_LINE = 65536
+MAX_HEADERS = 100
+_NO_BODY = frozenset((204, 304))
 
-#: Connections kept per release address and worker process (more are opened when busier, then closed).
-KEPT = 16
-#: What the exchange with a release raises when it does not answer properly.
-UpstreamError = (OSError, HTTPError)
+
+class ProtocolError(OSError):
+    """The release answered something that is not HTTP/1.x."""
+
+
+class Closed(ConnectionResetError):
+    """The release closed the connection before a byte of the answer (a stale kept connection)."""
 
 
 @dataclass(slots=True)
@@ -29,78 +34,115 @@ class Answer:
     reason: str
     headers: list[tuple[str, str]]
     body: bytes
+    keep_alive: bool
 
 
-class Upstream:
-    """Kept-alive connections to every release this worker has sent a request to."""
+class Connection:
+    """One connection to a release, kept open between exchanges while the release allows."""
 
-    def __init__(self) -> None:
-        self._pools: dict[tuple[str, int], HTTPConnectionPool] = {}
-        self._lock = threading.Lock()
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        # The request goes out in one write, but the release's answer may come in several:
+        # Nagle would hold ours back until theirs is acknowledged.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = self.sock.makefile("rb")
 
-    def exchange(
-        self,
-        host: str,
-        port: int,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes | None,
-        timeout: float,
-    ) -> Answer:
-        """Send one request and read the whole answer, undecoded (the client gets the bytes the
-        release sent). A kept connection the release closed meanwhile (restarted, or an idle
-        timeout) fails without an answer: the request goes once more, on a fresh connection."""
-        pool = self._pools.get((host, port)) or self._pool(host, port)
-        headers.setdefault("User-Agent", SKIP_HEADER)  # the client's, or none: not urllib3's
-        try:
-            answer = self._send(pool, method, path, headers, body, timeout)
-        except ProtocolError as exc:
-            if not isinstance(exc.__context__ or exc.args[-1], RemoteDisconnected | ConnectionResetError):
-                raise
-            answer = self._send(pool, method, path, headers, body, timeout)
-        try:
-            if answer.status < 200:  # http.client reads past 100 Continue only: the real answer
-                # would be left on the connection for the next request, so the connection goes.
-                raise ProtocolError(f"informational answer {answer.status} is not passed on")
-            return Answer(answer.status, answer.reason or "", list(answer.headers.items()), answer.read())
-        except BaseException:
-            answer.close()  # closes the connection too: nothing of this answer is left to misread
-            raise
-        finally:
-            answer.release_conn()
-
-    @staticmethod
-    def _send(
-        pool: HTTPConnectionPool,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes | None,
-        timeout: float,
-    ) -> BaseHTTPResponse:
-        return pool.urlopen(
-            method,
-            path,
-            body=body,
-            headers=headers,
-            retries=False,
-            redirect=False,
-            assert_same_host=False,
-            timeout=timeout,
-            preload_content=False,
-            decode_content=False,
-        )
-
-    def _pool(self, host: str, port: int) -> HTTPConnectionPool:
-        with self._lock:
-            pool = self._pools.get((host, port))
-            if pool is None:
-                pool = self._pools[(host, port)] = HTTPConnectionPool(host, port, maxsize=KEPT, block=False)
-            return pool
+    def exchange(self, request: bytes, *, head: bool = False) -> Answer:
+        """Send ``request`` (the whole message, body included) and read the full answer;
+        ``head`` says that the request was a HEAD (the answer has no body)."""
+        self.sock.sendall(request)
+        return read_answer(self.reader, head=head)
 
     def close(self) -> None:
-        with self._lock:
-            for pool in self._pools.values():
-                pool.close()
-            self._pools.clear()
+        self.reader.close()
+        self.sock.close()
+
+
+def read_answer(reader: BufferedReader, *, head: bool = False) -> Answer:
+    """Read one HTTP/1.x answer (skipping informational ``1xx`` ones)."""
+    line = reader.readline(MAX_LINE + 1)
+    if not line:
+        raise Closed("the release closed the connection without answering")
+    while True:
+        version, status, reason = _status_line(line)
+        headers, length, chunked, close = _headers(reader)
+        if status >= 200:
+            break
+        line = _line(reader)
+    keep_alive = version == b"HTTP/1.1" and not close
+    if head or status in _NO_BODY:
+        body = b""
+    elif chunked:
+        body = _chunked(reader)
+    elif length is not None:
+        body = reader.read(length)
+        if len(body) < length:
+            raise ProtocolError(f"the release closed the connection {length - len(body)} bytes short")
+    else:  # no length: the body ends when the release closes the connection
+        body, keep_alive = reader.read(), False
+    return Answer(status, reason, headers, body, keep_alive)
+
+
+def _line(reader: BufferedReader) -> bytes:
+    line = reader.readline(MAX_LINE + 1)
+    if not line.endswith(b"\n"):
+        raise ProtocolError("the release's answer ended early" if len(line) <= MAX_LINE else "line too long")
+    return line
+
+
+def _status_line(line: bytes) -> tuple[bytes, int, str]:
+    parts = line.rstrip(b"\r\n").split(b" ", 2)
+    if (
+        len(parts) < 2
+        or not parts[0].startswith(b"HTTP/1.")
+        or not (len(parts[1]) == 3 and parts[1].isdigit())
+    ):
+        raise ProtocolError(f"not an HTTP/1.x status line: {line[:100]!r}")
+    return parts[0], int(parts[1]), parts[2].decode("latin-1") if len(parts) == 3 else ""
+
+
+def _headers(reader: BufferedReader) -> tuple[list[tuple[str, str]], int | None, bool, bool]:
+    """The header lines up to the blank one, and what they say about the body and connection."""
+    headers: list[tuple[str, str]] = []
+    length: int | None = None
+    chunked = close = False
+    while True:
+        line = _line(reader)
+        if line in (b"\r\n", b"\n"):
+            return headers, length, chunked, close
+        if len(headers) >= MAX_HEADERS:
+            raise ProtocolError(f"more than {MAX_HEADERS} header lines")
+        name, colon, value = line.decode("latin-1").partition(":")
+        if not colon or not name or name != name.strip():
+            raise ProtocolError(f"malformed header line: {line[:100]!r}")
+        value = value.strip()
+        headers.append((name, value))
+        key = name.lower()
+        if key == "content-length":
+            if not value.isdigit() or (length is not None and int(value) != length):
+                raise ProtocolError(f"bad Content-Length: {value[:40]!r}")
+            length = int(value)
+        elif key == "transfer-encoding":
+            if value.lower() != "chunked":
+                raise ProtocolError(f"unsupported Transfer-Encoding: {value[:40]!r}")
+            chunked = True
+        elif key == "connection":
+            close = "close" in value.lower()
+
+
+def _chunked(reader: BufferedReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size_line = _line(reader).split(b";", 1)[0].strip()
+        try:
+            size = int(size_line, 16)
+        except ValueError:
+            raise ProtocolError(f"bad chunk size: {size_line[:40]!r}") from None
+        if size == 0:
+            while _line(reader) not in (b"\r\n", b"\n"):  # trailers: not passed on
+                pass
+            return b"".join(parts)
+        chunk = reader.read(size)
+        if len(chunk) < size or _line(reader) not in (b"\r\n", b"\n"):
+            raise ProtocolError("the release's chunked body ended early")
+        parts.append(chunk)
