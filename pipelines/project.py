@@ -13,6 +13,7 @@ from typing import Any
 from pipelines.classify import KINDS, Rule, glob_regex
 from pipelines.config import ConfigError, mapping, number, string
 from pipelines.rules import default_rules
+from pipelines.triggers import Triggers, parse_triggers
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class ProjectConfig:
     data_into: str = "data/raw"
     debounce_seconds: float = 30.0
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    triggers: Triggers = field(default_factory=Triggers)
 
 
 DEFAULT_STAGES = {
@@ -228,7 +230,7 @@ def parse_project_config(
     :param dvc_files: the ``.dvc`` files at that commit (data tracked by DVC).
     """
     top = mapping(raw, source, "(top level)")
-    unknown = set(top) - {"model", "classify", "stages", "gate", "data", "release"}
+    unknown = set(top) - {"model", "classify", "stages", "gate", "data", "release", "triggers"}
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown key")
     model = mapping(top.get("model"), source, "model")
@@ -288,4 +290,5 @@ def parse_project_config(
         ),
         debounce_seconds=30.0 if debounce is None else debounce,
         release=_release(top.get("release"), source),
+        triggers=parse_triggers(top.get("triggers"), source),
     )

@@ -71,7 +71,7 @@ class ScheduleDecision:
 
 
 def schedule_decision(
-    schedule: Schedule, now: datetime, last: datetime | None, *, active_run: int | None
+    schedule: Schedule, now: datetime, last: datetime | None, *, active: str | None
 ) -> ScheduleDecision:
     """Whether ``schedule`` is due at ``now``, given the last tick handled (``None``: never).
 
@@ -87,9 +87,9 @@ def schedule_decision(
     local = tick.astimezone(ZoneInfo(schedule.timezone))
     when = f"{local:%Y-%m-%d %H:%M} {schedule.timezone}"
     missed = _missed(schedule, last, tick)
-    if active_run is not None:
+    if active is not None:
         return ScheduleDecision(
-            "skip", tick, f"schedule tick {when} skipped: scheduled run {active_run} is active"
+            "skip", tick, f"schedule tick {when} skipped: the previous scheduled {active} is active"
         )
     catch_up = f" (catch-up for {missed} missed ticks)" if missed > 1 else ""
     return ScheduleDecision("fire", tick, f"schedule {schedule.cron!r}: tick {when}{catch_up}")
@@ -107,3 +107,22 @@ def _missed(schedule: Schedule, last: datetime, tick: datetime, cap: int = 1000)
 def cooled_down(last_fired: datetime | None, cooldown: timedelta, now: datetime) -> bool:
     """A trigger that fired within ``cooldown`` stays quiet: one episode, one run."""
     return last_fired is None or now - last_fired >= cooldown
+
+
+@dataclass(frozen=True)
+class Triggers:
+    """A project's ``triggers:``; each one absent is off."""
+
+    schedule: Schedule | None = None
+
+
+def parse_triggers(raw: object, source: str) -> Triggers:
+    if raw is None:
+        return Triggers()
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "triggers", f"expected a mapping, got {type(raw).__name__}")
+    unknown = set(raw) - {"schedule"}
+    if unknown:
+        raise ConfigError(source, f"triggers.{sorted(unknown)[0]}", "unknown key")
+    schedule = raw.get("schedule")
+    return Triggers(schedule=parse_schedule(schedule, source) if schedule is not None else None)

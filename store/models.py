@@ -231,3 +231,13 @@ class TriggerState(Base):
     event_id: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RunNotice(Base):
+    """A run status that was announced to the notification targets (``store/notices.py``)."""
+
+    __tablename__ = "run_notices"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -49,6 +49,7 @@ def active(db: Database, repository: str, trigger: str) -> str | None:
                 Delivery.repository == repository,
                 Delivery.delivery_id.like(f"{trigger}:%"),
                 Delivery.status.in_(("pending", "dispatched")),
+                Delivery.run_id.is_(None),
             )
             .limit(1)
         )

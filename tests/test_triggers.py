@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,17 @@ from flask.testing import FlaskClient
 
 from config.settings import Settings
 from loopline.cli import main
+from pipelines.config import ConfigError
+from pipelines.triggers import Schedule, parse_schedule, schedule_decision
 from service import create_app
 from service.state import loopline
-from store import users
+from store import triggers, users
 from store.db import Database
 from store.models import Delivery, Run
 from tests.conftest import Project, make_settings
 from workers.intake import prepare_run
+from workers.projects import mirror
+from workers.triggers import check, check_schedule
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -175,4 +180,136 @@ def test_cli_run_stores_a_manual_delivery(tmp_path: Path, project: Project) -> N
     assert row.event["ref"] == "refs/heads/main"
     waited = cli.invoke(main, ["run", "churn", "--wait", "0.3"], env=env)
     assert waited.exit_code == 1 and "no run within 0.3s" in waited.output
+    db.dispose()
+
+
+HOURLY = Schedule("0 * * * *", "UTC")
+T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+
+
+def test_schedule_ticks_in_its_time_zone() -> None:
+    berlin = Schedule("0 3 * * 1", "Europe/Berlin")  # Monday 03:00 in Berlin: 02:00 UTC in winter
+    assert berlin.last_tick(datetime(2026, 1, 6, 12, 0, tzinfo=UTC)) == datetime(2026, 1, 5, 2, 0, tzinfo=UTC)
+    assert berlin.last_tick(datetime(2026, 7, 7, 12, 0, tzinfo=UTC)) == datetime(2026, 7, 6, 1, 0, tzinfo=UTC)
+    on_tick = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    assert HOURLY.last_tick(on_tick) == on_tick
+    assert HOURLY.last_tick(on_tick - timedelta(microseconds=1)) == on_tick - timedelta(hours=1)
+
+
+def test_schedule_decisions() -> None:
+    assert schedule_decision(HOURLY, T0, None, active=None).action == "arm"
+    assert schedule_decision(HOURLY, T0, T0, active=None).action == "wait"
+    due = schedule_decision(HOURLY, T0 + timedelta(hours=1), T0, active=None)
+    assert (due.action, due.tick) == ("fire", datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+    late = schedule_decision(HOURLY, T0 + timedelta(hours=5), T0, active=None)
+    assert late.action == "fire" and "catch-up for 5 missed ticks" in late.reason
+    busy = schedule_decision(HOURLY, T0 + timedelta(hours=1), T0, active="run 4")
+    assert busy.action == "skip" and "scheduled run 4 is active" in busy.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"cron": "61 * * * *"}, "triggers.schedule.cron"),
+        ({"cron": "* * * * * *"}, "triggers.schedule.cron"),
+        ({"cron": "0 3 * * 1", "timezone": "Mars/Olympus"}, "triggers.schedule.timezone"),
+        ({"cron": "0 3 * * 1", "timezone": 5}, "triggers.schedule.timezone"),
+        ({"cron": "0 3 * * 1", "every": "day"}, "triggers.schedule"),
+        (["0 3 * * 1"], "triggers.schedule"),
+    ],
+)
+def test_bad_schedules_name_the_key(raw: object, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_schedule(raw, "loopline.yml")
+    assert caught.value.key == key
+
+
+def _finish(db: Database, run_id: int | None) -> None:
+    with db.session() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        run.status = "succeeded"
+
+
+def test_schedule_fires_one_run_per_tick_and_none_while_one_is_active(
+    settings: Settings, project: Project, db_url: str
+) -> None:
+    project.push()
+    db = Database(db_url)
+    db.migrate()
+    repo = settings.repositories[0]
+    assert check_schedule(db, repo, HOURLY, T0) is None  # first sight: armed, nothing fires
+    assert check_schedule(db, repo, HOURLY, T0 + timedelta(minutes=20)) is None
+    event = check_schedule(db, repo, HOURLY, T0 + timedelta(minutes=31))
+    assert event is not None
+    assert check_schedule(db, repo, HOURLY, T0 + timedelta(minutes=45)) is None
+    run = run_of(db, prepare_run(settings, db, [event]).run_id)
+    assert (run.trigger, run.ref, run.commit) == ("schedule", "refs/heads/main", project.head())
+    assert run.reason == "schedule '0 * * * *': tick 2026-03-02 10:00 UTC"
+    assert run.plan[:2] == ["unit_tests", "retrain"]
+    # the next tick finds run still queued: skipped (and remembered as handled), no second run
+    assert check_schedule(db, repo, HOURLY, T0 + timedelta(minutes=91)) is None
+    assert f"skipped: the previous scheduled run {run.id} is active" in (
+        triggers.state(db, "churn", "schedule").reason or ""
+    )
+    _finish(db, run.id)
+    assert check_schedule(db, repo, HOURLY, T0 + timedelta(minutes=92)) is None
+    assert check_schedule(db, repo, HOURLY, T0 + timedelta(minutes=151)) is not None
+    db.dispose()
+
+
+def test_restart_after_missed_ticks_fires_exactly_one_catch_up(
+    settings: Settings, project: Project, db_url: str
+) -> None:
+    project.push()
+    db = Database(db_url)
+    db.migrate()
+    repo = settings.repositories[0]
+    check_schedule(db, repo, HOURLY, T0)
+    first = check_schedule(db, repo, HOURLY, T0 + timedelta(hours=1))
+    _finish(db, prepare_run(settings, db, [first or ""]).run_id)
+    db.dispose()
+    # Loopline is down for five hours; a new process with a new connection picks up the store
+    again = Database(db_url)
+    later = T0 + timedelta(hours=6, minutes=5)
+    catch_up = check_schedule(again, repo, HOURLY, later)
+    assert catch_up is not None and catch_up != first
+    assert check_schedule(again, repo, HOURLY, later) is None
+    assert check_schedule(again, repo, HOURLY, later + timedelta(minutes=10)) is None
+    with again.session() as s:
+        fired = [d for d in s.query(Delivery) if d.provider == "trigger"]
+    assert len(fired) == 2 and "catch-up for 5 missed ticks" in (fired[-1].event["reason"] or "")
+    # a crash between storing the delivery and the state: the same tick again is a duplicate
+    assert (
+        triggers.request_run(
+            again,
+            repository="churn",
+            trigger="schedule",
+            ref="refs/heads/main",
+            reason=fired[-1].event["reason"],
+            key=datetime(2026, 3, 2, 15, 0, tzinfo=UTC).isoformat(),
+        ).status
+        == "duplicate"
+    )
+    again.dispose()
+
+
+def test_check_reads_the_schedule_from_the_default_branch(
+    settings: Settings, project: Project, db_url: str
+) -> None:
+    config = yaml.safe_load((project.work / "loopline.yml").read_text())
+    config["triggers"] = {"schedule": {"cron": "* * * * *", "timezone": "Europe/Berlin"}}
+    project.commit({"loopline.yml": yaml.safe_dump(config)})
+    project.push()
+    db = Database(db_url)
+    db.migrate()
+    assert check(settings, db, T0) == []  # no mirror fetched yet: nothing to read
+    mirror(settings, settings.repositories[0]).update()
+    assert check(settings, db, T0) == []  # armed
+    [event] = check(settings, db, T0 + timedelta(seconds=61))
+    run = run_of(db, prepare_run(settings, db, [event]).run_id)
+    assert (
+        run.trigger == "schedule"
+        and run.reason == "schedule '* * * * *': tick 2026-03-02 10:31 Europe/Berlin"
+    )
     db.dispose()

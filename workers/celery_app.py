@@ -27,6 +27,9 @@ app.conf.update(
     beat_schedule={
         # Crash recovery for the outbox: anything claimed but never processed goes back.
         "reconcile": {"task": "loopline.reconcile", "schedule": 30.0},
+        # Schedules, drift, volume and performance (workers/triggers.py): a cron minute is late
+        # by at most this much.
+        "triggers": {"task": "loopline.triggers", "schedule": 15.0},
     },
 )
 

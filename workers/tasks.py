@@ -13,7 +13,7 @@ from celery.exceptions import Ignore
 
 from pipelines.plan import queue_for
 from store import deliveries, runs
-from workers import runner, status
+from workers import runner, status, triggers
 from workers.celery_app import app
 from workers.context import current
 from workers.intake import prepare_retry, prepare_run
@@ -103,3 +103,11 @@ def reconcile() -> int:
     for run_id, repo, workspace in runs.finished_workspaces(db):
         runner.cleanup(settings, db, run_id, repo, workspace)
     return moved
+
+
+# Periodic (beat) and idempotent: each fire is a delivery whose id names what it is about, so a
+# tick lost or run twice changes nothing.
+@app.task(name="loopline.triggers")
+def check_triggers() -> int:
+    settings, db = current()
+    return len(triggers.check(settings, db))
