@@ -57,6 +57,14 @@ class ReleaseStats:
     latency_sum_us: int = 0
     buckets: dict[str, int] = field(default_factory=dict)  # non-cumulative, by BUCKET_KEYS
     predictions: dict[str, int] = field(default_factory=dict)
+    #: Instances whose true label came back (``POST /api/models/<name>/feedback``), and how
+    #: many of those the release predicted right.
+    labelled: int = 0
+    correct: int = 0
+
+    @property
+    def online_accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
 
     @property
     def error_rate(self) -> float:
@@ -94,6 +102,11 @@ class ReleaseStats:
             },
             "latency_buckets": {k: self.buckets.get(k, 0) for k in BUCKET_KEYS},
             "predictions": dict(sorted(self.predictions.items(), key=lambda kv: -kv[1])),
+            "online_accuracy": {
+                "labelled": self.labelled,
+                "correct": self.correct,
+                "accuracy": None if self.online_accuracy is None else round(self.online_accuracy, 4),
+            },
         }
 
 
@@ -120,6 +133,8 @@ def stats(session: Session, deployment_ids: Iterable[int]) -> dict[int, ReleaseS
             st.buckets[key] = st.buckets.get(key, 0) + value
         elif series == "predictions":
             st.predictions[key] = st.predictions.get(key, 0) + value
+        elif series == "outcomes" and key in ("labelled", "correct"):
+            setattr(st, key, getattr(st, key) + value)
     return result
 
 
@@ -135,6 +150,8 @@ def exposition(session: Session) -> list[str]:
         "errors": ("loopline_release_errors_total", "counter", []),
         "latency": ("loopline_release_latency_seconds", "histogram", []),
         "predictions": ("loopline_release_predictions_total", "counter", []),
+        "labelled": ("loopline_release_labelled_total", "counter", []),
+        "correct": ("loopline_release_correct_total", "counter", []),
     }
     helps = {
         "traffic": "Share of the gateway's requests for the model that the release gets.",
@@ -142,6 +159,8 @@ def exposition(session: Session) -> list[str]:
         "errors": "Requests that failed: 5xx answers and releases that did not answer.",
         "latency": "Time from the gateway's forward to the release's full answer.",
         "predictions": "Predicted labels in the release's answers (at most 20 per release, then 'other').",
+        "labelled": "Predicted instances whose true label clients sent back (online accuracy's denominator).",
+        "correct": "Labelled instances the release predicted right.",
     }
     for dep in deps:
         st = numbers[dep.id]
@@ -159,6 +178,8 @@ def exposition(session: Session) -> list[str]:
             f"loopline_release_latency_seconds_sum{{{labels}}} {st.latency_sum_us / 1e6}"
         )
         families["latency"][2].append(f"loopline_release_latency_seconds_count{{{labels}}} {cumulative}")
+        families["labelled"][2].append(f"loopline_release_labelled_total{{{labels}}} {st.labelled}")
+        families["correct"][2].append(f"loopline_release_correct_total{{{labels}}} {st.correct}")
         for label, count in sorted(st.predictions.items()):
             families["predictions"][2].append(
                 f'loopline_release_predictions_total{{{labels},label="{_escape(label)}"}} {count}'

@@ -57,7 +57,9 @@ def run_notice(settings: Settings, run: dict[str, Any]) -> Notice:
     """What to say about a run (``store.views.run_dict`` shape) in its current status."""
     link = f"{settings.public_url}/#run={run['id']}"
     branch = (run.get("ref") or "").removeprefix("refs/heads/")
-    text = f"Loopline: {run['repository']} run #{run['id']} ({run['trigger']}, {branch}) {_WORDS[run['status']]}"
+    text = (
+        f"Loopline: {run['repository']} run #{run['id']} ({run['trigger']}, {branch}) {_WORDS[run['status']]}"
+    )
     if run.get("reason") and run["status"] != "awaiting_approval":
         text += f": {run['reason']}"
     keys = ("id", "status", "trigger", "reason", "ref", "commit", "model_version")
@@ -100,7 +102,9 @@ class NotifyFailed(RuntimeError):
 def send(target: NotifyTarget, notice: Notice, *, attempts: int = 4, backoff: float = 0.5) -> None:
     url = os.environ.get(target.url_env)
     if not url:
-        log.error("notify: %s is not set; %s for %s not sent", target.url_env, notice.event, notice.repository)
+        log.error(
+            "notify: %s is not set; %s for %s not sent", target.url_env, notice.event, notice.repository
+        )
         return
     with _session(attempts, backoff) as session:
         try:
