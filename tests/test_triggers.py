@@ -14,16 +14,18 @@ from flask.testing import FlaskClient
 from config.settings import Settings
 from loopline.cli import main
 from pipelines.config import ConfigError
-from pipelines.triggers import Schedule, parse_schedule, schedule_decision
+from pipelines.project import PerformanceTrigger, ScheduleTrigger, parse_project_config
+from pipelines.triggers import last_tick, schedule_decision
 from service import create_app
 from service.state import loopline
-from store import triggers, users
+from store import outcomes, triggers, users
 from store.db import Database
-from store.models import Delivery, Run
+from store.models import Delivery, Deployment, Run
+from store.outcomes import Predicted
 from tests.conftest import Project, make_settings
 from workers.intake import prepare_run
 from workers.projects import mirror
-from workers.triggers import check, check_schedule
+from workers.triggers import check, check_performance, check_schedule
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -183,17 +185,21 @@ def test_cli_run_stores_a_manual_delivery(tmp_path: Path, project: Project) -> N
     db.dispose()
 
 
-HOURLY = Schedule("0 * * * *", "UTC")
+HOURLY = ScheduleTrigger("0 * * * *", "UTC")
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
 
 def test_schedule_ticks_in_its_time_zone() -> None:
-    berlin = Schedule("0 3 * * 1", "Europe/Berlin")  # Monday 03:00 in Berlin: 02:00 UTC in winter
-    assert berlin.last_tick(datetime(2026, 1, 6, 12, 0, tzinfo=UTC)) == datetime(2026, 1, 5, 2, 0, tzinfo=UTC)
-    assert berlin.last_tick(datetime(2026, 7, 7, 12, 0, tzinfo=UTC)) == datetime(2026, 7, 6, 1, 0, tzinfo=UTC)
+    berlin = ScheduleTrigger("0 3 * * 1", "Europe/Berlin")  # Monday 03:00 in Berlin: 02:00 UTC in winter
+    assert last_tick(berlin, datetime(2026, 1, 6, 12, 0, tzinfo=UTC)) == datetime(
+        2026, 1, 5, 2, 0, tzinfo=UTC
+    )
+    assert last_tick(berlin, datetime(2026, 7, 7, 12, 0, tzinfo=UTC)) == datetime(
+        2026, 7, 6, 1, 0, tzinfo=UTC
+    )
     on_tick = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-    assert HOURLY.last_tick(on_tick) == on_tick
-    assert HOURLY.last_tick(on_tick - timedelta(microseconds=1)) == on_tick - timedelta(hours=1)
+    assert last_tick(HOURLY, on_tick) == on_tick
+    assert last_tick(HOURLY, on_tick - timedelta(microseconds=1)) == on_tick - timedelta(hours=1)
 
 
 def test_schedule_decisions() -> None:
@@ -210,18 +216,42 @@ def test_schedule_decisions() -> None:
 @pytest.mark.parametrize(
     ("raw", "key"),
     [
-        ({"cron": "61 * * * *"}, "triggers.schedule.cron"),
-        ({"cron": "* * * * * *"}, "triggers.schedule.cron"),
-        ({"cron": "0 3 * * 1", "timezone": "Mars/Olympus"}, "triggers.schedule.timezone"),
-        ({"cron": "0 3 * * 1", "timezone": 5}, "triggers.schedule.timezone"),
-        ({"cron": "0 3 * * 1", "every": "day"}, "triggers.schedule"),
-        (["0 3 * * 1"], "triggers.schedule"),
+        ({"schedule": {"cron": "61 * * * *"}}, "triggers.schedule.cron"),
+        ({"schedule": {"cron": "* * * * * *"}}, "triggers.schedule.cron"),
+        ({"schedule": {"cron": "0 3 * * 1", "timezone": "Mars/Olympus"}}, "triggers.schedule.timezone"),
+        ({"schedule": {"cron": "0 3 * * 1", "timezone": "../etc"}}, "triggers.schedule.timezone"),
+        ({"schedule": {"cron": "0 3 * * 1", "timezone": 5}}, "triggers.schedule.timezone"),
+        ({"schedule": {"cron": "0 3 * * 1", "every": "day"}}, "triggers.schedule.every"),
+        ({"schedule": ["0 3 * * 1"]}, "triggers.schedule"),
+        ({"drift": {"threshold": -1}}, "triggers.drift.threshold"),
+        ({"drift": {"sample_rate": 2}}, "triggers.drift.sample_rate"),
+        ({"drift": {"cooldown": "soon"}}, "triggers.drift.cooldown"),
+        ({"volume": {}}, "triggers.volume.min_new_rows"),
+        ({"performance": {"min": 0.9, "metric": "f1"}}, "triggers.performance.metric"),
+        ({"nightly": True}, "triggers.nightly"),
     ],
 )
-def test_bad_schedules_name_the_key(raw: object, key: str) -> None:
+def test_bad_triggers_name_the_key(raw: object, key: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_schedule(raw, "loopline.yml")
+        parse_project_config({"triggers": raw})
     assert caught.value.key == key
+
+
+def test_the_spec_example_parses() -> None:
+    triggers = parse_project_config(
+        {
+            "triggers": {
+                "schedule": {"cron": "0 3 * * 1", "timezone": "Europe/Berlin"},
+                "drift": {"threshold": 0.2, "min_samples": 500, "sample_rate": 0.1, "cooldown": "6h"},
+                "volume": {"min_new_rows": 10000},
+                "performance": {"metric": "accuracy", "min": 0.85, "window": 1000},
+            }
+        }
+    ).triggers
+    assert triggers.schedule == ScheduleTrigger("0 3 * * 1", "Europe/Berlin")
+    assert triggers.drift is not None and triggers.drift.cooldown == 6 * 3600
+    assert triggers.volume is not None and triggers.volume.min_new_rows == 10000
+    assert triggers.performance is not None and triggers.performance.min == 0.85
 
 
 def _finish(db: Database, run_id: int | None) -> None:
@@ -306,10 +336,46 @@ def test_check_reads_the_schedule_from_the_default_branch(
     assert check(settings, db, T0) == []  # no mirror fetched yet: nothing to read
     mirror(settings, settings.repositories[0]).update()
     assert check(settings, db, T0) == []  # armed
-    [event] = check(settings, db, T0 + timedelta(seconds=61))
-    run = run_of(db, prepare_run(settings, db, [event]).run_id)
+    [notice] = check(settings, db, T0 + timedelta(seconds=61))
+    assert notice.event == "trigger.fired" and notice.detail["trigger"] == "schedule"
+    run = run_of(db, prepare_run(settings, db, [notice.detail["event_id"]]).run_id)
     assert (
         run.trigger == "schedule"
         and run.reason == "schedule '* * * * *': tick 2026-03-02 10:31 Europe/Berlin"
     )
+    db.dispose()
+
+
+def test_performance_below_the_minimum_retrains_once_per_cooldown(
+    settings: Settings, project: Project, db_url: str
+) -> None:
+    project.push()
+    db = Database(db_url)
+    db.migrate()
+    repo = settings.repositories[0]
+    with db.session() as s:
+        run = Run(repository="churn", trigger="push", status="succeeded", dedupe_key="first")
+        s.add(run)
+        s.flush()
+        serving = Deployment(model_name="churn", version=3, run_id=run.id, target="local", status="active")
+        s.add(serving)
+        s.flush()
+        release = serving.id
+    ids = [f"{i:032x}" for i in range(60)]
+    outcomes.add(db, [Predicted(rid, "churn", release, ("1",)) for rid in ids], [])
+    performance = PerformanceTrigger(min=0.8, window=50)
+    # 40 labelled, all right: the window is not full yet
+    assert outcomes.feedback(db, "churn", {rid: ("1",) for rid in ids[:40]}).recorded == 40
+    assert check_performance(db, repo, "churn", performance, T0) is None
+    # 20 more, all wrong: the newest 50 hold 30 right ones, 0.6 < 0.8
+    outcomes.feedback(db, "churn", {rid: ("0",) for rid in ids[40:]})
+    event = check_performance(db, repo, "churn", performance, T0)
+    assert event is not None
+    run = run_of(db, prepare_run(settings, db, [event]).run_id)
+    assert run.trigger == "performance"
+    assert run.reason == "online accuracy of v3 fell to 0.600 < 0.8 over the last 50 labelled predictions"
+    assert check_performance(db, repo, "churn", performance, T0 + timedelta(minutes=1)) is None  # under way
+    _finish(db, run.id)
+    assert check_performance(db, repo, "churn", performance, T0 + timedelta(hours=1)) is None  # cooling down
+    assert check_performance(db, repo, "churn", performance, T0 + timedelta(hours=7)) is not None
     db.dispose()

@@ -30,6 +30,8 @@ app.conf.update(
         # Schedules, drift, volume and performance (workers/triggers.py): a cron minute is late
         # by at most this much.
         "triggers": {"task": "loopline.triggers", "schedule": 15.0},
+        # Runs that need approval, failed or were gated, to the notification targets.
+        "notify": {"task": "loopline.notify_sweep", "schedule": 5.0},
     },
 )
 

@@ -39,7 +39,7 @@ _WORDS = {
 
 
 @dataclass(frozen=True)
-class Notice:
+class Notice:  # a plain dataclass: it travels as a task's argument (asdict), holding no secret
     """One thing to announce: ``run.<status>`` or ``trigger.fired``."""
 
     event: str
@@ -74,9 +74,26 @@ def trigger_notice(settings: Settings, repository: str, trigger: str, reason: st
     return Notice("trigger.fired", repository, text, detail)
 
 
+#: Which ``on:`` entry a notice's event answers to.
+_KIND = {
+    "run.awaiting_approval": "approval",
+    "run.failed": "failed",
+    "run.gate_failed": "gate_failed",
+    "trigger.fired": "trigger",
+}
+
+
 def targets(settings: Settings, repository: str) -> tuple[NotifyTarget, ...]:
+    """The repository's own targets, then the server's (``LOOPLINE_NOTIFY_URL``)."""
     repo = settings.repo(repository)
-    return (*(repo.notify if repo else ()), *settings.notify)
+    own = repo.notify if repo else ()
+    if settings.notify_url:
+        return (*own, NotifyTarget(url_env="LOOPLINE_NOTIFY_URL", format=settings.notify_format))
+    return own
+
+
+def wanted(settings: Settings, notice: Notice) -> list[NotifyTarget]:
+    return [t for t in targets(settings, notice.repository) if _KIND[notice.event] in t.on]
 
 
 def _session(attempts: int, backoff: float) -> requests.Session:
