@@ -14,25 +14,24 @@ from typing import Any
 import click
 
 from loopline import users as users_cli
-from pipelines.config import ConfigError
+from pipelines.errors import LooplineError
 
 
 def _settings() -> Any:
     from config.settings import Settings
 
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    return Settings.from_env()  # a ConfigError is one line, like any LooplineError (see _Group)
 
 
 class _Group(click.Group):
-    """Every failure is one clear line and a non-zero exit, never a traceback."""
+    """Loopline's own errors, and the system's refusals (a port in use, a missing file), are one
+    clear line and exit 1. Anything else is a bug and keeps its traceback; Click's own exits
+    (``--help``, ``--version``) pass through untouched."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigError, OSError, RuntimeError, ValueError) as exc:
+        except (LooplineError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
 
 

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from pipelines.events import DataObject
+from pipelines.providers import PROVIDERS as HOSTS
 from pipelines.schema import (
     STRICT,
     ConfigError,
@@ -28,7 +29,12 @@ from pipelines.schema import (
 
 __all__ = ["ConfigError"]
 
-PROVIDERS = ("github", "gitlab", "gitea", "forgejo", "bitbucket", "git")
+#: Every Git host, and those with a commit-status API (and its public address), from the one list.
+PROVIDERS = tuple(HOSTS)
+STATUS_PROVIDERS = tuple(name for name, host in HOSTS.items() if host.status)
+STATUS_API_DEFAULTS = {
+    name: host.status.default_url for name, host in HOSTS.items() if host.status and host.status.default_url
+}
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -101,15 +107,6 @@ class DataLakeEntry:
         if not item.key.startswith(prefix):
             return None
         return item.key[len(prefix) :].lstrip("/") or None
-
-
-STATUS_PROVIDERS = ("github", "gitlab", "gitea", "forgejo", "bitbucket")
-#: Where each host's API lives when ``status.api_url`` is not given (self-hosted: give it).
-STATUS_API_DEFAULTS = {
-    "github": "https://api.github.com",
-    "gitlab": "https://gitlab.com/api/v4",
-    "bitbucket": "https://api.bitbucket.org/2.0",
-}
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pipelines.errors import LooplineError
+
 ZERO_SHA = "0" * 40
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z")
 # git check-ref-format, restricted further: a short ASCII set, no "..", "//" or "@{", no component
@@ -26,7 +28,7 @@ MAX_MESSAGE = 4096
 TRIGGERS = ("manual", "schedule", "drift", "volume", "performance")
 
 
-class PayloadError(ValueError):
+class PayloadError(LooplineError, ValueError):
     """The body is not a well-formed event of the claimed kind (answered with 400)."""
 
 

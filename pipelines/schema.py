@@ -14,13 +14,15 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError, WrapValidator
 from pydantic_core import PydanticCustomError
 
+from pipelines.errors import LooplineError
+
 T = TypeVar("T")
 
 #: Unknown keys are errors; a key named differently in the file (``health``) also takes its field name.
 STRICT = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
 
 
-class ConfigError(ValueError):
+class ConfigError(LooplineError, ValueError):
     """A configuration file is wrong; the message names the file, the key and the problem."""
 
     def __init__(self, source: str, key: str, problem: str) -> None:

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from store.db import Database
-from store.models import LIVE_RELEASES, Deployment, ReleaseMetric
+from store.models import LIVE_RELEASES, Delivery, Deployment, ReleaseMetric, Run
 
 #: Latency bucket upper bounds in seconds (Prometheus ``le``); the last bucket is ``+Inf``.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
@@ -138,57 +138,30 @@ def stats(session: Session, deployment_ids: Iterable[int]) -> dict[int, ReleaseS
     return result
 
 
-def exposition(session: Session) -> list[str]:
-    """Prometheus text lines for every live release (active, canary, standby)."""
+@dataclass(frozen=True)
+class LiveRelease:
+    """A release that takes or may take traffic (active, canary, standby), with its totals."""
+
+    model: str
+    version: int
+    release: int
+    traffic_percent: int
+    stats: ReleaseStats
+
+
+def live_releases(session: Session) -> list[LiveRelease]:
+    """Every live release in deployment order, with what the gateway counted for it."""
     deps = session.scalars(
         select(Deployment).where(Deployment.status.in_(LIVE_RELEASES)).order_by(Deployment.id)
     ).all()
     numbers = stats(session, [d.id for d in deps])
-    families: dict[str, tuple[str, str, list[str]]] = {
-        "traffic": ("loopline_release_traffic_percent", "gauge", []),
-        "requests": ("loopline_release_requests_total", "counter", []),
-        "errors": ("loopline_release_errors_total", "counter", []),
-        "latency": ("loopline_release_latency_seconds", "histogram", []),
-        "predictions": ("loopline_release_predictions_total", "counter", []),
-        "labelled": ("loopline_release_labelled_total", "counter", []),
-        "correct": ("loopline_release_correct_total", "counter", []),
-    }
-    helps = {
-        "traffic": "Share of the gateway's requests for the model that the release gets.",
-        "requests": "Requests the gateway sent to the release.",
-        "errors": "Requests that failed: 5xx answers and releases that did not answer.",
-        "latency": "Time from the gateway's forward to the release's full answer.",
-        "predictions": "Predicted labels in the release's answers (at most 20 per release, then 'other').",
-        "labelled": "Predicted instances whose true label clients sent back (online accuracy's denominator).",
-        "correct": "Labelled instances the release predicted right.",
-    }
-    for dep in deps:
-        st = numbers[dep.id]
-        labels = f'model="{_escape(dep.model_name)}",version="{dep.version}",release="{dep.id}"'
-        families["traffic"][2].append(f"loopline_release_traffic_percent{{{labels}}} {dep.traffic_percent}")
-        families["requests"][2].append(f"loopline_release_requests_total{{{labels}}} {st.requests}")
-        families["errors"][2].append(f"loopline_release_errors_total{{{labels}}} {st.errors}")
-        cumulative = 0
-        for key in BUCKET_KEYS:
-            cumulative += st.buckets.get(key, 0)
-            families["latency"][2].append(
-                f'loopline_release_latency_seconds_bucket{{{labels},le="{key}"}} {cumulative}'
-            )
-        families["latency"][2].append(
-            f"loopline_release_latency_seconds_sum{{{labels}}} {st.latency_sum_us / 1e6}"
-        )
-        families["latency"][2].append(f"loopline_release_latency_seconds_count{{{labels}}} {cumulative}")
-        families["labelled"][2].append(f"loopline_release_labelled_total{{{labels}}} {st.labelled}")
-        families["correct"][2].append(f"loopline_release_correct_total{{{labels}}} {st.correct}")
-        for label, count in sorted(st.predictions.items()):
-            families["predictions"][2].append(
-                f'loopline_release_predictions_total{{{labels},label="{_escape(label)}"}} {count}'
-            )
-    lines: list[str] = []
-    for key, (name, kind, samples) in families.items():
-        lines += [f"# HELP {name} {helps[key]}", f"# TYPE {name} {kind}", *samples]
-    return lines
+    return [LiveRelease(d.model_name, d.version, d.id, d.traffic_percent, numbers[d.id]) for d in deps]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def status_counts(session: Session) -> dict[str, dict[str, int]]:
+    """How many deliveries and runs are in each status: ``{"deliveries": {...}, "runs": {...}}``."""
+    counts: dict[str, dict[str, int]] = {}
+    for name, model in (("deliveries", Delivery), ("runs", Run)):
+        rows = session.execute(select(model.status, func.count()).group_by(model.status))
+        counts[name] = {status: count for status, count in rows}
+    return counts

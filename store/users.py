@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pipelines.errors import LooplineError
 from store.db import Database
 from store.models import User, utcnow
 from store.views import iso
@@ -38,7 +39,7 @@ TOKEN_PREFIX = "llu_"  # noqa: S105 (a prefix that marks user tokens, not a secr
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
-class UserError(ValueError):
+class UserError(LooplineError, ValueError):
     """A bad name or role, a name taken, or an unknown user."""
 
 

@@ -61,10 +61,10 @@ def test_feedback_records_online_accuracy_per_release(live: Releases) -> None:
         json={"feedback": [{"request_id": "f" * 32, "label": 1}, {"request_id": fresh[0], "labels": [0, 1]}]},
     ).json
     assert odd == {"recorded": 0, "unknown": ["f" * 32], "duplicate": [], "mismatched": [fresh[0]]}
-    metrics = live.client.get("/metrics").text
-    labels = f'model="m",version="2",release="{live.ids[2]}"'
-    assert f"loopline_release_labelled_total{{{labels}}} {per_version['2']}" in metrics
-    assert f"loopline_release_correct_total{{{labels}}} 0" in metrics
+    found = test_gateway.scraped(live.client.get("/metrics").text)
+    labels = frozenset({"model": "m", "version": "2", "release": str(live.ids[2])}.items())
+    assert found["loopline_release_labelled_total", labels] == per_version["2"]
+    assert found["loopline_release_correct_total", labels] == 0
 
 
 BAD_BODIES: list[object] = [

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from config.settings import Settings
 from pipelines.config import ConfigError, RepoConfig
+from pipelines.errors import LooplineError
 from pipelines.events import TRIGGERS, DataObject, Event, sequencer_order
 from store import deliveries, objects, runs
 from store.db import Database
@@ -43,7 +44,7 @@ class Prepared:
     stages: tuple[str, ...] = ()
 
 
-class IntakeError(RuntimeError):
+class IntakeError(LooplineError, RuntimeError):
     pass
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import requests
 
+from pipelines.errors import LooplineError
 from workers.process import argv_for, kill_group, project_env
 
 BUILTIN_SERVER = [sys.executable, "-m", "workers.model_server"]
 
 
-class ServeError(RuntimeError):
+class ServeError(LooplineError, RuntimeError):
     pass
 
 
