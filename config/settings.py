@@ -45,6 +45,13 @@ class Settings:
     public_url: Annotated[str, AfterValidator(lambda v: v.rstrip("/"))] = Field(
         default="http://127.0.0.1:8080", alias="LOOPLINE_PUBLIC_URL"
     )
+    #: Celery Flower, if run: the dashboard links each run's stages to their tasks there.
+    flower_url: Annotated[str | None, AfterValidator(lambda v: v.rstrip("/") or None if v else None)] = Field(
+        default=None, alias="LOOPLINE_FLOWER_URL"
+    )
+    #: The address other hosts reach this host's releases at (registered as their URL); ``auto``:
+    #: this host's own address. Anything but loopback makes releases listen on every interface.
+    serving_address: str = Field(default="127.0.0.1", min_length=1, alias="LOOPLINE_SERVING_ADDRESS")
 
     #: A notification target for every repository: its URL, and ``json`` or ``slack``.
     notify_url: str | None = Field(default=None, repr=False, alias="LOOPLINE_NOTIFY_URL")

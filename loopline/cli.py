@@ -141,11 +141,12 @@ def up(port: int) -> None:
     default=None,
     help="The sample project to use (default: examples/ of this checkout).",
 )
-def demo(keep: bool, example: Path | None) -> None:
+@click.option("--keep-running", is_flag=True, help="Keep serving the dashboard afterwards, until Ctrl-C.")
+def demo(keep: bool, example: Path | None, keep_running: bool) -> None:
     """Push the sample project, retrain on dropped data, and print what happened."""
     from loopline.demo import run_demo
 
-    sys.exit(run_demo(example=example, keep=keep))
+    sys.exit(run_demo(example=example, keep=keep, keep_running=keep_running))
 
 
 @main.command()

@@ -8,6 +8,7 @@ report.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -35,6 +36,7 @@ from loopline.report import (
     show_model,
     show_releases,
 )
+from store import users
 from workers import serving
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples"
@@ -137,7 +139,7 @@ def predict(api: str, model: str) -> dict[str, Any]:
     return current
 
 
-def run_demo(example: Path | None = None, keep: bool = False) -> int:
+def run_demo(example: Path | None = None, keep: bool = False, keep_running: bool = False) -> int:
     example = example or EXAMPLE
     if not (example / "loopline.yml").exists():
         raise click.ClickException(f"{example} is not a Loopline sample project (no loopline.yml)")
@@ -212,11 +214,17 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
         click.echo("\nAliases and releases")
         db = open_store(settings)
         click.echo(show_releases(db, "churn"))
+        token = users.add(db, "demo", "admin")
         db.dispose()
         click.echo("\nServing now: lineage")
         _print_lineage(current)
         ok = True
         click.echo(f"\ndemo finished in {time.monotonic() - started:.1f}s")
+        click.echo(f"\ndashboard: {stack.url}/  (sign in as demo, an admin, with the token {token})")
+        if keep_running:
+            click.echo("serving the dashboard until Ctrl-C …")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
         return 0
     finally:
         stack.stop()
@@ -361,7 +369,10 @@ class Traffic:
                 i += 1
                 try:
                     answer = http.post(
-                        self.url, json={"instances": [self.rows[i % len(self.rows)]]}, timeout=5
+                        self.url,
+                        json={"instances": [self.rows[i % len(self.rows)]]},
+                        headers={"X-Loopline-App": "demo-shop"},  # the dashboard names its callers
+                        timeout=5,
                     )
                 except requests.RequestException:
                     self.answers["-", 0] += 1

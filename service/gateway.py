@@ -5,7 +5,8 @@ its ``traffic_percent`` chance. The routing table comes from the store and is ca
 process for :data:`ROUTE_TTL` seconds, so a rollback reaches every web worker within about a
 second without a query per request. Connections to releases are kept alive per worker thread.
 Telemetry is counted in memory and added to the store about once a second by a background
-thread (:class:`Recorder`): no database write on the request path.
+thread (:class:`Recorder`): no database write on the request path. Callers name themselves with
+an ``X-Loopline-App`` header, counted per release so the dashboard shows who calls what.
 
 The gateway is a WSGI layer in front of Flask (:func:`install`), not a view: what it adds to a
 prediction is the point of it, and Flask's routing, request and response objects cost as much
@@ -107,17 +108,21 @@ class Recorder:
         self._lock = threading.Lock()
         self._deltas: Counter[tuple[int, str, str]] = Counter()
         self._labels: dict[int, set[str]] = {}
+        self._apps: dict[int, set[str]] = {}
         self._pid = 0  # the process whose flusher runs; a forked child starts its own
         #: Also called on every flush (the outcomes: request ids and input samples).
         self.hooks: list[Callable[[], None]] = []
 
-    def record(self, release: int, status: int, seconds: float, labels: list[str]) -> None:
+    def record(self, release: int, status: int, seconds: float, labels: list[str], app: str = "") -> None:
         bucket = telemetry.BUCKET_KEYS[bisect_left(telemetry.BUCKETS, seconds)]
         with self._lock:
             d = self._deltas
             d[release, "requests", ""] += 1
+            app = self._app(release, app)
+            d[release, "app", app] += 1
             if status >= 500:
                 d[release, "errors", ""] += 1
+                d[release, "app_errors", app] += 1
             d[release, "latency", bucket] += 1
             d[release, "latency_sum_us", ""] += int(seconds * 1e6)
             if labels:
@@ -130,6 +135,16 @@ class Recorder:
                     d[release, "predictions", label] += 1
         if self._pid != os.getpid():
             self._start()
+
+    def _app(self, release: int, app: str) -> str:
+        """The calling application's name as counted (at most MAX_APPS per release, then "other")."""
+        app = app[:64] or telemetry.ANONYMOUS
+        seen = self._apps.setdefault(release, set())
+        if app not in seen:
+            if len(seen) >= telemetry.MAX_APPS:
+                return telemetry.OTHER
+            seen.add(app)
+        return app
 
     def flush(self) -> None:
         """Add what was counted since the last flush to the store; on failure keep it for the next."""
@@ -253,18 +268,19 @@ class Gateway:
             body = self.read_body(environ)
             head += f"Content-Length: {len(body)}\r\n"
         route = target.route
+        app = environ.get("HTTP_X_LOOPLINE_APP", "")
         started = time.perf_counter()
         try:
             answer = self.forward(target, (head + "\r\n").encode("latin-1") + body, head=method == "HEAD")
         except OSError as exc:
-            self.recorder.record(route.release, 502, time.perf_counter() - started, [])
+            self.recorder.record(route.release, 502, time.perf_counter() - started, [], app)
             reason = str(exc) or type(exc).__name__
             raise BadGateway(
                 f"release #{route.release} of {model} (v{route.version}) did not answer: {reason}"
             ) from exc
         elapsed = time.perf_counter() - started
         labels = _labels(answer.body) if answer.status == 200 else []
-        self.recorder.record(route.release, answer.status, elapsed, labels)
+        self.recorder.record(route.release, answer.status, elapsed, labels, app)
         headers = [(k, v) for k, v in answer.headers if k.lower() not in _NOT_PASSED_BACK]
         headers += target.tags
         if labels:  # a prediction: its id lets the client send the true label back

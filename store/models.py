@@ -233,6 +233,20 @@ class TriggerState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ReleaseSample(Base):
+    """What the gateway counted for one release in one :data:`store.telemetry.SAMPLE_SECONDS`
+    slice: the same series as :class:`ReleaseMetric` (not predictions), over time."""
+
+    __tablename__ = "release_samples"
+
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), primary_key=True)
+    #: Start of the slice, in seconds since the epoch.
+    at: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    series: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class RunNotice(Base):
     """A run status that was announced to the notification targets (``store/notices.py``)."""
 

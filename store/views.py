@@ -38,6 +38,19 @@ def approval_record(run: Run) -> dict[str, Any] | None:
     return {"status": stage.status, **(stage.detail or {})} if stage else None
 
 
+def failure(run: Run) -> str | None:
+    """Why a run failed, in one line: the first failed stage and what it said last."""
+    stage = next((st for st in run.stages if st.status in ("failed", "gate_failed")), None)
+    if stage is None:
+        return None
+    detail = stage.detail if isinstance(stage.detail, dict) else {}
+    said = detail.get("error") or detail.get("verdict")
+    if not isinstance(said, str) or not said:
+        lines = [line for line in (stage.log or "")[-4000:].splitlines() if line.strip()]
+        said = lines[-1] if lines else f"exit code {stage.exit_code}"
+    return f"{stage.name}: {said.splitlines()[0] if said.strip() else said}"[:240]
+
+
 def run_dict(run: Run, *, stages: bool = True) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": run.id,
@@ -55,6 +68,9 @@ def run_dict(run: Run, *, stages: bool = True) -> dict[str, Any]:
         "retry_of": run.retry_of,
         "superseded_by": run.superseded_by,
         "approval": approval_record(run),
+        "message": next((d.event.get("message") for d in run.deliveries if d.event.get("message")), None),
+        "author": next((d.event.get("author") for d in run.deliveries if d.event.get("author")), None),
+        "failure": failure(run),
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
@@ -179,7 +195,11 @@ def chain(session: Session, mv: ModelVersion, dep: Deployment | None) -> dict[st
         "gate": mv.gate,
         "model_version": model_dict(mv),
         "deployment": (
-            {**deployment_dict(dep), "approval": approval_record(released_by) if released_by else None}
+            {
+                **deployment_dict(dep),
+                "commit": released_by.commit if released_by else None,
+                "approval": approval_record(released_by) if released_by else None,
+            }
             if dep
             else None
         ),

@@ -137,3 +137,12 @@ class Project:
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say where the dashboard's browser tests saved their screenshots (CI keeps them)."""
+    from dashboard_fixtures import SAVED
+
+    if SAVED:
+        shots = ", ".join(sorted(p.name for p in SAVED))
+        terminalreporter.write_line(f"dashboard screenshots in {SAVED[0].parent}: {shots}")

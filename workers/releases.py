@@ -34,8 +34,9 @@ def release_dir(settings: Settings, model: str, version: int, label: str) -> Pat
     return settings.home / "releases" / model / f"v{version}-{label}"
 
 
-def start(directory: Path, *, artifact: Path, sha256: str) -> serving.Server:
-    """Start the release in ``directory`` (its own ``loopline.yml`` says how) on a free port.
+def start(directory: Path, *, artifact: Path, sha256: str, address: str = "127.0.0.1") -> serving.Server:
+    """Start the release in ``directory`` (its own ``loopline.yml`` says how) on a free port,
+    registered under ``address`` (``LOOPLINE_SERVING_ADDRESS``) for the gateway to reach.
 
     The artifact is checked against the registry's sha256 here as well as by the server: a
     release is never started on an artifact that changed since it was registered.
@@ -50,6 +51,7 @@ def start(directory: Path, *, artifact: Path, sha256: str) -> serving.Server:
         sha256=sha256,
         log_file=directory / "server.log",
         health_path=project.deploy.health_path,
+        address=address,
     )
 
 
@@ -81,7 +83,9 @@ def ensure_running(settings: Settings, db: Database, dep_id: int, say: Say) -> N
     say(f"release #{dep.id} ({dep.model_name} v{dep.version}) is not running: restarting it from {directory}")
     if dep.pid and serving.alive(dep.pid):
         serving.stop(dep.pid, grace=2)
-    server = start(directory, artifact=Path(mv.artifact_path), sha256=mv.sha256)
+    server = start(
+        directory, artifact=Path(mv.artifact_path), sha256=mv.sha256, address=settings.serving_address
+    )
     with db.session() as s:
         row = s.get(Deployment, dep_id)
         assert row is not None
@@ -114,7 +118,9 @@ def promote(
     else:
         directory, row_id = _release_for(settings, db, mv, say)
         say(f"starting {model} v{version} from {directory}")
-        server = start(directory, artifact=Path(mv.artifact_path), sha256=mv.sha256)
+        server = start(
+            directory, artifact=Path(mv.artifact_path), sha256=mv.sha256, address=settings.serving_address
+        )
         with db.session() as s:  # one transaction: a started process is never seen as retired
             row = s.get(Deployment, row_id) if row_id else None
             dep = row or Deployment(

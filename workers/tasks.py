@@ -14,7 +14,7 @@ from celery import chain
 from celery.exceptions import Ignore
 
 from config.settings import Settings
-from pipelines.plan import queue_for
+from pipelines.plan import CANONICAL, queue_for
 from store import deliveries, runs
 from workers import notify, runner, status, triggers
 from workers.celery_app import app
@@ -29,9 +29,20 @@ class StageFailed(Exception):
 
 
 def publish_stages(run_id: int, stages: tuple[str, ...] | list[str]) -> None:
-    """Send the run's stages as one chain, each on its queue (training stages on ``training``)."""
+    """Send the run's stages as one chain, each on its queue (training stages on ``training``).
+
+    Each stage is its own task name (``loopline.stage.retrain``) and task id
+    (``loopline-run<id>-<stage>``), so Flower lists them by name and the dashboard links to them.
+    """
     if stages:
-        chain(*(run_stage.si(run_id, s).set(queue=queue_for(s)) for s in stages)).apply_async()
+        chain(
+            *(
+                STAGE_TASKS.get(s, run_stage)
+                .si(run_id, s)
+                .set(queue=queue_for(s), task_id=f"loopline-run{run_id}-{s}")
+                for s in stages
+            )
+        ).apply_async()
 
 
 class CeleryPublisher:
@@ -92,6 +103,16 @@ def run_stage(run_id: int, stage: str) -> str:
     if outcome != "succeeded":
         raise StageFailed(f"run {run_id}: stage {stage} {outcome}")
     return outcome
+
+
+#: One task per stage, named after it (the body is ``run_stage``'s); ``loopline.stage`` stays for
+#: messages published before.
+STAGE_TASKS = {
+    name: app.task(
+        name=f"loopline.stage.{name}", acks_late=True, reject_on_worker_lost=True, throws=(StageFailed,)
+    )(run_stage.run)
+    for name in CANONICAL
+}
 
 
 # Periodic and idempotent: acks early is fine, a lost tick is redone 30 s later.

@@ -17,7 +17,7 @@ from workers.steps.approval import check_approval
 from workers.steps.release import ModelRef, model_for_run
 
 #: Seconds between two looks at the canary's numbers, and between two progress lines.
-POLL_SECONDS, REPORT_SECONDS = 0.5, 5.0
+POLL_SECONDS, REPORT_SECONDS, SAMPLE_SECONDS = 0.5, 5.0, 1.0
 
 
 def deploy(ctx: StepContext) -> StepResult:
@@ -31,7 +31,9 @@ def deploy(ctx: StepContext) -> StepResult:
     mirror(ctx.settings, ctx.repo).export(ctx.commit, directory)
     ctx.say(f"starting {model.name} v{model.version} from {directory}")
     try:
-        server = releases.start(directory, artifact=model.artifact_path, sha256=model.sha256)
+        server = releases.start(
+            directory, artifact=model.artifact_path, sha256=model.sha256, address=ctx.settings.serving_address
+        )
     except (serving.ServeError, states.ReleaseError) as exc:
         raise StepError(f"release did not start: {exc}") from exc
     ctx.say(f"healthy at {server.url}")
@@ -79,6 +81,9 @@ def _trial(ctx: StepContext, dep_id: int, detail: dict[str, Any]) -> StepResult:
     """Watch the canary until its verdict (or a human's promote or rollback), then act on it."""
     config = ctx.project.deploy
     started = reported = time.monotonic()
+    series: list[dict[str, Any]] = []  # the trial as charts: a look per SAMPLE_SECONDS
+    baseline: dict[int, telemetry.ReleaseStats] = {}
+    detail["limits"] = {"max_error_rate": config.max_error_rate, "max_p99_ms": config.max_p99_ms}
     while True:
         with ctx.db.session() as s:
             dep = s.get(Deployment, dep_id)
@@ -101,6 +106,11 @@ def _trial(ctx: StepContext, dep_id: int, detail: dict[str, Any]) -> StepResult:
                 elif verdict.decision == "rollback":
                     states.abort_canary(s, dep)
         detail["telemetry"] = {("canary" if i == dep_id else "stable"): numbers[i].to_dict() for i in ids}
+        elapsed = time.monotonic() - started
+        if stable and stable.id != dep_id and (not series or elapsed - series[-1]["t"] >= SAMPLE_SECONDS):
+            before = baseline.setdefault(stable.id, numbers[stable.id])
+            series.append(telemetry.trial_point(elapsed, numbers[dep_id], numbers[stable.id].minus(before)))
+            detail["series"] = series
         if status != "canary":  # a human promoted or rolled it back meanwhile
             verdict = Verdict(
                 "promote" if status == "active" else "rollback", f"by hand (release is {status})"

@@ -1,7 +1,7 @@
 """Outcomes: the gateway's predictions by request id (for feedback), sampled inputs (for drift)
 
-Revision ID: 0010_outcomes
-Revises: 0009_run_notices
+Revision ID: 0011_outcomes
+Revises: 0010_run_notices
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_outcomes"
-down_revision = "0009_run_notices"
+revision = "0011_outcomes"
+down_revision = "0010_run_notices"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Notifications: which run statuses were announced to the notification targets
 
-Revision ID: 0009_run_notices
-Revises: 0008_trigger_state
+Revision ID: 0010_run_notices
+Revises: 0009_release_samples
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_run_notices"
-down_revision = "0008_trigger_state"
+revision = "0010_run_notices"
+down_revision = "0009_release_samples"
 branch_labels = None
 depends_on = None
 
