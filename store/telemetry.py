@@ -65,7 +65,9 @@ def add(db: Database, deltas: Deltas, now: float | None = None) -> None:
     rows = [{"deployment_id": d, "series": se, "key": k, "value": v} for (d, se, k), v in deltas.items()]
     with db.session() as s:
         s.execute(_ADD, rows)
-        s.execute(_SAMPLE, [r | {"at": at} for r in rows if r["series"] in SAMPLED])
+        sampled = [r | {"at": at} for r in rows if r["series"] in SAMPLED]
+        if sampled:  # feedback adds only ``outcomes``, which has no time series
+            s.execute(_SAMPLE, sampled)
         if now - _pruned_at > 3600:
             _pruned_at = now
             s.execute(delete(ReleaseSample).where(ReleaseSample.at < now - RETENTION_SECONDS))
