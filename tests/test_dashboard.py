@@ -211,9 +211,12 @@ def test_runs_list_scans_and_filters(browser: Browser, seeded: tuple[str, dict[s
 
     def shown() -> list[int]:
         b.wait_js("document.getElementById('runs-count').textContent !== ''")
-        return [int(k) for k in b.driver.execute_script(
-            "return [...document.querySelectorAll('#runs-body tr')].map(tr => tr.dataset.key)"
-        )]
+        return [
+            int(k)
+            for k in b.driver.execute_script(
+                "return [...document.querySelectorAll('#runs-body tr')].map(tr => tr.dataset.key)"
+            )
+        ]
 
     Select(b.find("#filter-status")).select_by_value("failed")
     b.wait_js("location.hash.includes('status=failed')")
@@ -315,6 +318,21 @@ def test_approval_by_a_named_user_and_roles(browser: Browser, fresh: tuple[str, 
     assert (record["decision"], record["by"], record["comment"]) == ("approved", "ann", "metrics look right")
     assert record["model_version"] == 2
     b.screenshot("approval-by-ann")
+
+    # Cancel a queued run, then retry it: the page opens the new attempt.
+    queued = ids["all"][-1]
+    b.open(f"{base}/#run={queued}")
+    b.wait_js(f"document.getElementById('run-title').textContent === 'Run #{queued}'")
+    b.wait_js("!document.getElementById('run-body').hidden")
+    b.find("#cancel-btn").click()
+    b.wait_js("!!document.getElementById('retry-btn')")
+    cancelled = requests.get(f"{base}/api/runs/{queued}", timeout=5).json()
+    assert cancelled["status"] == "cancelled" and "ann" in cancelled["reason"]
+    b.find("#retry-btn").click()
+    b.wait_js(f"!location.hash.includes('run={queued}') && location.hash.includes('run=')")
+    again = requests.get(f"{base}/api/runs", timeout=5).json()["runs"][0]
+    assert again["retry_of"] == queued
+    assert f"retry of #{queued}" in b.text(f"#runs-body tr[data-key='{again['id']}']")
     # Approvers do not move releases: no promote or roll back buttons for them.
     b.open(f"{base}/#model=iris-classifier")
     b.find("#timeline .tl-row")
