@@ -30,6 +30,7 @@ from store.lifecycle import RUNNABLE, TERMINAL, end_run, move_run, move_stage
 from store.models import Delivery, Run, Stage, utcnow
 from store.runs import forget_workspace, lock_run, origin
 from workers.heartbeat import beating
+from workers.livelog import streaming
 from workers.locks import file_lock, lock_path
 from workers.process import kill_group, reporting, stoppable
 from workers.projects import log_path, mirror, project_in
@@ -113,6 +114,7 @@ def execute(settings: Settings, db: Database, run_id: int, name: str, task_id: s
         ) as beat,
         reporting(lambda pgid: schedule.record_pgid(db, lease.stage_id, lease.owner, pgid)),
         _alone(settings, run_id, name),
+        streaming(db, run_id, name, path, MAX_LOG),  # the web process reads it from the store
     ):
         if lease.attempt > 1:
             fh.write(f"[loopline] attempt {lease.attempt}: the previous one's worker died\n".encode())

@@ -1,8 +1,8 @@
 """Stages hold a lease while they run and remember their publication; intakes count attempts;
 a probe row /healthz writes
 
-Revision ID: 0010_stage_leases
-Revises: 0009_release_samples
+Revision ID: 0012_stage_leases
+Revises: 0011_outcomes
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_stage_leases"
-down_revision = "0009_release_samples"
+revision = "0012_stage_leases"
+down_revision = "0011_outcomes"
 branch_labels = None
 depends_on = None
 
