@@ -36,8 +36,9 @@ def trigger(session: Session, run: Run | None) -> dict[str, Any]:
     files = (run.classification or {}).get("files", [])
     return {
         "kind": run.trigger,
-        "message": next((d.event.get("message") for d in deliveries if d.event.get("message")), None),
-        "author": next((d.event.get("author") for d in deliveries if d.event.get("author")), None),
+        "message": run.message
+        or next((d.event["message"] for d in deliveries if d.event.get("message")), None),
+        "author": run.author,
         "data_files": [f.get("path") for f in files if f.get("kind") == "data"][:20],
         "objects": [
             {"key": o.get("key"), "size": o.get("size")}

@@ -292,6 +292,8 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
     )
     app_run = add_run(
         13,
+        message="Serve: answer 422 for rows of the wrong width",
+        author="Grace Hopper",
         kinds=["app_code"],
         reason="changes: app_code",
         status="succeeded",

@@ -206,6 +206,8 @@ def test_runs_list_scans_and_filters(browser: Browser, seeded: tuple[str, dict[s
     assert b.wait_js("document.getElementById('runs-count').textContent") == "13 shown"
     row = b.text(f"#runs-body tr[data-key='{ids['deployed']}']")
     assert "Tune the forest: 350 trees" in row
+    app_row = b.text(f"#runs-body tr[data-key='{ids['app_run']}']")
+    assert "Serve: answer 422 for rows of the wrong width" in app_row and "Grace Hopper" in app_row
     failed = b.text("#runs-body tr[data-key='8']")
     assert "unit_tests: FAILED tests/test_api.py::test_predict" in failed
 
