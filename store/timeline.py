@@ -200,3 +200,33 @@ def traffic(session: Session, model: str, minutes: int) -> dict[str, Any]:
         ],
         "applications": sorted(consumers.values(), key=lambda c: -c["requests"]),
     }
+
+
+def data(session: Session, model: str, limit: int = 20) -> dict[str, Any]:
+    """The data batches that reached the model's repository, newest first: what each run's
+    ``validate_data`` stage found per file — rows, columns, problems, and drift per feature
+    against the data already there (``workers/steps/data.py``)."""
+    repository = session.scalar(select(ModelVersion.repository).where(ModelVersion.name == model).limit(1))
+    stages = session.execute(
+        select(Run, Stage)
+        .join(Stage, Stage.run_id == Run.id)
+        .where(Run.repository == repository, Stage.name == "validate_data", Stage.detail.is_not(None))
+        .order_by(Run.id.desc())
+        .limit(limit)
+    ).all()
+    return {
+        "name": model,
+        "repository": repository,
+        "batches": [
+            {
+                "run_id": run.id,
+                "status": stage.status,
+                "created_at": iso(run.created_at),
+                "dataset_version": getattr(run, "dataset_version", None),
+                "files": (stage.detail or {}).get("files", []),
+                "reference_files": (stage.detail or {}).get("reference_files", []),
+                "drift_limit": (stage.detail or {}).get("drift_limit"),
+            }
+            for run, stage in stages
+        ],
+    }
