@@ -188,7 +188,8 @@ def test_one_pane_answers_what_serves_from_what_and_how_it_does(
 
     # Data: the batch that retrained v3, its drift per feature as a chart against the limit.
     assert b.find("#chart-drift canvas")
-    assert "iris-2024-06.csv (run #3)" in b.text("#data .chart-title") and "drift limit" in b.text("#chart-drift")
+    assert "iris-2024-06.csv (run #3)" in b.text("#data .chart-title")
+    assert "drift limit" in b.text("#chart-drift")
     batches = b.text("#data-batches")
     assert "iris-2024-06.csv" in batches and "petal_length" in batches and "150" in batches
 
