@@ -220,9 +220,12 @@ def test_runs_list_scans_and_filters(browser: Browser, seeded: tuple[str, dict[s
 
     def shown() -> list[int]:
         b.wait_js("document.getElementById('runs-count').textContent !== ''")
-        return [int(k) for k in b.driver.execute_script(
-            "return [...document.querySelectorAll('#runs-body tr')].map(tr => tr.dataset.key)"
-        )]
+        return [
+            int(k)
+            for k in b.driver.execute_script(
+                "return [...document.querySelectorAll('#runs-body tr')].map(tr => tr.dataset.key)"
+            )
+        ]
 
     Select(b.find("#filter-status")).select_by_value("failed")
     b.wait_js("location.hash.includes('status=failed')")

@@ -119,8 +119,8 @@ def promote(
         directory, row_id = _release_for(settings, db, mv, say)
         say(f"starting {model} v{version} from {directory}")
         server = start(
-        directory, artifact=Path(mv.artifact_path), sha256=mv.sha256, address=settings.serving_address
-    )
+            directory, artifact=Path(mv.artifact_path), sha256=mv.sha256, address=settings.serving_address
+        )
         with db.session() as s:  # one transaction: a started process is never seen as retired
             row = s.get(Deployment, row_id) if row_id else None
             dep = row or Deployment(
