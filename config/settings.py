@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field
@@ -52,6 +52,10 @@ class Settings:
     #: The address other hosts reach this host's releases at (registered as their URL); ``auto``:
     #: this host's own address. Anything but loopback makes releases listen on every interface.
     serving_address: str = Field(default="127.0.0.1", min_length=1, alias="LOOPLINE_SERVING_ADDRESS")
+
+    #: A notification target for every repository: its URL, and ``json`` or ``slack``.
+    notify_url: str | None = Field(default=None, repr=False, alias="LOOPLINE_NOTIFY_URL")
+    notify_format: Literal["json", "slack"] = Field(default="json", alias="LOOPLINE_NOTIFY_FORMAT")
 
     def repo(self, name: str) -> RepoConfig | None:
         return next((r for r in self.repositories if r.name == name), None)

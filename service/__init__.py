@@ -19,10 +19,10 @@ from store.db import Database
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment; ``test_config`` may pass ``settings``."""
-    from service import actions, api, dashboard, events, health, hooks, triggers
+    from service import actions, api, dashboard, events, feedback, health, hooks, triggers
 
     app, settings = _base(test_config)
-    for module in (hooks, events, api, actions, triggers, health, dashboard):
+    for module in (hooks, events, api, actions, triggers, feedback, health, dashboard):
         app.register_blueprint(module.bp)
     log = logging.getLogger(__name__)
     for repo in settings.repositories:
@@ -35,10 +35,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def create_gateway(test_config: dict[str, Any] | None = None) -> Flask:
     """Only ``/serve/<model>/…`` and ``/healthz`` (Procfile ``gateway``): prediction traffic in
     processes of its own, so it never queues behind webhook acknowledgements."""
-    from service import health
+    from service import feedback, health
 
     app, _settings = _base(test_config)
-    app.register_blueprint(health.bp)
+    for module in (health, feedback):  # the true labels of its answers come back here too
+        app.register_blueprint(module.bp)
     return app
 
 

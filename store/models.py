@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -248,3 +248,57 @@ class ReleaseSample(Base):
     series: Mapped[str] = mapped_column(String(16), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RunNotice(Base):
+    """A run status that was announced to the notification targets (``store/notices.py``)."""
+
+    __tablename__ = "run_notices"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Prediction(Base):
+    """One answer of the serving gateway: its request id, the release and the predicted labels,
+    and (once the client sent them) how many of the true labels matched. Bounded per model
+    (``store/outcomes.py``)."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(32), unique=True)
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
+    deployment_id: Mapped[int] = mapped_column(index=True)
+    labels: Mapped[list[Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Instances whose true label the client sent, and how many the release predicted right.
+    labelled: Mapped[int | None]
+    correct: Mapped[int | None]
+    feedback_at: Mapped[datetime | None]
+
+
+class InputSample(Base):
+    """Request inputs the gateway sampled (``triggers.drift.sample_rate``) for the drift check:
+    the numeric features of each instance, and the labels predicted for them. Bounded per model."""
+
+    __tablename__ = "input_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
+    deployment_id: Mapped[int]
+    instances: Mapped[list[Any]]
+    labels: Mapped[list[Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelSampling(Base):
+    """How much of a model's gateway traffic is sampled, written by the trigger check from the
+    project's ``triggers.drift.sample_rate`` and read (cached) by every web worker."""
+
+    __tablename__ = "model_sampling"
+
+    model_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rate: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -27,6 +27,11 @@ app.conf.update(
     beat_schedule={
         # Crash recovery for the outbox: anything claimed but never processed goes back.
         "reconcile": {"task": "loopline.reconcile", "schedule": 30.0},
+        # Schedules, drift, volume and performance (workers/triggers.py): a cron minute is late
+        # by at most this much.
+        "triggers": {"task": "loopline.triggers", "schedule": 15.0},
+        # Runs that need approval, failed or were gated, to the notification targets.
+        "notify": {"task": "loopline.notify_sweep", "schedule": 5.0},
     },
 )
 

@@ -5,15 +5,18 @@ Order comes from a canvas chain built once per run; no task ever waits on anothe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import timedelta
+from typing import Any
 
 from celery import chain
 from celery.exceptions import Ignore
 
+from config.settings import Settings
 from pipelines.plan import CANONICAL, queue_for
 from store import deliveries, runs
-from workers import runner, status
+from workers import notify, runner, status, triggers
 from workers.celery_app import app
 from workers.context import current
 from workers.intake import prepare_retry, prepare_run
@@ -124,3 +127,46 @@ def reconcile() -> int:
     for run_id, repo, workspace in runs.finished_workspaces(db):
         runner.cleanup(settings, db, run_id, repo, workspace)
     return moved
+
+
+# Periodic (beat) and idempotent: each fire is a delivery whose id names what it is about, so a
+# tick lost or run twice changes nothing.
+@app.task(name="loopline.triggers")
+def check_triggers() -> int:
+    settings, db = current()
+    fired = triggers.check(settings, db)
+    for notice in fired:
+        publish_notice(settings, notice)
+    return len(fired)
+
+
+def publish_notice(settings: Settings, notice: notify.Notice) -> None:
+    """One task per target, so a receiver that is down delays only its own notices."""
+    for target in notify.wanted(settings, notice):
+        send_notice.apply_async(
+            args=[dataclasses.asdict(target), dataclasses.asdict(notice)], queue="default"
+        )
+
+
+# Runs whose status is worth a notice; the claim in the store makes each one go out once.
+@app.task(name="loopline.notify_sweep")
+def notify_sweep() -> int:
+    settings, db = current()
+    due = notify.due(settings, db)
+    for notice in due:
+        publish_notice(settings, notice)
+    return len(due)
+
+
+# The receiver's URL is read from the environment inside: a task's arguments hold no secret.
+# Quick retries inside (urllib3), then Celery's own with backoff for a receiver that is down.
+@app.task(
+    name="loopline.notify",
+    autoretry_for=(notify.NotifyFailed,),
+    retry_backoff=30,
+    retry_backoff_max=900,
+    max_retries=8,
+    retry_jitter=True,
+)
+def send_notice(target: dict[str, Any], notice: dict[str, Any]) -> None:
+    notify.send(notify.NotifyTarget(**target), notify.Notice(**notice))
