@@ -1,7 +1,7 @@
 """runs: the commit's message and author, so that runs can be scanned
 
-Revision ID: 0010_run_commit
-Revises: 0009_release_samples
+Revision ID: 0012_run_commit
+Revises: 0011_outcomes
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_run_commit"
-down_revision = "0009_release_samples"
+revision = "0012_run_commit"
+down_revision = "0011_outcomes"
 branch_labels = None
 depends_on = None
 
