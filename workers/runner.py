@@ -24,6 +24,7 @@ from pipelines.events import DataObject, Event
 from store.db import Database, StoreUnavailable
 from store.models import Delivery, Run, Stage, as_utc, utcnow
 from store.runs import forget_workspace, lock_run, origin
+from workers.livelog import streaming
 from workers.locks import file_lock, lock_path
 from workers.process import stoppable
 from workers.projects import log_path, mirror, project_in
@@ -84,7 +85,11 @@ def execute(settings: Settings, db: Database, run_id: int, name: str) -> str:
         )
     path = log_path(settings, run_id, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as fh, _alone(settings, run_id, name) as alone:
+    with (
+        path.open("ab") as fh,
+        _alone(settings, run_id, name) as alone,
+        streaming(db, run_id, name, path, MAX_LOG),  # the web process reads it from the store
+    ):
         if not alone:  # the database's guard was fooled (e.g. a start time taken for stale)
             fh.write(b"[loopline] another worker is running this stage in this worktree; not again\n")
             return ALREADY_RUNNING
