@@ -73,6 +73,9 @@ class Run(Base):
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     #: The newer run of the branch that cancelled this one (a smaller id: this run came late).
     superseded_by: Mapped[int | None]
+    #: The commit's message and author (from git at intake), for a list people can scan.
+    message: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(String(200))
     #: The run status last sent to the Git host as a commit status.
     reported_status: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -68,8 +68,9 @@ def run_dict(run: Run, *, stages: bool = True) -> dict[str, Any]:
         "retry_of": run.retry_of,
         "superseded_by": run.superseded_by,
         "approval": approval_record(run),
-        "message": next((d.event.get("message") for d in run.deliveries if d.event.get("message")), None),
-        "author": next((d.event.get("author") for d in run.deliveries if d.event.get("author")), None),
+        "message": run.message
+        or next((d.event.get("message") for d in run.deliveries if d.event.get("message")), None),
+        "author": run.author,
         "failure": failure(run),
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),

@@ -186,6 +186,13 @@ def test_one_pane_answers_what_serves_from_what_and_how_it_does(
     assert "standby" in b.text("#version-3") and "iris/iris-2024-06.csv (4.4 kB)" in b.text("#version-3")
     assert "gate minimum" in b.text("#chart-metric")
 
+    # Data: the batch that retrained v3, its drift per feature as a chart against the limit.
+    assert b.find("#chart-drift canvas")
+    assert "iris-2024-06.csv (run #3)" in b.text("#data .chart-title")
+    assert "drift limit" in b.text("#chart-drift")
+    batches = b.text("#data-batches")
+    assert "iris-2024-06.csv" in batches and "petal_length" in batches and "150" in batches
+
     # Signed out: nothing to click that would act.
     assert not b.driver.find_elements("css selector", "[data-action]")
     b.screenshot("overview")
@@ -206,6 +213,8 @@ def test_runs_list_scans_and_filters(browser: Browser, seeded: tuple[str, dict[s
     assert b.wait_js("document.getElementById('runs-count').textContent") == "13 shown"
     row = b.text(f"#runs-body tr[data-key='{ids['deployed']}']")
     assert "Tune the forest: 350 trees" in row
+    app_row = b.text(f"#runs-body tr[data-key='{ids['app_run']}']")
+    assert "Serve: answer 422 for rows of the wrong width" in app_row and "Grace Hopper" in app_row
     failed = b.text("#runs-body tr[data-key='8']")
     assert "unit_tests: FAILED tests/test_api.py::test_predict" in failed
 

@@ -52,6 +52,7 @@ def test_docs_only_push_is_a_skipped_run(settings: Settings, db: Database, proje
     run = run_of(db, prepared.run_id)
     assert prepared.stages == () and run.status == "skipped" and run.stages == []
     assert "ignored" in (run.reason or "")
+    assert (run.message, run.author) == ("change", "t")  # from git, for the runs list
     assert {f["path"]: f["kind"] for f in run.classification["files"]} == {
         "docs/overview.md": "ignore",
         "README.md": "ignore",

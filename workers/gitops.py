@@ -215,6 +215,11 @@ class Mirror:
             errors="replace"
         )
 
+    def author(self, commit: str) -> str:
+        return git("log", "-1", "--format=%an", commit, "--", git_dir=self.path).stdout.decode(
+            errors="replace"
+        ).strip()
+
     def add_worktree(self, path: Path, commit: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         git("worktree", "add", "--detach", "--force", str(path), commit, git_dir=self.path)

@@ -121,6 +121,8 @@ def _plan(
     explained = explain(mirror_, repo, project, events, ref, commit, objects=wanted, since=since)
     classification, stages = explained.classification, explained.plan.stages
     run.before, run.reason = explained.base, explained.plan.reason
+    if first.type != "data":
+        run.message, run.author = mirror_.message(commit).strip()[:2000], mirror_.author(commit)[:200]
     if first.type == "data":
         run.reason = f"{len(classification.files)} new data file(s)"
         batch = hashlib.sha256(",".join(sorted(delivery_ids)).encode()).hexdigest()
