@@ -1,8 +1,8 @@
 """Stages hold a lease while they run and remember their publication; intakes count attempts;
 a probe row /healthz writes
 
-Revision ID: 0012_stage_leases
-Revises: 0011_outcomes
+Revision ID: 0013_stage_leases
+Revises: 0012_run_commit
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_stage_leases"
-down_revision = "0011_outcomes"
+revision = "0013_stage_leases"
+down_revision = "0012_run_commit"
 branch_labels = None
 depends_on = None
 
