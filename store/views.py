@@ -69,8 +69,9 @@ def run_dict(run: Run, *, stages: bool = True) -> dict[str, Any]:
         "retry_of": run.retry_of,
         "superseded_by": run.superseded_by,
         "approval": approval_record(run),
-        "message": next((d.event.get("message") for d in run.deliveries if d.event.get("message")), None),
-        "author": next((d.event.get("author") for d in run.deliveries if d.event.get("author")), None),
+        "message": run.message
+        or next((d.event.get("message") for d in run.deliveries if d.event.get("message")), None),
+        "author": run.author,
         "failure": failure(run),
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
@@ -257,3 +258,43 @@ def dataset_detail(session: Session, version: DatasetVersion) -> dict[str, Any]:
         "models": [{"name": mv.name, "version": mv.version, "sha256": mv.sha256} for mv in trained],
         "profile": trained[0].profile if trained else None,
     }
+
+
+# Named reads for callers outside the store (the CLI): a dict, or None when there is no such record.
+
+
+def runs(
+    session: Session, *, repository: str | None = None, status: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The newest runs first, optionally of one repository and in one status."""
+    query = select(Run).order_by(Run.id.desc()).limit(limit)
+    if repository:
+        query = query.where(Run.repository == repository)
+    if status:
+        query = query.where(Run.status == status)
+    return [run_dict(r) for r in session.scalars(query)]
+
+
+def run(session: Session, run_id: int) -> dict[str, Any] | None:
+    found = session.get(Run, run_id)
+    return None if found is None else run_dict(found)
+
+
+def model_versions(session: Session, name: str) -> list[dict[str, Any]]:
+    """Every version of model ``name``, the newest first."""
+    query = select(ModelVersion).where(ModelVersion.name == name).order_by(ModelVersion.version.desc())
+    return [model_dict(mv) for mv in session.scalars(query)]
+
+
+def event(session: Session, event_id: str) -> dict[str, Any] | None:
+    """A delivery (a webhook, a storage event or a trigger) and what became of it."""
+    found = session.get(Delivery, event_id)
+    return None if found is None else delivery_dict(session, found)
+
+
+def event_outcome(session: Session, event_id: str) -> tuple[str | None, str | None, dict[str, Any] | None]:
+    """A delivery's status and error, and its run once it has one (``None``s while unknown)."""
+    found = session.get(Delivery, event_id)
+    if found is None:
+        return None, None, None
+    return found.status, found.error, run(session, found.run_id) if found.run_id else None

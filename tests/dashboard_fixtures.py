@@ -62,6 +62,8 @@ APPROVED = {
     "at": "2024-06-01T10:01:00+00:00",
     "comment": "app change only, same model",
 }
+#: The drift per feature that the data run's validate_data stage found.
+DRIFT = {"sepal_length": 0.41, "sepal_width": 0.12, "petal_length": 3.62, "petal_width": 1.87}
 #: People with tokens (``store/users.py``), by role.
 USERS = {"viewer": "vic", "approver": "ann", "admin": "root"}
 
@@ -255,9 +257,17 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
                 "iris-2024-06.csv: ok\n",
                 {
                     "files": [
-                        {"file": "iris-2024-06.csv", "rows": 150, "columns": 5, "problems": [], "drifted": []}
+                        {
+                            "file": "iris-2024-06.csv",
+                            "rows": 150,
+                            "columns": 5,
+                            "problems": [],
+                            "drift": DRIFT,
+                            "drifted": ["petal_length"],
+                        }
                     ],
                     "reference_files": ["iris.csv"],
+                    "drift_limit": 3.0,
                 },
             ),
             *training(3, accuracies[2], accuracies[1], 2)[1:],
@@ -292,6 +302,8 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
     )
     app_run = add_run(
         13,
+        message="Serve: answer 422 for rows of the wrong width",
+        author="Grace Hopper",
         kinds=["app_code"],
         reason="changes: app_code",
         status="succeeded",

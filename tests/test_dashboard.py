@@ -186,6 +186,13 @@ def test_one_pane_answers_what_serves_from_what_and_how_it_does(
     assert "standby" in b.text("#version-3") and "iris/iris-2024-06.csv (4.4 kB)" in b.text("#version-3")
     assert "gate minimum" in b.text("#chart-metric")
 
+    # Data: the batch that retrained v3, its drift per feature as a chart against the limit.
+    assert b.find("#chart-drift canvas")
+    assert "iris-2024-06.csv (run #3)" in b.text("#data .chart-title")
+    assert "drift limit" in b.text("#chart-drift")
+    batches = b.text("#data-batches")
+    assert "iris-2024-06.csv" in batches and "petal_length" in batches and "150" in batches
+
     # Signed out: nothing to click that would act.
     assert not b.driver.find_elements("css selector", "[data-action]")
     b.screenshot("overview")
@@ -206,14 +213,19 @@ def test_runs_list_scans_and_filters(browser: Browser, seeded: tuple[str, dict[s
     assert b.wait_js("document.getElementById('runs-count').textContent") == "13 shown"
     row = b.text(f"#runs-body tr[data-key='{ids['deployed']}']")
     assert "Tune the forest: 350 trees" in row
+    app_row = b.text(f"#runs-body tr[data-key='{ids['app_run']}']")
+    assert "Serve: answer 422 for rows of the wrong width" in app_row and "Grace Hopper" in app_row
     failed = b.text("#runs-body tr[data-key='8']")
     assert "unit_tests: FAILED tests/test_api.py::test_predict" in failed
 
     def shown() -> list[int]:
         b.wait_js("document.getElementById('runs-count').textContent !== ''")
-        return [int(k) for k in b.driver.execute_script(
-            "return [...document.querySelectorAll('#runs-body tr')].map(tr => tr.dataset.key)"
-        )]
+        return [
+            int(k)
+            for k in b.driver.execute_script(
+                "return [...document.querySelectorAll('#runs-body tr')].map(tr => tr.dataset.key)"
+            )
+        ]
 
     Select(b.find("#filter-status")).select_by_value("failed")
     b.wait_js("location.hash.includes('status=failed')")
@@ -315,6 +327,21 @@ def test_approval_by_a_named_user_and_roles(browser: Browser, fresh: tuple[str, 
     assert (record["decision"], record["by"], record["comment"]) == ("approved", "ann", "metrics look right")
     assert record["model_version"] == 2
     b.screenshot("approval-by-ann")
+
+    # Cancel a queued run, then retry it: the page opens the new attempt.
+    queued = ids["all"][-1]
+    b.open(f"{base}/#run={queued}")
+    b.wait_js(f"document.getElementById('run-title').textContent === 'Run #{queued}'")
+    b.wait_js("!document.getElementById('run-body').hidden")
+    b.find("#cancel-btn").click()
+    b.wait_js("!!document.getElementById('retry-btn')")
+    cancelled = requests.get(f"{base}/api/runs/{queued}", timeout=5).json()
+    assert cancelled["status"] == "cancelled" and "ann" in cancelled["reason"]
+    b.find("#retry-btn").click()
+    b.wait_js(f"!location.hash.includes('run={queued}') && location.hash.includes('run=')")
+    again = requests.get(f"{base}/api/runs", timeout=5).json()["runs"][0]
+    assert again["retry_of"] == queued
+    assert f"retry of #{queued}" in b.text(f"#runs-body tr[data-key='{again['id']}']")
     # Approvers do not move releases: no promote or roll back buttons for them.
     b.open(f"{base}/#model=iris-classifier")
     b.find("#timeline .tl-row")

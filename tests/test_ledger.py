@@ -220,7 +220,11 @@ def test_validate_data_against_the_serving_models_profile(tmp_path: Path, drops:
         drifted.reason
     )
     [file] = drifted.stages[0].detail["files"]
-    assert file["drifted"] == ["mean texture"] and file["drift"]["mean texture"]["psi"] > 0.2
+    assert (
+        file["drifted"] == ["mean texture"]
+        and file["drift"]["mean texture"] > 0.2
+        and file["statistics"]["mean texture"]["ks_pvalue"] < 1e-6
+    )
 
     def without(rows: list[dict[str, str]]) -> list[str]:
         return [c for c in rows[0] if c != "mean area"]

@@ -119,8 +119,8 @@ def promote(
         directory, row_id = _release_for(settings, db, mv, say)
         say(f"starting {model} v{version} from {directory}")
         server = start(
-        directory, artifact=Path(mv.artifact_path), sha256=mv.sha256, address=settings.serving_address
-    )
+            directory, artifact=Path(mv.artifact_path), sha256=mv.sha256, address=settings.serving_address
+        )
         with db.session() as s:  # one transaction: a started process is never seen as retired
             row = s.get(Deployment, row_id) if row_id else None
             dep = row or Deployment(
@@ -153,6 +153,19 @@ def rollback(
             raise ReleaseError(f"release #{dep.id} became {dep.status} meanwhile; look again and retry")
         states.rollback(s, dep, actor=actor, reason=reason)
     reap(db)
+
+
+def abort_canary_of(db: Database, run_id: int) -> bool:
+    """Roll back the canary ``run_id``'s deploy left on trial (its run ended without a verdict:
+    the worker judging it died for good). The caller reaps its process."""
+    with db.session() as s:
+        dep = s.scalars(
+            select(Deployment).where(Deployment.run_id == run_id, Deployment.status == "canary")
+        ).one_or_none()
+        if dep is None:
+            return False
+        states.abort_canary(s, dep)
+        return True
 
 
 def restore(settings: Settings, db: Database, say: Say) -> None:

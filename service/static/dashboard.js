@@ -2,7 +2,7 @@
 // Everything from the API is rendered as text (see dom.js); the page state lives in the URL hash.
 import { ApiError, getJSON, getLog, seg } from "./api.js";
 import {
-  metricKeys, renderAliases, renderConsumers, renderMetricChart, renderServingSummary, renderTimeline, renderTraffic,
+  metricKeys, renderAliases, renderConsumers, renderData, renderMetricChart, renderServingSummary, renderTimeline, renderTraffic,
 } from "./releases.js";
 import * as session from "./session.js";
 import { h, renderIfChanged, replace } from "./dom.js";
@@ -19,7 +19,7 @@ const state = {
   run: null, runError: null,
   log: null, logError: null, logKey: null,
   models: null, modelsError: null,
-  timeline: null, modelState: null, traffic: null, attention: null,
+  timeline: null, modelState: null, traffic: null, data: null, attention: null,
   lineage: null, lineageError: null,
   lastOk: null, offline: false,
 };
@@ -608,6 +608,8 @@ function renderModels() {
   renderIfChanged($("traffic"), JSON.stringify(traffic?.releases ?? null), () => renderTraffic($("traffic"), traffic));
   renderIfChanged($("consumers"), JSON.stringify(traffic?.applications ?? null), () => renderConsumers($("consumers"), traffic));
   renderIfChanged($("aliases"), JSON.stringify(state.modelState), () => renderAliases($("aliases"), state.modelState));
+  const data = state.data && state.data.name === name ? state.data : null;
+  renderIfChanged($("data"), JSON.stringify(data), () => renderData($("data"), data));
   if (!tl) return;
   const keys = metricKeys(tl.versions);
   const metric = chosenMetric(keys);
@@ -695,15 +697,16 @@ async function loadModels() {
   state.modelsError = err;
   const name = selectedModel();
   if (!name) return err;
-  const [tErr, lErr, mErr, trErr] = await Promise.all([
+  const [tErr, lErr, mErr, trErr, dErr] = await Promise.all([
     attempt(async () => { state.timeline = await getJSON(`models/${seg(name)}/timeline`); }),
     attempt(async () => { state.lineage = await getJSON("deployments/current", { model: name }); }),
     attempt(async () => { state.modelState = await getJSON(`models/${seg(name)}`); }),
     attempt(async () => { state.traffic = await getJSON(`models/${seg(name)}/traffic`, { minutes: $("traffic-range").value }); }),
+    attempt(async () => { state.data = await getJSON(`models/${seg(name)}/data`); }),
   ]);
   state.lineageError = lErr;
   if (lErr) state.lineage = null;
-  err = err || [tErr, lErr, mErr, trErr].find((e) => e && e.status !== 404) || null;
+  err = err || [tErr, lErr, mErr, trErr, dErr].find((e) => e && e.status !== 404) || null;
   return err;
 }
 

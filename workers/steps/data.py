@@ -64,6 +64,8 @@ def validate_data(ctx: StepContext) -> StepResult:
     report: dict[str, Any] = {
         "reference": {"source": source, "rows": reference["rows"] if reference else None},
         "limits": dataclasses.asdict(limits),
+        # the dashboard charts ``files[].drift`` (PSI per feature) against this line
+        "drift_limit": limits.drift.psi,
         "files": [],
     }
     failures: list[str] = []
@@ -87,7 +89,8 @@ def validate_data(ctx: StepContext) -> StepResult:
                 "rows": rows,
                 "columns": columns,
                 "problems": problems,
-                "drift": drift,
+                "drift": {n: d["psi"] for n, d in drift.items() if d.get("psi") is not None},
+                "statistics": drift,
                 "drifted": drifted,
             }
         )

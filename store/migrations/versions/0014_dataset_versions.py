@@ -1,7 +1,7 @@
 """dataset_versions (the data ledger), runs.dataset_version, model_versions.dataset and .profile
 
-Revision ID: 0010_dataset_versions
-Revises: 0009_release_samples
+Revision ID: 0014_dataset_versions
+Revises: 0013_stage_leases
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_dataset_versions"
-down_revision = "0009_release_samples"
+revision = "0014_dataset_versions"
+down_revision = "0013_stage_leases"
 branch_labels = None
 depends_on = None
 
