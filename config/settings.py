@@ -41,6 +41,10 @@ class Settings:
     event_token: str | None = Field(default=None, repr=False, alias="LOOPLINE_EVENT_TOKEN")
     max_body_bytes: int = Field(default=25 * MB, gt=0, alias="LOOPLINE_MAX_BODY_BYTES")
     stage_timeout: float = Field(default=3600.0, gt=0, alias="LOOPLINE_STAGE_TIMEOUT")
+    #: A running stage's lease: its worker renews it every third of this; a lease that ran out
+    #: means the worker died, and the stage runs again, up to ``max_attempts`` times in all.
+    lease_seconds: float = Field(default=30.0, gt=0, alias="LOOPLINE_LEASE_SECONDS")
+    max_attempts: int = Field(default=3, ge=1, alias="LOOPLINE_MAX_ATTEMPTS")
     #: Where people reach the dashboard: commit statuses link to ``{public_url}/#run=<id>``.
     public_url: Annotated[str, AfterValidator(lambda v: v.rstrip("/"))] = Field(
         default="http://127.0.0.1:8080", alias="LOOPLINE_PUBLIC_URL"

@@ -12,9 +12,13 @@ from typing import Any
 from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import IntegerConverter, Map
 
 from config.settings import Settings
 from store.db import Database
+
+#: The largest id the store holds (PostgreSQL's INTEGER; SQLite's is wider).
+STORE_ID_MAX = 2**31 - 1
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -51,6 +55,7 @@ def _base(test_config: dict[str, Any] | None) -> tuple[Flask, Settings]:
     config = dict(test_config or {})
     settings: Settings = config.pop("settings", None) or Settings.from_env()
     app = Flask(__name__)
+    app.url_map.converters["int"] = StoreId  # before any route: every <int:…> in a URL is bounded
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, **config)
     app.json = BoundedJSON(app)
     app.before_request(read_body_within_limit)
@@ -60,6 +65,21 @@ def _base(test_config: dict[str, Any] | None) -> tuple[Flask, Settings]:
     errors.register(app)
     gateway.install(app)
     return app, settings
+
+
+class StoreId(IntegerConverter):
+    """``<int:…>`` for ids the store can hold (PostgreSQL's INTEGER): a bigger one matches no
+    route, so it is a 404 rather than an overflow in the database (a 500)."""
+
+    def __init__(
+        self,
+        url_map: Map,
+        fixed_digits: int = 0,
+        min: int | None = None,
+        max: int | None = STORE_ID_MAX,
+        signed: bool = False,
+    ) -> None:
+        super().__init__(url_map, fixed_digits, min, max, signed)
 
 
 class BoundedJSON(DefaultJSONProvider):

@@ -44,6 +44,8 @@ class Delivery(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[datetime | None]
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    #: Intakes started for it: one that kills its worker again and again fails after a few.
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class Run(Base):
@@ -64,7 +66,7 @@ class Run(Base):
     workspace: Mapped[str | None] = mapped_column(Text)
     dedupe_key: Mapped[str] = mapped_column(String(400))
     model_version: Mapped[int | None]
-    #: Set by a human action (approve, retry); the relay then publishes the remaining stages.
+    #: Set by a retry; the relay then publishes its ``prepare`` (a worktree), and its stages are due.
     resume_requested_at: Mapped[datetime | None] = mapped_column(index=True)
     #: 1 for the run a delivery made; a retry is the next attempt of the run it retries.
     attempt: Mapped[int] = mapped_column(default=1, server_default="1")
@@ -92,7 +94,18 @@ class Stage(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     name: Mapped[str] = mapped_column(String(32))
     position: Mapped[int]
-    status: Mapped[str] = mapped_column(String(20), default="queued")
+    status: Mapped[str] = mapped_column(String(20), index=True, default="queued")
+    #: Times a worker started it (a worker that died leaves it to the next attempt).
+    attempt: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: The message that may run it (a redelivered older one is stale) and when it was sent;
+    #: ``published_at`` None on a queued stage of a running run: due, not yet published.
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    published_at: Mapped[datetime | None]
+    #: ``host:pid`` of the worker running it, renewed by its heartbeat until ``lease_expires_at``.
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
+    #: Process group of the command it runs: killed when its worker died and it is taken over.
+    pgid: Mapped[int | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     exit_code: Mapped[int | None]
@@ -302,3 +315,12 @@ class ModelSampling(Base):
     model_name: Mapped[str] = mapped_column(String(64), primary_key=True)
     rate: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Probe(Base):
+    """One row per process kind that proves the store takes writes (``/healthz`` writes its own)."""
+
+    __tablename__ = "probes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from pipelines.events import Event
 from store.db import Database
 from store.deliveries import Recorded, record_delivery
+from store.lifecycle import ACTIVE
 from store.models import Delivery, Run, TriggerState, as_utc, utcnow
-from store.runs import ACTIVE
 
 PROVIDER = "trigger"
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,10 +14,8 @@ from service.outcomes import HEADER
 from store import outcomes
 from store.models import InputSample
 from tests import test_gateway
-from tests.conftest import ROOT
 from tests.release_helpers import ROWS
 from tests.test_gateway import BODY, Releases
-from workers import serving
 
 live = test_gateway.live  # the fixture: two real model servers of model m
 
@@ -104,29 +99,7 @@ def test_bad_feedback_is_a_400_and_an_unknown_model_a_404(live: Releases) -> Non
 
 
 def test_online_accuracy_adds_up_across_two_gunicorn_workers(tmp_path: Path, live: Releases) -> None:
-    port = serving.free_port()
-    access = tmp_path / "access.log"
-    (tmp_path / "none.yaml").write_text("repositories: []\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
-    env.update(
-        LOOPLINE_HOME=str(tmp_path / "home"),
-        LOOPLINE_DATABASE_URL=live.db.url,
-        LOOPLINE_CONFIG=str(tmp_path / "none.yaml"),
-    )
-    argv = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}"]
-    argv += ["--access-logfile", str(access), "--access-logformat", "%(p)s %(U)s", "service:create_app()"]
-    with (tmp_path / "gunicorn.log").open("wb") as out:
-        web = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(url + "/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
-                time.sleep(0.2)
+    with test_gateway.two_web_workers(tmp_path, live.db.url) as (url, access):
 
         def send(n: int) -> list[str]:
             with requests.Session() as http:
@@ -161,6 +134,3 @@ def test_online_accuracy_adds_up_across_two_gunicorn_workers(tmp_path: Path, liv
         v1 = next(r for r in numbers if r["version"] == 1)["telemetry"]["online_accuracy"]
         assert v1 == {"labelled": 120, "correct": 90, "accuracy": 0.75}
         assert outcomes.window_accuracy(live.db, live.ids[1], 1000) == (90, 120)
-    finally:
-        web.terminate()
-        web.wait(timeout=15)

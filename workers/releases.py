@@ -155,6 +155,19 @@ def rollback(
     reap(db)
 
 
+def abort_canary_of(db: Database, run_id: int) -> bool:
+    """Roll back the canary ``run_id``'s deploy left on trial (its run ended without a verdict:
+    the worker judging it died for good). The caller reaps its process."""
+    with db.session() as s:
+        dep = s.scalars(
+            select(Deployment).where(Deployment.run_id == run_id, Deployment.status == "canary")
+        ).one_or_none()
+        if dep is None:
+            return False
+        states.abort_canary(s, dep)
+        return True
+
+
 def restore(settings: Settings, db: Database, say: Say) -> None:
     """At start: a canary whose trial was interrupted fails; the rest of the live releases run again."""
     with db.session() as s:
