@@ -65,6 +65,19 @@ APPROVED = {
 }
 #: The drift per feature that the data run's validate_data stage found.
 DRIFT = {"sepal_length": 0.41, "sepal_width": 0.12, "petal_length": 3.62, "petal_width": 1.87}
+#: What the seeded pushes' commits say (run 6's message comes from its delivery instead).
+MESSAGES = {
+    1: "Train a random forest on the iris data",
+    2: "More trees: 200",
+    4: "Try shallower trees",
+    5: "Wider trees on a branch",
+    7: "predict: reject rows of the wrong width",
+    9: "Docs: a page per endpoint",
+    10: "Serve predictions with their probabilities",
+    11: "Tune the learning schedule",
+    12: "Add the June batch and a feature",
+    13: "Log request ids",
+}
 #: People with tokens (``store/users.py``), by role.
 USERS = {"viewer": "vic", "approver": "ann", "admin": "root"}
 
@@ -177,6 +190,8 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
             trigger=kw.pop("trigger", "push"),
             status=status,
             dedupe_key=f"seed-{i}",
+            message=kw.pop("message", MESSAGES.get(i)),
+            author=kw.pop("author", "Ada Lovelace" if i in MESSAGES else None),
             created_at=created,
             started_at=started,
             plan=[s.name for s in specs],
