@@ -270,6 +270,7 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     ledger = out[out.index("Data ledger") :]  # v3, pushed after the drop, still learned from it
     assert "churn v3 ← dataset v1" in ledger and "batch-001.csv (landed" in ledger
     assert "v3's artifact" in ledger and "differs from v1's" in ledger
+    assert "dashboard: http://127.0.0.1:" in out and "sign in as demo, an admin, with the token llu_" in out
 
 
 def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:
