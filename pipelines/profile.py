@@ -78,7 +78,8 @@ def merge(tables: list[Table]) -> Table:
                 elif part.strings is not None:
                     strings.extend(part.strings)
                 else:
-                    strings.extend(None if math.isnan(v) else f"{v:g}" for v in part.numbers or [])
+                    floats = part.numbers if part.numbers is not None else np.empty(0)
+                    strings.extend(None if math.isnan(v) else f"{v:g}" for v in floats)
             merged[name] = Column("category", "string", None, strings)
     return Table("+".join(t.name for t in tables), sum(t.rows for t in tables), merged)
 
