@@ -118,9 +118,12 @@ def up(port: int) -> None:
     """Run web, workers and watcher together until Ctrl-C (embedded broker unless configured)."""
     from loopline.processes import Stack
 
+    from workers.sandbox import describe
+
     _settings()
     stack = Stack(dict(os.environ), port)
     click.echo("starting Loopline …")
+    click.echo(describe())
     with stack:
         # Ctrl-C and SIGTERM (systemd, docker stop) only set a flag: the stop below always runs
         # whole, whatever the main thread was doing when the signal came.
@@ -358,3 +361,15 @@ def install_hook_cmd(bare_repo: Path, url: str, repository: str | None, secret_e
 
     path = install_hook(bare_repo, url, repository, secret_env)
     click.echo(f"installed {path}")
+
+
+@main.command()
+def doctor() -> None:
+    """Say how project commands run here: the sandbox mode, uv, interpreters (exit 1: no sandbox)."""
+    from loopline.doctor import report
+
+    lines, sandboxed = report(_settings().home)
+    for line in lines:
+        click.echo(line)
+    if not sandboxed:
+        sys.exit(1)

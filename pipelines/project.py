@@ -12,6 +12,7 @@ from typing import Any
 
 from pipelines.classify import KINDS, Rule, glob_regex
 from pipelines.config import ConfigError, mapping, number, string
+from pipelines.environment import EnvironmentConfig, SandboxConfig, parse_environment, parse_sandbox
 from pipelines.rules import default_rules
 
 
@@ -97,6 +98,8 @@ class ProjectConfig:
     data_into: str = "data/raw"
     debounce_seconds: float = 30.0
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    environment: EnvironmentConfig = field(default_factory=EnvironmentConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
 
 DEFAULT_STAGES = {
@@ -228,7 +231,7 @@ def parse_project_config(
     :param dvc_files: the ``.dvc`` files at that commit (data tracked by DVC).
     """
     top = mapping(raw, source, "(top level)")
-    unknown = set(top) - {"model", "classify", "stages", "gate", "data", "release"}
+    unknown = set(top) - {"model", "classify", "stages", "gate", "data", "release", "environment", "sandbox"}
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown key")
     model = mapping(top.get("model"), source, "model")
@@ -288,4 +291,6 @@ def parse_project_config(
         ),
         debounce_seconds=30.0 if debounce is None else debounce,
         release=_release(top.get("release"), source),
+        environment=parse_environment(top.get("environment"), source),
+        sandbox=parse_sandbox(top.get("sandbox"), source),
     )

@@ -51,6 +51,23 @@ def fresh_database(kind: str, tmp_path: Path) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_environments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One directory of project environments (and one uv cache) for the whole session: each
+    environment is built once, not once per test's LOOPLINE_HOME. Workers the tests start
+    inherit it through the environment."""
+    base = tmp_path_factory.getbasetemp() / "environments"
+    saved = {k: os.environ.get(k) for k in ("LOOPLINE_ENVIRONMENTS", "UV_CACHE_DIR")}
+    os.environ["LOOPLINE_ENVIRONMENTS"] = str(base)
+    os.environ["UV_CACHE_DIR"] = str(base / ".uv-cache")
+    yield base
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database of each kind."""

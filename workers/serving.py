@@ -9,14 +9,17 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
 
+from workers import model_server, sandbox
 from workers.process import argv_for, kill_group, project_env
 
 BUILTIN_SERVER = [sys.executable, "-m", "workers.model_server"]
+#: The built-in server as a script (stdlib only), for a sandbox that sees this one file of Loopline.
+BUILTIN_SCRIPT = Path(model_server.__file__).resolve()
 
 
 class ServeError(RuntimeError):
@@ -51,16 +54,28 @@ def start(
     log_file: Path,
     health_path: str = "/healthz",
     timeout: float = 60,
+    box: sandbox.Box | None = None,
 ) -> Server:
     """Start a server for ``model_path`` on a free port and wait until it answers healthy.
 
-    The process gets its own session so that it outlives the worker that started it.
+    The process gets its own session so that it outlives the worker that started it. With
+    ``box`` it runs in the sandbox (the artifact bound read-only, the network shared: it is
+    reached on 127.0.0.1).
     """
     port = free_port()
-    argv = argv_for(command) if command else list(BUILTIN_SERVER)
-    env = project_env(
-        {"PORT": str(port), "LOOPLINE_MODEL_PATH": str(model_path), "LOOPLINE_MODEL_SHA256": sha256}
-    )
+    extra = {"PORT": str(port), "LOOPLINE_MODEL_PATH": str(model_path), "LOOPLINE_MODEL_SHA256": sha256}
+    if box is None:
+        argv = argv_for(command) if command else list(BUILTIN_SERVER)
+        env = project_env(extra)
+    else:
+        box = replace(box, read=(*box.read, model_path, BUILTIN_SCRIPT), network=True)
+        env = sandbox.environment(box, extra)
+        try:
+            argv = sandbox.resolve(argv_for(command or ["python", str(BUILTIN_SCRIPT)], python=None), env)
+        except FileNotFoundError as exc:
+            raise ServeError(str(exc)) from exc
+        sandbox.prepare(box)
+        argv = sandbox.wrap(argv, box, cwd=cwd)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         proc = subprocess.Popen(

@@ -10,10 +10,10 @@ from store import aliases, telemetry
 from store import releases as states
 from store.models import Deployment
 from workers import releases, serving
-from workers.process import run_logged
 from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.approval import check_approval
+from workers.steps.commands import run_project
 from workers.steps.release import ModelRef, model_for_run
 
 #: Seconds between two looks at the canary's numbers, and between two progress lines.
@@ -31,7 +31,7 @@ def deploy(ctx: StepContext) -> StepResult:
     mirror(ctx.settings, ctx.repo).export(ctx.commit, directory)
     ctx.say(f"starting {model.name} v{model.version} from {directory}")
     try:
-        server = releases.start(directory, artifact=model.artifact_path, sha256=model.sha256)
+        server = releases.start(ctx.settings, directory, artifact=model.artifact_path, sha256=model.sha256)
     except (serving.ServeError, states.ReleaseError) as exc:
         raise StepError(f"release did not start: {exc}") from exc
     ctx.say(f"healthy at {server.url}")
@@ -130,11 +130,10 @@ def _deploy_command(ctx: StepContext, model: ModelRef) -> StepResult:
         raise StepError("stages.deploy.command is required for target 'command'")
     with ctx.db.session() as s:
         previous = aliases.version_of(s, model.name, "production")
-    code = run_logged(
+    code = run_project(
+        ctx,
         command,
-        cwd=ctx.worktree,
-        log=ctx.log,
-        timeout=ctx.settings.stage_timeout,
+        read=(model.artifact_path,),
         env={
             "LOOPLINE_MODEL_NAME": model.name,
             "LOOPLINE_MODEL_VERSION": str(model.version),
