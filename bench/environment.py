@@ -46,7 +46,9 @@ def resolve(home: Path, worktree: Path) -> environments.Environment:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--no-cold", action="store_true", help="skip the build with an empty uv cache")
     args = parser.parse_args()
@@ -78,7 +80,9 @@ def main() -> None:
         box = sandbox.Box(worktree=worktree, prefix=env.prefix)
         python = str(env.prefix / "bin" / "python")
         for label, argv in (("/bin/true", ["/bin/true"]), ("python -c pass", [python, "-c", "pass"])):
-            bare = [timed(lambda a=argv: subprocess.run(a, cwd=worktree, check=True)) for _ in range(args.repeat)]
+            bare = [
+                timed(lambda a=argv: subprocess.run(a, cwd=worktree, check=True)) for _ in range(args.repeat)
+            ]
             boxed = [
                 timed(lambda a=argv: run_logged(a, cwd=worktree, log=io.BytesIO(), timeout=60, box=box))
                 for _ in range(args.repeat)

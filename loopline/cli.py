@@ -117,7 +117,6 @@ def watch(interval: float) -> None:
 def up(port: int) -> None:
     """Run web, workers and watcher together until Ctrl-C (embedded broker unless configured)."""
     from loopline.processes import Stack
-
     from workers.sandbox import describe
 
     _settings()

@@ -28,5 +28,7 @@ def report(home: Path) -> tuple[list[str], bool]:
     root = environments.root(home)
     built = [p for p in root.iterdir() if (p / environments.READY).is_file()] if root.is_dir() else []
     lines.append(f"  cache: {root} ({len(built)} built, keeps {environments.KEEP})")
-    lines.append(f"  'environment: inherit' runs Loopline's own interpreter ({sys.executable}): trusted code only")
+    lines.append(
+        f"  'environment: inherit' runs Loopline's own interpreter ({sys.executable}): trusted code only"
+    )
     return lines, sandbox.mode() != "none"

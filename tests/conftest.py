@@ -68,6 +68,14 @@ def shared_environments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
             os.environ[key] = value
 
 
+def outside_env() -> dict[str, str]:
+    """This process's environment without Loopline's settings, as a separate Loopline process
+    should start; the session's shared project environments stay."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_") or k == "LOOPLINE_ENVIRONMENTS"
+    }
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database of each kind."""

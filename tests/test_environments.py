@@ -103,7 +103,7 @@ def test_the_key_follows_the_file_and_the_interpreter(tmp_path: Path) -> None:
 
 
 def test_an_interpreter_that_is_not_installed_is_a_clear_error() -> None:
-    with pytest.raises(environments.EnvironmentBuildError, match="no Python 3.99 is installed here"):
+    with pytest.raises(environments.EnvironmentBuildError, match=r"no Python 3\.99 is installed here"):
         environments.interpreter("3.99")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from service import create_app
 from service.gateway import ROUTE_TTL, Gateway
 from store.db import Database
 from store.models import Deployment
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, make_settings, outside_env
 from tests.release_helpers import ROWS, constant_model, register
 from workers import serving
 
@@ -176,7 +175,7 @@ def test_telemetry_adds_up_across_two_gunicorn_workers(tmp_path: Path, live: Rel
     port = serving.free_port()
     access = tmp_path / "access.log"
     (tmp_path / "none.yaml").write_text("repositories: []\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env = outside_env()
     env.update(
         LOOPLINE_HOME=str(tmp_path / "home"),
         LOOPLINE_DATABASE_URL=live.db.url,

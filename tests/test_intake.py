@@ -78,9 +78,10 @@ def test_failing_unit_test_stops_before_retraining(
     assert statuses == ["succeeded", "failed", "skipped"]
     run = run_of(db, prepared.run_id)
     assert run.status == "failed" and run.reason == "stage unit_tests failed"
-    assert [(s.name, s.status) for s in run.stages] == [("environment", "succeeded"), ("unit_tests", "failed")] + [
-        (name, "skipped") for name in prepared.stages[2:]
-    ]
+    assert [(s.name, s.status) for s in run.stages] == [
+        ("environment", "succeeded"),
+        ("unit_tests", "failed"),
+    ] + [(name, "skipped") for name in prepared.stages[2:]]
     assert "test_broken" in run.stages[1].log and run.stages[1].exit_code == 1
     assert run.workspace is None  # the worktree is removed when the run ends
     assert not workspace(settings, run.id).exists()

@@ -5,7 +5,6 @@ command target."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from store import aliases, releases
 from store.db import Database
 from store.models import Deployment
 from store.registry import model_version
-from tests.conftest import Project, make_settings
+from tests.conftest import Project, make_settings, outside_env
 from tests.release_helpers import ROWS, real_model, register
 from workers import releases as processes
 from workers import serving
@@ -131,7 +130,7 @@ def state(db: Database) -> dict[str, Any]:
 
 
 def cli(deploys: Deploys, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env = outside_env()
     env.update(
         LOOPLINE_HOME=str(deploys.settings.home),
         LOOPLINE_DATABASE_URL=deploys.db.url,
@@ -254,8 +253,9 @@ sys.exit({code})
 def test_command_target_gets_the_release_in_its_environment_and_its_exit_status_decides(
     tmp_path: Path, deploys: Deploys
 ) -> None:
-    out = tmp_path / "deployed.jsonl"
     project = deploys.project
+    out = project.work / "models" / "deployed.jsonl"  # the sandbox writes in its worktree only
+    out.parent.mkdir(exist_ok=True)
     set_deploy(project, "deploy: {target: command, command: 'python deploy.py'}")
     ok = project.commit({"deploy.py": DEPLOY_SCRIPT.format(out=str(out), code=0)}, "deploy script")
     for _ in (1, 2):
@@ -339,4 +339,6 @@ def test_a_release_whose_artifact_changed_is_never_started(tmp_path: Path, db: D
     mv = register(db, settings.home, "churn", 1, real_model())
     Path(mv.artifact_path).write_bytes(Path(mv.artifact_path).read_bytes() + b"tampered")
     with pytest.raises(releases.ReleaseError, match="does not match its registered sha256"):
-        processes.start(settings, builtin_release(tmp_path), artifact=Path(mv.artifact_path), sha256=mv.sha256)
+        processes.start(
+            settings, builtin_release(tmp_path), artifact=Path(mv.artifact_path), sha256=mv.sha256
+        )

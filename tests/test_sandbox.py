@@ -20,7 +20,9 @@ pytestmark = pytest.mark.skipif(
 SECRET = "s3cret-token-4711"
 
 
-def _run(tmp_path: Path, script: str, *, limits: sandbox.Limits | None = None, **box: object) -> tuple[int, str]:
+def _run(
+    tmp_path: Path, script: str, *, limits: sandbox.Limits | None = None, **box: object
+) -> tuple[int, str]:
     worktree = tmp_path / "home" / "work" / "1"
     worktree.mkdir(parents=True, exist_ok=True)
     (worktree / "probe.py").write_text(textwrap.dedent(script))
@@ -57,7 +59,8 @@ def test_a_command_sees_no_secret_no_process_and_no_state_of_loopline(
                 except OSError:
                     pass
         print("pids", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
-        print("leak" if any(b"{SECRET[:6]}" in env for env in found) else "no secret in", len(found), "environs")
+        leak = any(b"{SECRET[:6]}" in env for env in found)
+        print("leak" if leak else "no secret in", len(found), "environs")
         print("uid", os.getuid(), os.geteuid())
         readable = []
         for root, dirs, files in os.walk({str(home)!r}):
