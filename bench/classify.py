@@ -145,7 +145,7 @@ def bench_git(n: int, repeat: int) -> None:
             f"  git diff -z --name-status -M ({len(changes):,} changes, {renames:,} renames):"
             f" {wall:.3f} s wall, {cpu:.3f} s CPU"
         )
-        config = RepoConfig(name="bench", provider="git", match="bench", url="")
+        config = RepoConfig(name="bench", provider="git", match="bench", url=str(repo.path))
         event = Event("push", "bench", "refs/heads/main", before, after)
 
         def dry_run() -> Any:

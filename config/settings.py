@@ -1,45 +1,64 @@
-"""Server settings, declared once with types and read from ``LOOPLINE_*`` and ``loopline.yaml``."""
+"""Server settings, declared once with types and read from ``LOOPLINE_*`` and ``loopline.yaml``.
+
+A setting is one field: its alias is the environment variable it is read from, its type checks
+the value (a bad one is a :class:`ConfigError` naming the variable), its default applies when the
+variable is unset or empty.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, ConfigDict, Field
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
 
 from pipelines.config import ConfigError, RepoConfig, parse_server_config
+from pipelines.schema import load
 
 MB = 1024 * 1024
+_ENV = ConfigDict(validate_by_name=True, validate_by_alias=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_ENV)
 class Settings:
-    home: Path
-    config_path: Path
-    database_url: str
-    broker_url: str
+    home: Path = Field(alias="LOOPLINE_HOME")
+    config_path: Path = Field(alias="LOOPLINE_CONFIG")
+    #: Default: SQLite in ``home``.
+    database_url: str = Field(alias="LOOPLINE_DATABASE_URL")
+    #: Default: the Redis socket in ``home`` that ``loopline up`` starts.
+    broker_url: str = Field(alias="LOOPLINE_BROKER_URL")
     repositories: tuple[RepoConfig, ...] = ()
     #: Webhook secrets by repository name, resolved from each ``secret_env``; never logged.
-    secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
-    api_token: str | None = field(default=None, repr=False)
+    secrets: Mapping[str, bytes] = Field(default_factory=dict, repr=False)
+    #: Each repository's pipeline secrets (``repositories[].secrets``) by name, resolved from
+    #: their variables: the only secrets its stages see; never logged.
+    pipeline_secrets: Mapping[str, Mapping[str, str]] = Field(default_factory=dict, repr=False)
+    api_token: str | None = Field(default=None, repr=False, alias="LOOPLINE_API_TOKEN")
     #: Bearer token for ``/events/*`` (storage senders cannot sign bodies); unset = refused.
-    event_token: str | None = field(default=None, repr=False)
-    max_body_bytes: int = 25 * MB
-    stage_timeout: float = 3600.0
+    event_token: str | None = Field(default=None, repr=False, alias="LOOPLINE_EVENT_TOKEN")
+    max_body_bytes: int = Field(default=25 * MB, gt=0, alias="LOOPLINE_MAX_BODY_BYTES")
+    stage_timeout: float = Field(default=3600.0, gt=0, alias="LOOPLINE_STAGE_TIMEOUT")
     #: Where people reach the dashboard: commit statuses link to ``{public_url}/#run=<id>``.
-    public_url: str = "http://127.0.0.1:8080"
+    public_url: Annotated[str, AfterValidator(lambda v: v.rstrip("/"))] = Field(
+        default="http://127.0.0.1:8080", alias="LOOPLINE_PUBLIC_URL"
+    )
 
     def repo(self, name: str) -> RepoConfig | None:
         return next((r for r in self.repositories if r.name == name), None)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read the environment; a bad config file raises :class:`ConfigError` naming it."""
+        """Read the environment; a bad variable or config file raises :class:`ConfigError` naming it."""
         env = os.environ if env is None else env
-        home = Path(env.get("LOOPLINE_HOME") or Path.home() / ".loopline").expanduser().resolve()
-        explicit = env.get("LOOPLINE_CONFIG")
+        given = {k: v for k, v in env.items() if k.startswith("LOOPLINE_") and v}
+        home = Path(given.get("LOOPLINE_HOME") or Path.home() / ".loopline").expanduser().resolve()
+        explicit = given.get("LOOPLINE_CONFIG")
         config_path = Path(explicit or "loopline.yaml").expanduser().resolve()
         repos = load_repositories(config_path, required=bool(explicit))
         secrets: dict[str, bytes] = {}
@@ -53,19 +72,40 @@ class Settings:
                         f"environment variable {repo.secret_env} is not set",
                     )
                 secrets[repo.name] = value.encode()
-        return cls(
-            home=home,
-            config_path=config_path,
-            database_url=env.get("LOOPLINE_DATABASE_URL") or f"sqlite:///{home / 'loopline.db'}",
-            broker_url=env.get("LOOPLINE_BROKER_URL") or f"redis+socket://{home / 'redis.sock'}",
-            repositories=repos,
-            secrets=secrets,
-            api_token=env.get("LOOPLINE_API_TOKEN") or None,
-            event_token=env.get("LOOPLINE_EVENT_TOKEN") or None,
-            max_body_bytes=int(env.get("LOOPLINE_MAX_BODY_BYTES") or 25 * MB),
-            stage_timeout=float(env.get("LOOPLINE_STAGE_TIMEOUT") or 3600),
-            public_url=(env.get("LOOPLINE_PUBLIC_URL") or "http://127.0.0.1:8080").rstrip("/"),
-        )
+        pipeline_secrets = {repo.name: _pipeline_secrets(repo, env, config_path) for repo in repos}
+        fields: dict[str, Any] = {
+            "LOOPLINE_DATABASE_URL": f"sqlite:///{home / 'loopline.db'}",
+            "LOOPLINE_BROKER_URL": f"redis+socket://{home / 'redis.sock'}",
+            **{k: v for k, v in given.items() if k in _VARIABLES},
+            "LOOPLINE_HOME": home,
+            "LOOPLINE_CONFIG": config_path,
+            "repositories": repos,
+            "secrets": secrets,
+            "pipeline_secrets": {name: found for name, found in pipeline_secrets.items() if found},
+        }
+        return load(cls, fields, "environment")
+
+
+#: The variables the settings read (others, such as a stage's ``LOOPLINE_MODEL_PATH``, are not ours).
+_VARIABLES = {
+    f.default.alias
+    for f in dataclasses.fields(Settings)
+    if isinstance(f.default, FieldInfo) and f.default.alias
+}
+
+
+def _pipeline_secrets(repo: RepoConfig, env: Mapping[str, str], config_path: Path) -> dict[str, str]:
+    found = {}
+    for name, secret in repo.secrets.items():
+        value = env.get(secret.env)
+        if not value:
+            raise ConfigError(
+                str(config_path),
+                f"{repo.name}.secrets.{name}.env",
+                f"environment variable {secret.env} is not set",
+            )
+        found[name] = value
+    return found
 
 
 def load_repositories(path: Path, *, required: bool) -> tuple[RepoConfig, ...]:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import redis
 
+from pipelines.errors import LooplineError
 from workers.process import terminate
 
 
-class BrokerError(RuntimeError):
+class BrokerError(LooplineError, RuntimeError):
     pass
 
 

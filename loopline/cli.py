@@ -13,25 +13,25 @@ from typing import Any
 
 import click
 
-from pipelines.config import ConfigError
+from loopline import users as users_cli
+from pipelines.errors import LooplineError
 
 
 def _settings() -> Any:
     from config.settings import Settings
 
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    return Settings.from_env()  # a ConfigError is one line, like any LooplineError (see _Group)
 
 
 class _Group(click.Group):
-    """Every failure is one clear line and a non-zero exit, never a traceback."""
+    """Loopline's own errors, and the system's refusals (a port in use, a missing file), are one
+    clear line and exit 1. Anything else is a bug and keeps its traceback; Click's own exits
+    (``--help``, ``--version``) pass through untouched."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigError, OSError, RuntimeError, ValueError) as exc:
+        except (LooplineError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
 
 
@@ -261,6 +261,59 @@ def retry(run_id: int) -> None:
         click.echo(format_run(views.run_dict(run)))
 
 
+@main.command("run")
+@click.argument("repo")
+@click.option(
+    "--branch", default=None, help="Branch whose tip runs (default: the repository's first branch)."
+)
+@click.option("--reason", default=None, help="Recorded with the run and in its model's lineage.")
+@click.option(
+    "--wait", "wait_seconds", type=float, default=0, help="Seconds to wait for the run to be planned."
+)
+def run_cmd(repo: str, branch: str | None, reason: str | None, wait_seconds: float) -> None:
+    """Start a run of REPO's branch by hand, as `POST /api/repos/REPO/runs` does."""
+    import time
+    import uuid
+
+    from loopline.report import format_run, open_store
+    from pipelines.events import valid_ref
+    from store import views
+    from store.models import Delivery, Run
+    from store.triggers import request_run
+
+    settings = _settings()
+    config = settings.repo(repo)
+    if config is None:
+        raise click.ClickException(f"repository {repo!r} is not registered in {settings.config_path}")
+    branch = branch or config.default_branch
+    if not valid_ref(f"refs/heads/{branch}"):
+        raise click.ClickException(f"{branch!r} is not a valid branch name")
+    db = open_store(settings)
+    who = os.environ.get("USER") or "cli"
+    recorded = request_run(
+        db,
+        repository=repo,
+        trigger="manual",
+        ref=f"refs/heads/{branch}",
+        reason=f"manual run by {who}" + (f": {reason}" if reason else ""),
+        key=uuid.uuid4().hex,
+    )
+    click.echo(f"event {recorded.event_id} accepted: a manual run of {repo} {branch}")
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        with db.session() as s:
+            delivery = s.get(Delivery, recorded.event_id)
+            run = s.get(Run, delivery.run_id) if delivery and delivery.run_id else None
+            if run is not None:
+                click.echo(format_run(views.run_dict(run)))
+                return
+            if delivery is not None and delivery.status == "failed":
+                raise click.ClickException(f"event {recorded.event_id} failed: {delivery.error}")
+        time.sleep(0.2)
+    if wait_seconds:
+        raise click.ClickException(f"no run within {wait_seconds:g}s: are the workers running?")
+
+
 @main.group(invoke_without_command=True)
 @click.pass_context
 def models(ctx: click.Context) -> None:
@@ -360,6 +413,9 @@ def install_hook_cmd(bare_repo: Path, url: str, repository: str | None, secret_e
 
     path = install_hook(bare_repo, url, repository, secret_env)
     click.echo(f"installed {path}")
+
+
+main.add_command(users_cli.group)
 
 
 @main.command()

@@ -43,7 +43,9 @@ def explain_push(
     before_sha = ZERO_SHA if not before or set(before) == {"0"} else repo.resolve(before)
     if before_sha is None:
         raise GitError(f"unknown commit {before!r}")
-    config = RepoConfig(name="local", provider="git", match="local", url="", branches=deploy_branches)
+    config = RepoConfig(
+        name="local", provider="git", match="local", url=str(repo.path), branches=deploy_branches
+    )
     event = Event(
         type="tag" if tag else "push", repository="local", ref=ref, before=before_sha, after=after_sha
     )

@@ -6,6 +6,8 @@ import stat
 import sys
 from pathlib import Path
 
+from pipelines.errors import LooplineError
+
 HOOK = """#!{python}
 # Installed by `loopline install-hook`: posts each ref update to Loopline, signed when
 # ${secret_env} is set. Git ignores a hook's exit status after the push; we report failures.
@@ -43,9 +45,9 @@ def install_hook(
 ) -> Path:
     """Write ``hooks/post-receive`` into ``bare_repo``; ``repository`` defaults to its name."""
     if not (bare_repo / "HEAD").exists() or not (bare_repo / "objects").is_dir():
-        raise ValueError(f"{bare_repo} is not a bare git repository")
+        raise LooplineError(f"{bare_repo} is not a bare git repository")
     if not url.startswith(("http://", "https://")):
-        raise ValueError("--url must be an http(s) URL, e.g. http://127.0.0.1:8080/hooks/git")
+        raise LooplineError("--url must be an http(s) URL, e.g. http://127.0.0.1:8080/hooks/git")
     name = repository or bare_repo.resolve().name.removesuffix(".git")
     hook = bare_repo / "hooks" / "post-receive"
     hook.parent.mkdir(exist_ok=True)

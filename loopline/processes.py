@@ -17,13 +17,14 @@ import requests
 
 from config.settings import Settings
 from loopline.broker import EmbeddedRedis
+from pipelines.errors import LooplineError
 from store.db import Database
 from workers import releases
 
 logger = logging.getLogger(__name__)
 
 
-class StackError(RuntimeError):
+class StackError(LooplineError, RuntimeError):
     pass
 
 

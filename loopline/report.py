@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from config.settings import Settings
+from pipelines.errors import LooplineError
 from store import registry, releases, views
 from store.db import Database
 from store.models import Delivery, ModelVersion, Run
@@ -75,7 +76,7 @@ def show_run(settings: Settings, run_id: int, as_json: bool) -> str:
     with open_store(settings).session() as s:
         run = s.get(Run, run_id)
         if run is None:
-            raise ValueError(f"no run {run_id}")
+            raise LooplineError(f"no run {run_id}")
         data = views.run_dict(run)
     return json.dumps(data, indent=2) if as_json else format_run(data)
 
@@ -135,7 +136,7 @@ def show_model(settings: Settings, name: str, as_json: bool) -> str:
         ]
         current = registry.current_deployment(s, name)
     if not rows:
-        raise ValueError(f"no model {name!r}")
+        raise LooplineError(f"no model {name!r}")
     if as_json:
         return json.dumps(rows, indent=2)
     table = [
@@ -201,7 +202,7 @@ def show_version(settings: Settings, name: str, version: int, as_json: bool) -> 
     with open_store(settings).session() as s:
         mv = registry.model_version(s, name, version)
         if mv is None:
-            raise ValueError(f"no version {version} of model {name!r}")
+            raise LooplineError(f"no version {version} of model {name!r}")
         record = {
             **views.model_dict(mv),
             "lineage": views.chain(s, mv, registry.latest_deployment(s, name, version)),
@@ -213,7 +214,7 @@ def show_event(settings: Settings, event_id: str) -> str:
     with open_store(settings).session() as s:
         delivery = s.get(Delivery, event_id)
         if delivery is None:
-            raise ValueError(f"no event {event_id!r}")
+            raise LooplineError(f"no event {event_id!r}")
         return json.dumps(views.delivery_dict(s, delivery), indent=2)
 
 

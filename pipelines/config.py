@@ -1,66 +1,87 @@
 """Typed configuration of the server: its registered repositories (``loopline.yaml``).
 
-Parsing takes plain dicts (already loaded YAML) so that every rule is checked in one
-place and errors name the file, the key and the problem.
+Each class is the schema of its part of the file (pydantic dataclasses); :func:`parse_server_config`
+validates loaded YAML against it, and errors name the file, the key and the problem.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, model_validator
+from pydantic.dataclasses import dataclass
 
 from pipelines.events import DataObject
+from pipelines.schema import (
+    STRICT,
+    ConfigError,
+    EnvName,
+    NonEmpty,
+    Url,
+    check,
+    explained,
+    load,
+    one_of,
+    problem,
+)
+
+__all__ = ["ConfigError"]
 
 PROVIDERS = ("github", "gitlab", "gitea", "forgejo", "bitbucket", "git")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class ConfigError(ValueError):
-    """A configuration file is wrong; the message names the file, the key and the problem."""
-
-    def __init__(self, source: str, key: str, problem: str) -> None:
-        super().__init__(f"{source}: {key}: {problem}")
-        self.source, self.key, self.problem = source, key, problem
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class S3Lake:
     """An S3 or S3-compatible (MinIO) bucket. Credentials are named, never written here: each
     ``*_env`` names an environment variable the workers read; none set = boto3's own chain."""
 
-    bucket: str
+    bucket: NonEmpty
     prefix: str = ""
-    endpoint_url: str | None = None
-    region: str | None = None
-    access_key_env: str | None = None
-    secret_key_env: str | None = None
-    session_token_env: str | None = None
+    endpoint_url: Url | None = None
+    region: NonEmpty | None = None
+    access_key_env: EnvName | None = None
+    secret_key_env: EnvName | None = None
+    session_token_env: EnvName | None = None
+
+    @model_validator(mode="after")
+    def _key_pair(self) -> S3Lake:
+        if bool(self.access_key_env) != bool(self.secret_key_env):
+            raise problem("access_key_env and secret_key_env go together")
+        return self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class AzureLake:
     """An Azure Blob Storage (or ADLS Gen2) container; ``credential_env`` names a variable
     holding a SAS token or an OAuth bearer token."""
 
-    account: str
-    container: str
+    account: NonEmpty
+    container: NonEmpty
     prefix: str = ""
-    endpoint: str | None = None
-    credential_env: str | None = None
+    endpoint: Url | None = None
+    credential_env: EnvName | None = None
 
     @property
     def base_url(self) -> str:
         return (self.endpoint or f"https://{self.account}.blob.core.windows.net").rstrip("/")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class DataLakeEntry:
     """Exactly one of ``folder``, ``s3`` or ``azure``."""
 
-    folder: str | None = None
+    folder: NonEmpty | None = None
     s3: S3Lake | None = None
     azure: AzureLake | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and (len(raw) != 1 or next(iter(raw)) not in ("folder", "s3", "azure")):
+            raise problem("expected exactly one of folder, s3, azure")
+        return raw
 
     def match(self, item: DataObject) -> str | None:
         """The object's path below this entry's prefix, or None if the object is not in it.
@@ -91,107 +112,92 @@ STATUS_API_DEFAULTS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class StatusConfig:
     """Where and how a repository's runs are reported as commit statuses."""
 
-    provider: str
-    api_url: str
-    token_env: str
+    provider: Annotated[str, one_of(STATUS_PROVIDERS)]
+    api_url: Annotated[Url, AfterValidator(lambda v: v.rstrip("/"))]
+    token_env: EnvName
     #: ``owner/repo`` (GitLab: the project's full path; Bitbucket: ``workspace/repo_slug``).
-    repository: str
-    context: str = "loopline"
+    repository: Annotated[
+        NonEmpty,
+        check(lambda v: "/" in v.strip("/"), "expected owner/name: the host's repository path"),
+        AfterValidator(lambda v: v.strip("/")),
+    ]
+    context: Annotated[
+        NonEmpty, check(lambda v: len(v) <= 40, "at most 40 characters (Bitbucket's limit for a key)")
+    ] = "loopline"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
+class PipelineSecret:
+    """A secret the repository's stage commands get (``secrets: {NAME: {env: VAR}}``): read from
+    Loopline's environment variable ``env``, masked as ``***`` in their logs."""
+
+    env: EnvName
+
+
+@dataclass(frozen=True, config=STRICT)
 class RepoConfig:
     """One repository registered with the server (``loopline.yaml``)."""
 
-    name: str
-    provider: str
-    match: str
-    url: str
-    secret_env: str | None = None
-    branches: tuple[str, ...] = ("main",)
+    name: Annotated[NonEmpty, check(re.compile(_NAME).match, "use letters, digits, '.', '_' or '-'")]
+    provider: Annotated[str, one_of(PROVIDERS)]
+    #: The repository's name in the host's webhooks (``owner/repo``); default: ``name``.
+    match: NonEmpty
+    url: NonEmpty
+    secret_env: EnvName | None = None
+    branches: Annotated[
+        tuple[NonEmpty, ...],
+        Field(min_length=1),
+        explained("expected a non-empty list of branch names"),
+    ] = ("main",)
     data_lake: tuple[DataLakeEntry, ...] = ()
     status: StatusConfig | None = None
+    #: The only secrets its stages see, by the name they see them under.
+    secrets: dict[EnvName, PipelineSecret] = Field(default_factory=dict)
 
     @property
     def default_branch(self) -> str:
         return self.branches[0]
 
-
-def mapping(value: Any, source: str, key: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(source, key, f"expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def string(value: Any, source: str, key: str, *, required: bool = False) -> str | None:
-    if value is None:
-        if required:
-            raise ConfigError(source, key, "is required")
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(source, key, "expected a non-empty string")
-    return value
-
-
-def number(value: Any, source: str, key: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(source, key, "expected a number")
-    return float(value)
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, raw: Any) -> Any:
+        """In the file: ``provider`` defaults to plain ``git``, ``match`` to the name, and ``status``
+        to this repository's provider, path and (for public hosts) API."""
+        if not isinstance(raw, dict):
+            return raw
+        raw = {"provider": "git", **raw}
+        if "name" in raw:
+            raw.setdefault("match", raw["name"])
+        status = raw.get("status")
+        if isinstance(status, dict):
+            host = status.get("provider", raw["provider"])
+            defaults = {"provider": host, "repository": raw.get("match")}
+            if host in STATUS_API_DEFAULTS:
+                defaults["api_url"] = STATUS_API_DEFAULTS[host]
+            elif host in STATUS_PROVIDERS and "api_url" not in status:
+                raise problem(f"is required for {host} (your server's API URL)", at="status.api_url")
+            raw["status"] = {**defaults, **status}
+        return raw
 
 
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_LAKE_KEYS = {
-    "s3": {
-        "bucket",
-        "prefix",
-        "endpoint_url",
-        "region",
-        "access_key_env",
-        "secret_key_env",
-        "session_token_env",
-    },
-    "azure": {"account", "container", "prefix", "endpoint", "credential_env"},
-}
+@dataclass(frozen=True, config=STRICT)
+class ServerFile:
+    """The whole ``loopline.yaml``."""
 
+    repositories: tuple[RepoConfig, ...] = ()
 
-def _lake_entry(raw: dict[str, Any], source: str, key: str) -> DataLakeEntry:
-    """One ``data_lake`` item; credentials only ever as names of environment variables."""
-    if len(raw) != 1 or next(iter(raw)) not in ("folder", "s3", "azure"):
-        raise ConfigError(source, key, "expected exactly one of folder, s3, azure")
-    kind, value = next(iter(raw.items()))
-    if kind == "folder":
-        return DataLakeEntry(folder=string(value, source, f"{key}.folder", required=True))
-    spec = mapping(value, source, f"{key}.{kind}")
-    unknown = sorted(set(spec) - _LAKE_KEYS[kind])
-    if unknown:
-        hint = (
-            " (credentials go in environment variables: name them with *_env)" if "key" in unknown[0] else ""
-        )
-        raise ConfigError(source, f"{key}.{kind}.{unknown[0]}", "unknown key" + hint)
-    values: dict[str, Any] = {"prefix": spec.get("prefix", "")}
-    if not isinstance(values["prefix"], str):
-        raise ConfigError(source, f"{key}.{kind}.prefix", "expected a string")
-    for name in sorted(_LAKE_KEYS[kind] - {"prefix"}):
-        where = f"{key}.{kind}.{name}"
-        value = string(spec.get(name), source, where, required=name in ("bucket", "account", "container"))
-        if value and name.endswith("_env") and not _ENV_RE.match(value):
-            raise ConfigError(source, where, "expected the NAME of an environment variable")
-        if value and name.startswith("endpoint") and not value.startswith(("https://", "http://")):
-            raise ConfigError(source, where, "expected an http:// or https:// URL")
-        values[name] = value
-    if kind == "s3":
-        if bool(values["access_key_env"]) != bool(values["secret_key_env"]):
-            raise ConfigError(source, f"{key}.s3", "access_key_env and secret_key_env go together")
-        return DataLakeEntry(s3=S3Lake(**values))
-    return DataLakeEntry(azure=AzureLake(**values))
+    @model_validator(mode="after")
+    def _unique(self) -> ServerFile:
+        seen: set[str] = set()
+        for i, repo in enumerate(self.repositories):
+            if repo.name in seen:
+                raise problem(f"duplicate repository name {repo.name!r}", at=f"repositories[{i}].name")
+            seen.add(repo.name)
+        return self
 
 
 def lake_matches(repos: tuple[RepoConfig, ...], item: DataObject) -> list[tuple[str, str]]:
@@ -208,80 +214,4 @@ def lake_matches(repos: tuple[RepoConfig, ...], item: DataObject) -> list[tuple[
 
 def parse_server_config(raw: Any, source: str = "loopline.yaml") -> tuple[RepoConfig, ...]:
     """Parse the server's repository registry."""
-    top = mapping(raw, source, "(top level)")
-    repos = top.get("repositories", [])
-    if not isinstance(repos, list):
-        raise ConfigError(source, "repositories", "expected a list")
-    result: list[RepoConfig] = []
-    seen: set[str] = set()
-    for i, item in enumerate(repos):
-        key = f"repositories[{i}]"
-        entry = mapping(item, source, key)
-        name = string(entry.get("name"), source, f"{key}.name", required=True)
-        assert name is not None
-        if not _NAME_RE.match(name):
-            raise ConfigError(source, f"{key}.name", "use letters, digits, '.', '_' or '-'")
-        if name in seen:
-            raise ConfigError(source, f"{key}.name", f"duplicate repository name {name!r}")
-        seen.add(name)
-        provider = entry.get("provider", "git")
-        if provider not in PROVIDERS:
-            raise ConfigError(source, f"{key}.provider", f"must be one of {', '.join(PROVIDERS)}")
-        url = string(entry.get("url"), source, f"{key}.url", required=True)
-        branches = entry.get("branches", ["main"])
-        if not isinstance(branches, list) or not branches or not all(isinstance(b, str) for b in branches):
-            raise ConfigError(source, f"{key}.branches", "expected a non-empty list of branch names")
-        lakes = entry.get("data_lake", []) or []
-        if not isinstance(lakes, list):
-            raise ConfigError(source, f"{key}.data_lake", "expected a list")
-        lake_entries = []
-        for j, lake in enumerate(lakes):
-            where = f"{key}.data_lake[{j}]"
-            lake_entries.append(_lake_entry(mapping(lake, source, where), source, where))
-        match = string(entry.get("match"), source, f"{key}.match") or name
-        result.append(
-            RepoConfig(
-                name=name,
-                provider=provider,
-                match=match,
-                url=url or "",
-                secret_env=string(entry.get("secret_env"), source, f"{key}.secret_env"),
-                branches=tuple(branches),
-                data_lake=tuple(lake_entries),
-                status=_status(entry.get("status"), source, f"{key}.status", provider, match),
-            )
-        )
-    return tuple(result)
-
-
-def _status(value: Any, source: str, key: str, provider: str, match: str) -> StatusConfig | None:
-    """``status: {token_env, api_url?, provider?, repository?, context?}``, or None if absent."""
-    if value is None:
-        return None
-    raw = mapping(value, source, key)
-    unknown = set(raw) - {"token_env", "api_url", "provider", "repository", "context"}
-    if unknown:
-        raise ConfigError(source, f"{key}.{sorted(unknown)[0]}", "unknown key")
-    host = raw.get("provider", provider)
-    if host not in STATUS_PROVIDERS:
-        raise ConfigError(source, f"{key}.provider", f"must be one of {', '.join(STATUS_PROVIDERS)}")
-    api_url = string(raw.get("api_url"), source, f"{key}.api_url") or STATUS_API_DEFAULTS.get(host)
-    if api_url is None:
-        raise ConfigError(source, f"{key}.api_url", f"is required for {host} (your server's API URL)")
-    if not api_url.startswith(("https://", "http://")):
-        raise ConfigError(source, f"{key}.api_url", "must be an http(s) URL")
-    repository = string(raw.get("repository"), source, f"{key}.repository") or match
-    if "/" not in repository.strip("/"):
-        raise ConfigError(source, f"{key}.repository", "expected owner/name: the host's repository path")
-    token_env = string(raw.get("token_env"), source, f"{key}.token_env", required=True)
-    context = string(raw.get("context"), source, f"{key}.context") or "loopline"
-    if len(context) > 40:
-        raise ConfigError(source, f"{key}.context", "at most 40 characters (Bitbucket's limit for a key)")
-    assert token_env is not None
-    return StatusConfig(
-        provider=host,
-        api_url=api_url.rstrip("/"),
-        token_env=token_env,
-        repository=repository.strip("/"),
-        context=context,
-    )
+    return load(ServerFile, raw, source).repositories

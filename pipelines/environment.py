@@ -1,4 +1,4 @@
-"""A project's ``environment:`` and ``sandbox:`` keys in ``loopline.yml`` (pure parsing).
+"""A project's ``environment:`` and ``sandbox:`` keys in ``loopline.yml`` (their schema).
 
 ``environment`` says what the project's commands run with::
 
@@ -7,97 +7,77 @@
     environment: {pyproject: pyproject.toml}              # its [project] dependencies
     environment: inherit                                  # Loopline's own interpreter: TRUSTED CODE ONLY
 
-Absent: detected from the files (uv.lock, requirements.txt, pyproject.toml; none: the
-interpreter alone). ``sandbox`` sets the network switch and the limits of every command.
+Absent (or without a file): detected from the worktree's files (``uv.lock``, then
+``requirements.txt``, then ``pyproject.toml``; none: the interpreter alone). ``sandbox`` sets
+the network switch and the limits of every command.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pipelines.config import ConfigError
+from pydantic import StrictBool, StrictInt, model_validator
+from pydantic.dataclasses import dataclass
+
+from pipelines.schema import STRICT, check, problem
 
 FILE_KINDS = ("lock", "requirements", "pyproject")
-_VERSION_RE = re.compile(r"^3\.\d{1,2}$")
+#: ``auto``: detect from the files; ``bare``: the interpreter alone (nothing to detect).
+KINDS = ("auto", "inherit", "bare", *FILE_KINDS)
+_VERSION = re.compile(r"^3\.\d{1,2}$")
 
 
-@dataclass(frozen=True)
+def _in_repo(path: str) -> bool:
+    return bool(path.strip()) and not path.startswith("/") and ".." not in path.split("/")
+
+
+@dataclass(frozen=True, config=STRICT)
 class EnvironmentConfig:
-    """``kind``: auto (detect), inherit, bare (the interpreter alone), lock, requirements or
-    pyproject; ``file`` the file for the last three; ``python`` a version such as "3.11"."""
+    """Written ``inherit`` or ``{python, lock|requirements|pyproject: path}``; held as ``kind``
+    (one of :data:`KINDS`), ``file`` (for the file kinds) and ``python`` ("3.11")."""
 
     kind: str = "auto"
     file: str | None = None
-    python: str | None = None
+    python: Annotated[str, check(_VERSION.match, 'expected a version such as "3.11"')] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, raw: Any) -> Any:
+        if raw == "inherit":
+            return {"kind": "inherit"}
+        if not isinstance(raw, dict):
+            raise problem("expected 'inherit' or {python, lock|requirements|pyproject}")
+        if "kind" in raw:  # built in code, not read from a file
+            return raw
+        for key in raw:
+            if key not in ("python", *FILE_KINDS):
+                raise problem("unknown key", at=str(key))
+        files = [k for k in FILE_KINDS if k in raw]
+        if len(files) > 1:
+            raise problem(f"choose one of {', '.join(files)}")
+        python = raw.get("python")
+        out: dict[str, Any] = {"python": str(python) if isinstance(python, float) else python}
+        if files:
+            path = raw[files[0]]
+            if not isinstance(path, str) or not _in_repo(path):
+                raise problem("must be a path inside the repository", at=files[0])
+            out |= {"kind": files[0], "file": path}
+        return out
 
 
-@dataclass(frozen=True)
+def _between(low: int, high: int) -> Any:
+    return check(lambda v: low <= v <= high, f"expected an integer from {low} to {high}")
+
+
+@dataclass(frozen=True, config=STRICT)
 class SandboxConfig:
-    """The network switch and the limits of every project command (per process)."""
+    """The network switch and the limits of every project command (each process's own)."""
 
-    network: bool = True
-    memory_mb: int = 4096
-    cpu_seconds: int = 3600
-    processes: int = 512
-    log_mb: int = 20
-
-
-def parse_environment(value: Any, source: str) -> EnvironmentConfig:
-    if value is None:
-        return EnvironmentConfig()
-    if value == "inherit":
-        return EnvironmentConfig(kind="inherit")
-    if not isinstance(value, dict):
-        raise ConfigError(
-            source, "environment", "expected 'inherit' or {python, lock|requirements|pyproject}"
-        )
-    unknown = set(value) - {"python", *FILE_KINDS}
-    if unknown:
-        raise ConfigError(source, f"environment.{sorted(unknown)[0]}", "unknown key")
-    python = value.get("python")
-    if python is not None:
-        python = str(python)
-        if not _VERSION_RE.match(python):
-            raise ConfigError(source, "environment.python", 'expected a version such as "3.11"')
-    files = [k for k in FILE_KINDS if k in value]
-    if len(files) > 1:
-        raise ConfigError(source, "environment", f"choose one of {', '.join(files)}")
-    if not files:
-        return EnvironmentConfig(python=python)
-    kind = files[0]
-    path = value[kind]
-    if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/"):
-        raise ConfigError(source, f"environment.{kind}", "must be a path inside the repository")
-    return EnvironmentConfig(kind=kind, file=path, python=python)
-
-
-_LIMITS = {
-    "memory_mb": (64, 1 << 20),
-    "cpu_seconds": (1, 7 * 86400),
-    "processes": (16, 1 << 16),
-    "log_mb": (1, 1024),
-}
-
-
-def parse_sandbox(value: Any, source: str) -> SandboxConfig:
-    if value is None:
-        return SandboxConfig()
-    if not isinstance(value, dict):
-        raise ConfigError(source, "sandbox", f"expected a mapping, got {type(value).__name__}")
-    unknown = set(value) - {"network", *_LIMITS}
-    if unknown:
-        raise ConfigError(source, f"sandbox.{sorted(unknown)[0]}", "unknown key")
-    network = value.get("network", True)
-    if not isinstance(network, bool):
-        raise ConfigError(source, "sandbox.network", "expected true or false")
-    limits: dict[str, int] = {}
-    for name, (low, high) in _LIMITS.items():
-        if name not in value:
-            continue
-        number = value[name]
-        if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
-            raise ConfigError(source, f"sandbox.{name}", f"expected an integer from {low} to {high}")
-        limits[name] = number
-    return SandboxConfig(network=network, **limits)
+    #: Off: no network at all (not even 127.0.0.1) for unit tests, retraining and evaluation;
+    #: integration tests and the app always share it (they are reached on 127.0.0.1).
+    network: StrictBool = True
+    memory_mb: Annotated[StrictInt, _between(64, 1 << 20)] = 4096
+    cpu_seconds: Annotated[StrictInt, _between(1, 7 * 86400)] = 3600
+    processes: Annotated[StrictInt, _between(16, 1 << 16)] = 512
+    log_mb: Annotated[StrictInt, _between(1, 1024)] = 20

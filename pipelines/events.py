@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pipelines.errors import LooplineError
+
 ZERO_SHA = "0" * 40
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z")
 # git check-ref-format, restricted further: a short ASCII set, no "..", "//" or "@{", no component
@@ -22,9 +24,11 @@ _REF_RE = re.compile(
 REF_PREFIXES = {"branch": "refs/heads/", "tag": "refs/tags/"}
 #: Longer commit messages are left out of the event; the worker reads the message from git.
 MAX_MESSAGE = 4096
+#: Event types that ask for a run of a branch's tip without any change (``pipelines/triggers.py``).
+TRIGGERS = ("manual", "schedule", "drift", "volume", "performance")
 
 
-class PayloadError(ValueError):
+class PayloadError(LooplineError, ValueError):
     """The body is not a well-formed event of the claimed kind (answered with 400)."""
 
 
@@ -78,9 +82,10 @@ SEQUENCER_WIDTH = 64
 
 @dataclass(frozen=True)
 class Event:
-    """A normalized change: a push, a tag, a deletion or new data."""
+    """A normalized change: a push, a tag, a deletion or new data; or a trigger (:data:`TRIGGERS`)
+    asking for a run of ``ref``'s tip, ``reason`` saying why."""
 
-    type: str  # push | tag | delete | data
+    type: str  # push | tag | delete | data | manual | schedule | drift | volume | performance
     repository: str
     ref: str | None = None
     before: str | None = None
@@ -90,6 +95,7 @@ class Event:
     forced: bool = False
     message: str | None = None
     objects: tuple[DataObject, ...] = field(default_factory=tuple)
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Built by hand: dataclasses.asdict deep-copies and was a sixth of the webhook ack's CPU.

@@ -18,7 +18,7 @@ from store.db import Database
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment; ``test_config`` may pass ``settings``."""
-    from service import actions, api, dashboard, errors, events, gateway, health, hooks
+    from service import actions, api, dashboard, errors, events, gateway, health, hooks, triggers
     from service.state import Loopline
 
     config = dict(test_config or {})
@@ -31,7 +31,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.migrate()
     app.extensions["loopline"] = Loopline(settings=settings, db=db)
     errors.register(app)
-    for module in (hooks, events, api, actions, health, dashboard):
+    for module in (hooks, events, api, actions, triggers, health, dashboard):
         app.register_blueprint(module.bp)
     gateway.install(app)
     log = logging.getLogger(__name__)

@@ -14,10 +14,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipelines.errors import LooplineError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(LooplineError, RuntimeError):
     """The database cannot be written (answered with 503)."""
 
 

@@ -199,3 +199,35 @@ class ReleaseMetric(Base):
     series: Mapped[str] = mapped_column(String(16), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class User(Base):
+    """A person who acts through the API or the dashboard; only a digest of the token is kept."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("name", name="uq_user_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    #: viewer | approver | admin (see store/users.py)
+    role: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None]
+
+
+class TriggerState(Base):
+    """What one trigger of a repository last did (``store/triggers.py``): a schedule's last handled
+    tick, when it last fired (a cooldown counts from there), so a restart neither skips nor repeats."""
+
+    __tablename__ = "trigger_state"
+
+    repository: Mapped[str] = mapped_column(String(64), primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: schedule: the newest tick handled (fired or skipped); armed at first sight
+    last_tick: Mapped[datetime | None]
+    fired_at: Mapped[datetime | None]
+    #: the delivery (``/api/events/<id>``) of the last fire, and why it fired (or was skipped)
+    event_id: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,12 +14,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pipelines.errors import LooplineError
 from store import aliases, telemetry
 from store.models import LIVE_RELEASES, Deployment
 from store.views import deployment_dict
 
 
-class ReleaseError(RuntimeError):
+class ReleaseError(LooplineError, RuntimeError):
     """A release action that does not apply to the model's current state (answered 409)."""
 
     def __init__(self, message: str, code: str = "invalid_state") -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from pipelines.errors import LooplineError
 from store.db import Database
 from store.models import Run, Stage, as_utc, utcnow
 
@@ -19,7 +20,7 @@ ACTIVE = ("queued", "running", "awaiting_approval")
 RETRYABLE = ("failed", "cancelled", "gate_failed")
 
 
-class InvalidAction(ValueError):
+class InvalidAction(LooplineError, ValueError):
     """The run is not in a state that allows the action (answered with 409)."""
 
 

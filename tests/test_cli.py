@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from loopline.cli import main
+from pipelines.config import ConfigError
 from tests.conftest import Project, git
 
 
@@ -130,3 +132,34 @@ def test_reports_on_an_empty_store(tmp_path: Path) -> None:
     assert runner.invoke(main, ["models"], env=env).output.strip() == "no models yet"
     missing = runner.invoke(main, ["events", "nope"], env=env)
     assert missing.exit_code == 1 and "no event 'nope'" in missing.output
+
+
+def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            paths += _command_paths(command, (*prefix, name))
+        else:
+            paths.append((*prefix, name))
+    return paths
+
+
+@pytest.mark.parametrize("path", _command_paths(main), ids=lambda p: " ".join(p) or "loopline")
+def test_every_help_exits_0(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage: ")
+
+
+def test_only_loopline_errors_become_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    @click.command("boom")
+    @click.argument("kind")
+    def boom(kind: str) -> None:
+        raise {"ours": ConfigError("f.yml", "key", "problem"), "bug": KeyError("x")}[kind]
+
+    monkeypatch.setitem(main.commands, "boom", boom)
+    ours = CliRunner().invoke(main, ["boom", "ours"])
+    assert (ours.exit_code, ours.output) == (1, "Error: f.yml: key: problem\n")
+    bug = CliRunner().invoke(main, ["boom", "bug"])
+    assert isinstance(bug.exception, KeyError)  # a bug keeps its traceback
+    assert CliRunner().invoke(main, ["--version"]).exit_code == 0

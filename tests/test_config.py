@@ -156,3 +156,31 @@ def test_the_deploy_example_parses() -> None:
     repos = parse_server_config(yaml.safe_load((ROOT / "deploy/loopline.example.yaml").read_text()))
     kinds = [next(k for k in ("folder", "s3", "azure") if getattr(e, k)) for e in repos[0].data_lake]
     assert kinds == ["folder", "s3", "azure"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("LOOPLINE_STAGE_TIMEOUT", "soon", "expected a number"),
+        ("LOOPLINE_MAX_BODY_BYTES", "1.5", "expected an integer"),
+        ("LOOPLINE_MAX_BODY_BYTES", "0", "greater than 0"),
+    ],
+)
+def test_bad_variables_name_the_variable(tmp_path: Path, variable: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"LOOPLINE_HOME": str(tmp_path), variable: value})
+    assert (info.value.source, info.value.key) == ("environment", variable) and problem in info.value.problem
+
+
+def test_settings_from_variables(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "LOOPLINE_HOME": str(tmp_path),
+            "LOOPLINE_STAGE_TIMEOUT": "90",
+            "LOOPLINE_PUBLIC_URL": "https://ci.example.com/",
+            "LOOPLINE_API_TOKEN": "",  # empty: unset
+            "LOOPLINE_MODEL_PATH": "/not/a/setting",
+        }
+    )
+    assert (settings.stage_timeout, settings.public_url) == (90.0, "https://ci.example.com")
+    assert settings.api_token is None and settings.database_url == f"sqlite:///{tmp_path / 'loopline.db'}"

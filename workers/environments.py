@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pipelines.environment import EnvironmentConfig, SandboxConfig
+from pipelines.environment import EnvironmentConfig
 from pipelines.project import ProjectConfig
 from workers import sandbox
 from workers.locks import file_lock, lock_path
@@ -283,15 +283,6 @@ def evict(
     return removed
 
 
-def limits_of(config: SandboxConfig) -> sandbox.Limits:
-    return sandbox.Limits(
-        memory_mb=config.memory_mb,
-        cpu_seconds=config.cpu_seconds,
-        processes=config.processes,
-        log_mb=config.log_mb,
-    )
-
-
 def box_for(
     home: Path,
     project: ProjectConfig,
@@ -304,7 +295,7 @@ def box_for(
 ) -> sandbox.Box:
     """The sandbox for one of a project's commands in ``directory``: its environment (from the
     cache, built if missing), its network switch and its limits."""
-    limits = limits_of(project.sandbox)
+    limits = project.sandbox
     env = ensure(home, project.environment, directory, log, limits=limits)
     return sandbox.Box(
         worktree=directory,

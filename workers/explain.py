@@ -12,9 +12,10 @@ from typing import Any
 
 from pipelines.classify import Classification, FileClass, classify
 from pipelines.config import RepoConfig
-from pipelines.events import DataObject, Event
+from pipelines.events import TRIGGERS, DataObject, Event
 from pipelines.plan import Plan, plan, skip_requested
 from pipelines.project import ProjectConfig
+from pipelines.triggers import trigger_plan
 from workers.gitops import GitError, Mirror
 
 
@@ -45,6 +46,12 @@ def locate(repo: Mirror, config: RepoConfig, event: Event) -> tuple[str, str]:
         if commit is None:
             raise GitError(f"branch {config.default_branch!r} does not exist yet; push code first")
         return default, commit
+    if event.type in TRIGGERS:  # a trigger runs the branch's tip as it is now
+        ref = event.ref or f"refs/heads/{config.default_branch}"
+        commit = repo.resolve(ref)
+        if commit is None:
+            raise GitError(f"branch {ref.removeprefix('refs/heads/')!r} does not exist")
+        return ref, commit
     assert event.ref and event.after
     commit = repo.resolve(event.after)
     if commit is None:
@@ -87,6 +94,15 @@ def explain(
             classification.kinds, deployable=True, approval=approval.applies_to(config.default_branch)
         )
         return Explanation(ref, commit, None, classification, planned)
+    if first.type in TRIGGERS:  # nothing changed: the trigger's reason is the plan's
+        name = ref.removeprefix("refs/heads/")
+        planned = trigger_plan(
+            first.type,
+            first.reason or f"{first.type} trigger",
+            deployable=name in config.branches,
+            approval=approval.applies_to(name),
+        )
+        return Explanation(ref, commit, None, Classification(files=(), kinds=()), planned)
     if first.type == "tag":
         tag = ref.removeprefix("refs/tags/")
         base = repo.release_base(commit, project.release.releases)

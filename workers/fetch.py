@@ -19,13 +19,14 @@ from urllib.parse import quote
 import requests
 
 from pipelines.config import AzureLake, DataLakeEntry, RepoConfig, S3Lake
+from pipelines.errors import LooplineError
 from pipelines.events import DataObject, unsafe_key
 
 CHUNK = 1 << 20
 AZURE_API_VERSION = "2021-08-06"
 
 
-class FetchError(RuntimeError):
+class FetchError(LooplineError, RuntimeError):
     """An object cannot be fetched; the message says which and why (never a credential)."""
 
 

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.classify import Change
+from pipelines.errors import LooplineError
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
 
 
-class GitError(RuntimeError):
+class GitError(LooplineError, RuntimeError):
     pass
 
 

@@ -23,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 
 from config.settings import Settings
 from pipelines.config import ConfigError, RepoConfig
-from pipelines.events import DataObject, Event, sequencer_order
+from pipelines.errors import LooplineError
+from pipelines.events import TRIGGERS, DataObject, Event, sequencer_order
 from store import deliveries, objects, runs
 from store.db import Database
 from store.models import Delivery, Run, Stage, utcnow
@@ -43,7 +44,7 @@ class Prepared:
     stages: tuple[str, ...] = ()
 
 
-class IntakeError(RuntimeError):
+class IntakeError(LooplineError, RuntimeError):
     pass
 
 
@@ -124,6 +125,8 @@ def _plan(
         run.dedupe_key = f"{repo.name}|data|{batch}"
     elif first.type == "tag":
         run.dedupe_key = f"{repo.name}|{ref}|{commit}|release"
+    elif first.type in TRIGGERS:  # one run per trigger delivery (a schedule's tick, a drift episode)
+        run.dedupe_key = f"{repo.name}|{first.type}|{delivery_ids[0]}"
     else:
         run.dedupe_key = f"{repo.name}|{ref}|{commit}|{','.join(classification.kinds)}"
     run.kinds, run.plan, run.classification = (
@@ -140,7 +143,7 @@ def _plan(
     prepared = _insert(db, run, delivery_ids)
     if prepared.run_id != run.id or run.status in ("cancelled", "skipped", "failed"):
         return prepared
-    if first.type == "push":
+    if first.type in ("push", "manual"):  # automatic triggers never cancel anybody's run
         runs.supersede(db, run.id)
     return _ready(settings, db, run.id, events, mirror_)
 

@@ -15,7 +15,8 @@ Three modes, the strongest this machine offers (:func:`mode`, shown by ``looplin
 ``none``
     Neither: the command runs as Loopline, unsandboxed; said loudly at start and on every run.
 
-Limits (address space, CPU seconds, processes) are set by ``prlimit`` inside the sandbox.
+Limits (address space, CPU seconds, processes: the project's ``sandbox:`` keys, see
+:class:`pipelines.environment.SandboxConfig`) are set by ``prlimit`` inside the sandbox.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from pipelines.environment import SandboxConfig as Limits
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +54,6 @@ WARNING = (
     "NO SANDBOX: project commands run as Loopline's own user and can read its secrets and state. "
     "Run only trusted code."
 )
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-command limits; a project may change them in ``loopline.yml`` (``sandbox:``)."""
-
-    memory_mb: int = 4096  # address space per process
-    cpu_seconds: int = 3600  # CPU time per process
-    processes: int = 512  # processes of the sandbox's uid (stops fork bombs)
-    log_mb: int = 20  # stage output kept; the rest is dropped with a line that says so
 
 
 @dataclass(frozen=True)

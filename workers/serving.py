@@ -14,6 +14,7 @@ from pathlib import Path
 
 import requests
 
+from pipelines.errors import LooplineError
 from workers import model_server, sandbox
 from workers.process import argv_for, kill_group, project_env
 
@@ -22,7 +23,7 @@ BUILTIN_SERVER = [sys.executable, "-m", "workers.model_server"]
 BUILTIN_SCRIPT = Path(model_server.__file__).resolve()
 
 
-class ServeError(RuntimeError):
+class ServeError(LooplineError, RuntimeError):
     pass
 
 

@@ -12,12 +12,13 @@ from typing import IO, Any
 
 from config.settings import Settings
 from pipelines.config import RepoConfig
+from pipelines.errors import LooplineError
 from pipelines.events import DataObject
 from pipelines.project import ProjectConfig
 from store.db import Database
 
 
-class StepError(RuntimeError):
+class StepError(LooplineError, RuntimeError):
     """A step cannot go on; the message is the stage's verdict."""
 
 

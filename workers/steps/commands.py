@@ -31,7 +31,7 @@ def run_project(
     """Run one of the project's commands in its sandbox: the worktree (and ``write``) writable,
     the repository's mirror (DVC reads git) and ``read`` read-only, the repository's mapped
     secrets in its environment and masked in the log; its exit status."""
-    secrets = dict(getattr(ctx.settings, "pipeline_secrets", {}).get(ctx.repo.name, {}))
+    secrets = dict(ctx.settings.pipeline_secrets.get(ctx.repo.name, {}))
     box = box_for(
         ctx.settings.home,
         ctx.project,

@@ -6,23 +6,16 @@ from __future__ import annotations
 import time
 
 from workers import sandbox
-from workers.environments import EnvironmentBuildError, ensure, limits_of
-from workers.steps import StepContext, StepError, StepResult
+from workers.environments import ensure
+from workers.steps import StepContext, StepResult
 
 
 def environment(ctx: StepContext) -> StepResult:
     ctx.say(sandbox.describe())
     started = time.monotonic()
-    try:
-        env = ensure(
-            ctx.settings.home,
-            ctx.project.environment,
-            ctx.worktree,
-            ctx.log,
-            limits=limits_of(ctx.project.sandbox),
-        )
-    except EnvironmentBuildError as exc:
-        raise StepError(str(exc)) from exc
+    env = ensure(
+        ctx.settings.home, ctx.project.environment, ctx.worktree, ctx.log, limits=ctx.project.sandbox
+    )
     seconds = time.monotonic() - started
     ctx.say(f"environment: {env.describe()} ({seconds:.2f}s)")
     return StepResult(
