@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from pydantic import StrictBool, StrictInt, model_validator
 from pydantic.dataclasses import dataclass
 
-from pipelines.schema import STRICT, check, problem
+from pipelines.schema import STRICT, check, one_of, problem
 
 FILE_KINDS = ("lock", "requirements", "pyproject")
 #: ``auto``: detect from the files; ``bare``: the interpreter alone (nothing to detect).
@@ -37,7 +37,7 @@ class EnvironmentConfig:
     """Written ``inherit`` or ``{python, lock|requirements|pyproject: path}``; held as ``kind``
     (one of :data:`KINDS`), ``file`` (for the file kinds) and ``python`` ("3.11")."""
 
-    kind: str = "auto"
+    kind: Annotated[str, one_of(KINDS)] = "auto"
     file: str | None = None
     python: Annotated[str, check(_VERSION.match, 'expected a version such as "3.11"')] | None = None
 
@@ -46,9 +46,9 @@ class EnvironmentConfig:
     def _forms(cls, raw: Any) -> Any:
         if raw == "inherit":
             return {"kind": "inherit"}
-        if not isinstance(raw, dict):
+        if isinstance(raw, str | int | float | list | None):
             raise problem("expected 'inherit' or {python, lock|requirements|pyproject}")
-        if "kind" in raw:  # built in code, not read from a file
+        if not isinstance(raw, dict) or "kind" in raw:  # built in code, not read from a file
             return raw
         for key in raw:
             if key not in ("python", *FILE_KINDS):

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.environment import EnvironmentConfig
+from pipelines.project import parse_project_config
+from pipelines.schema import ConfigError
 from workers import environments, sandbox
 from workers.process import run_logged
 
@@ -126,3 +128,53 @@ def test_old_environments_are_evicted_but_not_recent_or_locked_ones(
     assert sorted(p.name for p in removed) == ["e2", "e3"]  # kept: the two most recent, and e1
     assert sorted(p.name for p in (tmp_path / "envs").iterdir()) == ["e0", "e1", "e4"]
     assert building.is_dir()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, EnvironmentConfig()),
+        ({"environment": "inherit"}, EnvironmentConfig(kind="inherit")),
+        (
+            {"environment": {"python": "3.11", "lock": "uv.lock"}},
+            EnvironmentConfig(kind="lock", file="uv.lock", python="3.11"),
+        ),
+        (
+            {"environment": {"requirements": "req/ci.txt"}},
+            EnvironmentConfig(kind="requirements", file="req/ci.txt"),
+        ),
+        ({"environment": {"python": "3.12"}}, EnvironmentConfig(python="3.12")),
+    ],
+)
+def test_the_environment_key(raw: dict[str, object] | None, expected: EnvironmentConfig) -> None:
+    assert parse_project_config(raw).environment == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"environment": "conda"},
+            "environment: expected 'inherit' or {python, lock|requirements|pyproject}",
+        ),
+        (
+            {"environment": {"lock": "uv.lock", "requirements": "r.txt"}},
+            "environment: choose one of lock, requirements",
+        ),
+        ({"environment": {"lock": "../x/uv.lock"}}, "environment.lock: must be a path inside the repository"),
+        ({"environment": {"python": "three"}}, 'environment.python: expected a version such as "3.11"'),
+        ({"environment": {"conda": "env.yml"}}, "environment.conda: unknown key"),
+        ({"sandbox": {"network": "no"}}, "sandbox.network: expected true or false"),
+        ({"sandbox": {"memory_mb": 1}}, "sandbox.memory_mb: expected an integer from 64 to 1048576"),
+        ({"sandbox": {"threads": 1}}, "sandbox.threads: unknown key"),
+    ],
+)
+def test_a_bad_environment_or_sandbox_key_is_one_clear_line(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_project_config(raw, "loopline.yml")
+    assert str(err.value) == f"loopline.yml: {message}"
+
+
+def test_the_sandbox_key() -> None:
+    config = parse_project_config({"sandbox": {"network": False, "memory_mb": 1024, "log_mb": 5}}).sandbox
+    assert (config.network, config.memory_mb, config.log_mb, config.processes) == (False, 1024, 5, 512)

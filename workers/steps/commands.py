@@ -10,7 +10,6 @@ from store import aliases
 from workers import serving
 from workers.environments import box_for
 from workers.process import run_logged
-from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.release import model_for_run
 
@@ -29,15 +28,15 @@ def run_project(
     network: bool | None = None,
 ) -> int:
     """Run one of the project's commands in its sandbox: the worktree (and ``write``) writable,
-    the repository's mirror (DVC reads git) and ``read`` read-only, the repository's mapped
-    secrets in its environment and masked in the log; its exit status."""
+    ``read`` read-only, the repository's mapped secrets in its environment and masked in the
+    log; its exit status."""
     secrets = dict(ctx.settings.pipeline_secrets.get(ctx.repo.name, {}))
     box = box_for(
         ctx.settings.home,
         ctx.project,
         ctx.worktree,
         ctx.log,
-        read=(mirror(ctx.settings, ctx.repo).path, *read),
+        read=read,
         write=write,
         network=network,
     )
