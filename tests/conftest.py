@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -159,6 +160,21 @@ class Project:
         return RepoConfig(name=name, provider="git", match=name, url=str(self.remote), **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.fixture(scope="session")
+def example_environment(shared_environments: Path, tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """The sample project's environment, built once per session before the first test that
+    pushes the project: no test's own deadlines include the cold build."""
+    from workers.environments import ensure
+    from workers.projects import load_project
+
+    work = tmp_path_factory.mktemp("example-environment")
+    for name in ("loopline.yml", "requirements.txt"):
+        shutil.copy(EXAMPLE / name, work / name)
+    config = load_project(lambda path: (work / path).read_bytes() if (work / path).is_file() else None)
+    with (work / "build.log").open("wb") as log:
+        return ensure(work / "home", config.environment, work, log, limits=config.sandbox).prefix
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
+def project(tmp_path: Path, example_environment: Path | None) -> Project:
     return Project(tmp_path)

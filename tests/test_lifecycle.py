@@ -194,6 +194,9 @@ def test_lineage_names_every_link(
     assert all(by_name[n]["started_at"] and by_name[n]["finished_at"] for n in ("retrain", "evaluate"))
     assert by_name["retrain"]["exit_code"] == 0 and by_name["evaluate"]["detail"]["passed"] is True
     assert current["gate"]["passed"] and current["gate"]["verdict"].startswith("passed: accuracy=")
+    env = current["environment"]  # what the commands ran with, in the sandbox
+    assert env["kind"] == "requirements" and env["source"] == "requirements.txt" and len(env["hash"]) == 20
+    assert env["python"].startswith("3.11.") and env["sandbox"] in ("bwrap", "setpriv", "none")
     mv = current["model_version"]
     assert (mv["version"], mv["commit"], mv["branch"], mv["run_id"]) == (1, head, "main", deployed)
     assert mv["delivery_id"] == delivery["id"] and mv["created_at"]
