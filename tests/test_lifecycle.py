@@ -335,7 +335,7 @@ def test_approval_names_what_ships_and_deploy_keeps_to_it(
     # An app change ships production (v1); its approval names v1. Before it deploys, v2 becomes
     # production: the deploy would now release v2, which nobody approved.
     run_id, stages = push(settings, db, project, {"app/extra.py": "X = 1\n"})
-    assert stages == ("unit_tests", "integration_tests", "approval", "deploy")
+    assert stages == ("environment", "unit_tests", "integration_tests", "approval", "deploy")
     assert runner.execute(settings, db, run_id, "approval") == "awaiting_approval"
     assert client.post(f"/api/runs/{run_id}/approve", headers=TOKEN).json["approval"]["model_version"] == 1
     with db.session() as s:

@@ -67,6 +67,9 @@ class Box:
     write: tuple[Path, ...] = ()
     network: bool = True
     limits: Limits = field(default_factory=Limits)
+    #: A server meant to outlive the worker that started it (a release); else the command is
+    #: killed when that worker (the thread that started it) goes.
+    detached: bool = False
 
 
 class SandboxError(RuntimeError):
@@ -212,7 +215,8 @@ def _prlimit(limits: Limits) -> list[str]:
 
 def _bwrap_args(box: Box, inner: list[str], *, cwd: Path) -> list[str]:
     args = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    args += ["--die-with-parent"]
+    if not box.detached:
+        args.append("--die-with-parent")
     if not box.network:
         args.append("--unshare-net")
     if not _is_root():

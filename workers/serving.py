@@ -69,7 +69,7 @@ def start(
         argv = argv_for(command) if command else list(BUILTIN_SERVER)
         env = project_env(extra)
     else:
-        box = replace(box, read=(*box.read, model_path, BUILTIN_SCRIPT), network=True)
+        box = replace(box, read=(*box.read, model_path, BUILTIN_SCRIPT), network=True, detached=True)
         env = sandbox.environment(box, extra)
         try:
             argv = sandbox.resolve(argv_for(command or ["python", str(BUILTIN_SCRIPT)], python=None), env)
