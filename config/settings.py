@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field
@@ -44,10 +44,25 @@ class Settings:
     event_token: str | None = Field(default=None, repr=False, alias="LOOPLINE_EVENT_TOKEN")
     max_body_bytes: int = Field(default=25 * MB, gt=0, alias="LOOPLINE_MAX_BODY_BYTES")
     stage_timeout: float = Field(default=3600.0, gt=0, alias="LOOPLINE_STAGE_TIMEOUT")
+    #: A running stage's lease: its worker renews it every third of this; a lease that ran out
+    #: means the worker died, and the stage runs again, up to ``max_attempts`` times in all.
+    lease_seconds: float = Field(default=30.0, gt=0, alias="LOOPLINE_LEASE_SECONDS")
+    max_attempts: int = Field(default=3, ge=1, alias="LOOPLINE_MAX_ATTEMPTS")
     #: Where people reach the dashboard: commit statuses link to ``{public_url}/#run=<id>``.
     public_url: Annotated[str, AfterValidator(lambda v: v.rstrip("/"))] = Field(
         default="http://127.0.0.1:8080", alias="LOOPLINE_PUBLIC_URL"
     )
+    #: Celery Flower, if run: the dashboard links each run's stages to their tasks there.
+    flower_url: Annotated[str | None, AfterValidator(lambda v: v.rstrip("/") or None if v else None)] = Field(
+        default=None, alias="LOOPLINE_FLOWER_URL"
+    )
+    #: The address other hosts reach this host's releases at (registered as their URL); ``auto``:
+    #: this host's own address. Anything but loopback makes releases listen on every interface.
+    serving_address: str = Field(default="127.0.0.1", min_length=1, alias="LOOPLINE_SERVING_ADDRESS")
+
+    #: A notification target for every repository: its URL, and ``json`` or ``slack``.
+    notify_url: str | None = Field(default=None, repr=False, alias="LOOPLINE_NOTIFY_URL")
+    notify_format: Literal["json", "slack"] = Field(default="json", alias="LOOPLINE_NOTIFY_FORMAT")
 
     def repo(self, name: str) -> RepoConfig | None:
         return next((r for r in self.repositories if r.name == name), None)

@@ -143,11 +143,12 @@ def up(port: int) -> None:
     default=None,
     help="The sample project to use (default: examples/ of this checkout).",
 )
-def demo(keep: bool, example: Path | None) -> None:
+@click.option("--keep-running", is_flag=True, help="Keep serving the dashboard afterwards, until Ctrl-C.")
+def demo(keep: bool, example: Path | None, keep_running: bool) -> None:
     """Push the sample project, retrain on dropped data, and print what happened."""
     from loopline.demo import run_demo
 
-    sys.exit(run_demo(example=example, keep=keep))
+    sys.exit(run_demo(example=example, keep=keep, keep_running=keep_running))
 
 
 @main.command()
@@ -224,7 +225,6 @@ def approve(
     """Approve (or --reject) a run that waits for approval before deploying."""
     from loopline.report import format_approval, format_run, open_store
     from store import runs, views
-    from store.models import Run
 
     db = open_store(_settings())
     by = os.environ.get("USER") or "cli"
@@ -236,9 +236,8 @@ def approve(
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     with db.session() as s:
-        run = s.get(Run, run_id)
-        assert run is not None
-        data = views.run_dict(run)
+        data = views.run(s, run_id)
+    assert data is not None
     click.echo(format_run(data) + "\n" + format_approval(data["approval"]))
 
 
@@ -248,7 +247,6 @@ def retry(run_id: int) -> None:
     """Run a failed, gate-failed or cancelled run again: a new attempt at the same commit."""
     from loopline.report import format_run, open_store
     from store import runs, views
-    from store.models import Run
 
     db = open_store(_settings())
     try:
@@ -256,9 +254,9 @@ def retry(run_id: int) -> None:
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     with db.session() as s:
-        run = s.get(Run, again.id)
-        assert run is not None
-        click.echo(format_run(views.run_dict(run)))
+        data = views.run(s, again.id)
+    assert data is not None
+    click.echo(format_run(data))
 
 
 @main.command("run")
@@ -278,7 +276,6 @@ def run_cmd(repo: str, branch: str | None, reason: str | None, wait_seconds: flo
     from loopline.report import format_run, open_store
     from pipelines.events import valid_ref
     from store import views
-    from store.models import Delivery, Run
     from store.triggers import request_run
 
     settings = _settings()
@@ -302,13 +299,12 @@ def run_cmd(repo: str, branch: str | None, reason: str | None, wait_seconds: flo
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         with db.session() as s:
-            delivery = s.get(Delivery, recorded.event_id)
-            run = s.get(Run, delivery.run_id) if delivery and delivery.run_id else None
-            if run is not None:
-                click.echo(format_run(views.run_dict(run)))
-                return
-            if delivery is not None and delivery.status == "failed":
-                raise click.ClickException(f"event {recorded.event_id} failed: {delivery.error}")
+            status, error, run = views.event_outcome(s, recorded.event_id)
+        if run is not None:
+            click.echo(format_run(run))
+            return
+        if status == "failed":
+            raise click.ClickException(f"event {recorded.event_id} failed: {error}")
         time.sleep(0.2)
     if wait_seconds:
         raise click.ClickException(f"no run within {wait_seconds:g}s: are the workers running?")

@@ -8,6 +8,7 @@ report.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -35,6 +36,8 @@ from loopline.report import (
     show_model,
     show_releases,
 )
+from store import users
+from store.lifecycle import TERMINAL
 from workers import serving
 
 #: The sample project: beside the sources (a checkout, an editable install), else where a
@@ -55,7 +58,8 @@ _COPY_IGNORE = shutil.ignore_patterns(
     "tmp",
     "config.local",
 )
-TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "gate_failed", "awaiting_approval"}
+#: Where the demo stops waiting for a run: it ended, or it waits for a human.
+SETTLED = TERMINAL | {"awaiting_approval"}
 
 
 def _git(*args: str, cwd: Path) -> None:
@@ -119,7 +123,7 @@ def wait_for_run(
                         f" {stage['duration_seconds']:.1f}s" if stage["duration_seconds"] is not None else ""
                     )
                     click.echo(f"    {stage['status']:<10} {stage['name']}{took}")
-            if run["status"] in TERMINAL:
+            if run["status"] in SETTLED:
                 return run
         time.sleep(0.3)
     raise click.ClickException(f"timed out waiting for a run of {repo}" + (f" (#{run['id']})" if run else ""))
@@ -143,7 +147,7 @@ def predict(api: str, model: str) -> dict[str, Any]:
     return current
 
 
-def run_demo(example: Path | None = None, keep: bool = False) -> int:
+def run_demo(example: Path | None = None, keep: bool = False, keep_running: bool = False) -> int:
     example = example or EXAMPLE
     if not (example / "loopline.yml").exists():
         raise click.ClickException(f"{example} is not a Loopline sample project (no loopline.yml)")
@@ -218,11 +222,17 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
         click.echo("\nAliases and releases")
         db = open_store(settings)
         click.echo(show_releases(db, "churn"))
+        token = users.add(db, "demo", "admin")
         db.dispose()
         click.echo("\nServing now: lineage")
         _print_lineage(current)
         ok = True
         click.echo(f"\ndemo finished in {time.monotonic() - started:.1f}s")
+        click.echo(f"\ndashboard: {stack.url}/  (sign in as demo, an admin, with the token {token})")
+        if keep_running:
+            click.echo("serving the dashboard until Ctrl-C …")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
         return 0
     finally:
         stack.stop()
@@ -367,7 +377,10 @@ class Traffic:
                 i += 1
                 try:
                     answer = http.post(
-                        self.url, json={"instances": [self.rows[i % len(self.rows)]]}, timeout=5
+                        self.url,
+                        json={"instances": [self.rows[i % len(self.rows)]]},
+                        headers={"X-Loopline-App": "demo-shop"},  # the dashboard names its callers
+                        timeout=5,
                     )
                 except requests.RequestException:
                     self.answers["-", 0] += 1

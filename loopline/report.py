@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select
-
 from config.settings import Settings
 from pipelines.errors import LooplineError
 from store import registry, releases, views
 from store.db import Database
-from store.models import Delivery, ModelVersion, Run
 
 MARK = {
     "succeeded": "✓",
@@ -60,13 +57,8 @@ def format_approval(approval: dict[str, Any] | None) -> str:
 
 
 def list_runs(settings: Settings, repo: str | None, status: str | None, limit: int, as_json: bool) -> str:
-    query = select(Run).order_by(Run.id.desc()).limit(limit)
-    if repo:
-        query = query.where(Run.repository == repo)
-    if status:
-        query = query.where(Run.status == status)
     with open_store(settings).session() as s:
-        rows = [views.run_dict(r) for r in s.scalars(query)]
+        rows = views.runs(s, repository=repo, status=status, limit=limit)
     if as_json:
         return json.dumps(rows, indent=2)
     return "\n".join(format_run(r) for r in rows) or "no runs yet"
@@ -74,10 +66,9 @@ def list_runs(settings: Settings, repo: str | None, status: str | None, limit: i
 
 def show_run(settings: Settings, run_id: int, as_json: bool) -> str:
     with open_store(settings).session() as s:
-        run = s.get(Run, run_id)
-        if run is None:
-            raise LooplineError(f"no run {run_id}")
-        data = views.run_dict(run)
+        data = views.run(s, run_id)
+    if data is None:
+        raise LooplineError(f"no run {run_id}")
     return json.dumps(data, indent=2) if as_json else format_run(data)
 
 
@@ -128,12 +119,7 @@ def list_models(settings: Settings, as_json: bool) -> str:
 def show_model(settings: Settings, name: str, as_json: bool) -> str:
     """``loopline models show NAME``: its versions, newest first."""
     with open_store(settings).session() as s:
-        rows = [
-            views.model_dict(mv)
-            for mv in s.scalars(
-                select(ModelVersion).where(ModelVersion.name == name).order_by(ModelVersion.version.desc())
-            )
-        ]
+        rows = views.model_versions(s, name)
         current = registry.current_deployment(s, name)
     if not rows:
         raise LooplineError(f"no model {name!r}")
@@ -212,10 +198,10 @@ def show_version(settings: Settings, name: str, version: int, as_json: bool) -> 
 
 def show_event(settings: Settings, event_id: str) -> str:
     with open_store(settings).session() as s:
-        delivery = s.get(Delivery, event_id)
-        if delivery is None:
-            raise LooplineError(f"no event {event_id!r}")
-        return json.dumps(views.delivery_dict(s, delivery), indent=2)
+        found = views.event(s, event_id)
+    if found is None:
+        raise LooplineError(f"no event {event_id!r}")
+    return json.dumps(found, indent=2)
 
 
 def show_releases(db: Database, name: str) -> str:

@@ -11,10 +11,10 @@ from store.db import Database
 
 
 def _db() -> Database:
-    from loopline.cli import _settings
+    from config.settings import Settings
     from loopline.report import open_store
 
-    return open_store(_settings())
+    return open_store(Settings.from_env())
 
 
 @click.group("users")

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from pipelines.events import DataObject
+from pipelines.providers import PROVIDERS as HOSTS
 from pipelines.schema import (
     STRICT,
     ConfigError,
@@ -28,7 +29,12 @@ from pipelines.schema import (
 
 __all__ = ["ConfigError"]
 
-PROVIDERS = ("github", "gitlab", "gitea", "forgejo", "bitbucket", "git")
+#: Every Git host, and those with a commit-status API (and its public address), from the one list.
+PROVIDERS = tuple(HOSTS)
+STATUS_PROVIDERS = tuple(name for name, host in HOSTS.items() if host.status)
+STATUS_API_DEFAULTS = {
+    name: host.status.default_url for name, host in HOSTS.items() if host.status and host.status.default_url
+}
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -103,15 +109,6 @@ class DataLakeEntry:
         return item.key[len(prefix) :].lstrip("/") or None
 
 
-STATUS_PROVIDERS = ("github", "gitlab", "gitea", "forgejo", "bitbucket")
-#: Where each host's API lives when ``status.api_url`` is not given (self-hosted: give it).
-STATUS_API_DEFAULTS = {
-    "github": "https://api.github.com",
-    "gitlab": "https://gitlab.com/api/v4",
-    "bitbucket": "https://api.bitbucket.org/2.0",
-}
-
-
 @dataclass(frozen=True, config=STRICT)
 class StatusConfig:
     """Where and how a repository's runs are reported as commit statuses."""
@@ -128,6 +125,21 @@ class StatusConfig:
     context: Annotated[
         NonEmpty, check(lambda v: len(v) <= 40, "at most 40 characters (Bitbucket's limit for a key)")
     ] = "loopline"
+
+
+#: What a notification target hears about: a run waiting for approval, failed, stopped by its
+#: gate, or a trigger that fired (``workers/notify.py``).
+NOTICES = ("approval", "failed", "gate_failed", "trigger")
+
+
+@dataclass(frozen=True, config=STRICT)
+class NotifyTarget:
+    """An outgoing webhook. ``url_env`` names the variable holding its URL: a Slack URL is its
+    own secret, so it is never written here."""
+
+    url_env: EnvName
+    format: Annotated[str, one_of(("json", "slack"))] = "json"
+    on: Annotated[tuple[Annotated[str, one_of(NOTICES)], ...], Field(min_length=1)] = NOTICES
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -157,6 +169,7 @@ class RepoConfig:
     status: StatusConfig | None = None
     #: The only secrets its stages see, by the name they see them under.
     secrets: dict[EnvName, PipelineSecret] = Field(default_factory=dict)
+    notify: tuple[NotifyTarget, ...] = ()
 
     @property
     def default_branch(self) -> str:

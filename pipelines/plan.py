@@ -28,8 +28,9 @@ _BY_KIND = {
 
 #: Stages that run the project's own commands, so need its environment (built first).
 COMMAND_STAGES = frozenset({"unit_tests", "retrain", "evaluate", "integration_tests", "deploy"})
-#: Stages that run on the training queue, so app-code runs never wait behind a retrain.
-TRAINING_STAGES = frozenset({"retrain"})
+#: Stages that run on the training queue, so app-code runs never wait behind a retrain. The gate
+#: and the registration read what the retrain left in its worktree, so they run where it ran.
+TRAINING_STAGES = frozenset({"retrain", "evaluate", "register"})
 #: Commit-message markers that skip a push's run (those GitHub Actions honours, and Loopline's own).
 SKIP_MARKERS = ("[skip ci]", "[ci skip]", "[no ci]", "[loopline skip]")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ def runs() -> Response:
         query = query.where(Run.ref == f"refs/heads/{branch}")
     if status := request.args.get("status"):
         query = query.where(Run.status == status)
+    if trigger := request.args.get("trigger"):
+        query = query.where(Run.trigger == trigger)
     with loopline().db.session() as s:
         return jsonify(runs=[views.run_dict(r) for r in s.scalars(query)])
 
@@ -62,15 +65,34 @@ def run(run_id: int) -> Response:
 
 @bp.get("/runs/<int:run_id>/stages/<name>/log")
 def stage_log(run_id: int, name: str) -> Response:
+    """A stage's log (plain text). ``?after=N`` answers only what follows byte N and, while the
+    stage runs, waits up to ``wait`` seconds (at most 20) for more: the long poll the dashboard
+    follows a log with. ``X-Log-Offset`` is where the next read starts."""
+    after, wait = _int_arg("after", 0, 2**40), _int_arg("wait", 0, 20)
+    deadline = time.monotonic() + wait
+    while True:
+        data, running = _log(run_id, name)
+        if len(data) > after or not running or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
+    response = Response(data[after:], mimetype="text/plain")
+    response.headers["X-Log-Offset"] = str(len(data))
+    return response
+
+
+def _log(run_id: int, name: str) -> tuple[bytes, bool]:
+    """The stage's log so far, and whether it still runs. A running stage's worker copies the
+    tail of its log into the store about once a second (hosts share no disk); the file is read
+    only when this host has it and the store has nothing yet."""
     with loopline().db.session() as s:
         stage = s.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
         if stage is None:
             raise NotFound(f"run {run_id} has no stage {name[:40]!r}")
-        text = stage.log
-    if not text:  # still running: the worker streams to a file; read what is there so far
-        live = Path(loopline().settings.home) / "logs" / str(run_id) / f"{stage.name}.log"
-        text = live.read_text(errors="replace") if live.exists() else ""
-    return Response(text, mimetype="text/plain")
+        text, status, stage_name = stage.log, stage.status, stage.name
+    if text:
+        return text.encode(), status in ("queued", "running")
+    live = Path(loopline().settings.home) / "logs" / str(run_id) / f"{stage_name}.log"
+    return (live.read_bytes() if live.exists() else b""), status in ("queued", "running")
 
 
 @bp.get("/models")

@@ -59,9 +59,7 @@ def _authenticate() -> None:
 def receive(sender: str) -> tuple[Response, int]:
     parser = PARSERS.get(sender)
     if parser is None:
-        raise NotFound(
-            f"unknown event source {sender[:50]!r}: use s3, azure or cloudevents", "unknown_source"
-        )
+        raise NotFound(f"unknown event source {sender[:50]!r}: use {', '.join(PARSERS)}", "unknown_source")
     _authenticate()
     found: Notification = parser.parse(request.headers, request.get_data(cache=False))
     return _store(loopline(), found)
@@ -70,7 +68,7 @@ def receive(sender: str) -> tuple[Response, int]:
 @bp.route("/events/<sender>", methods=["OPTIONS"])
 def abuse_protection(sender: str) -> Response:
     """The CloudEvents webhook handshake Event Grid uses for CloudEvents-schema subscriptions."""
-    if sender not in ("azure", "cloudevents"):
+    if sender not in PARSERS or not PARSERS[sender].HANDSHAKE:
         raise NotFound(f"no handshake for {sender[:50]!r}", "unknown_source")
     _authenticate()
     origin = request.headers.get("WebHook-Request-Origin", "").strip()

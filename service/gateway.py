@@ -5,7 +5,8 @@ its ``traffic_percent`` chance. The routing table comes from the store and is ca
 process for :data:`ROUTE_TTL` seconds, so a rollback reaches every web worker within about a
 second without a query per request. Connections to releases are kept alive per worker thread.
 Telemetry is counted in memory and added to the store about once a second by a background
-thread (:class:`Recorder`): no database write on the request path.
+thread (:class:`Recorder`): no database write on the request path. Callers name themselves with
+an ``X-Loopline-App`` header, counted per release so the dashboard shows who calls what.
 
 The gateway is a WSGI layer in front of Flask (:func:`install`), not a view: what it adds to a
 prediction is the point of it, and Flask's routing, request and response objects cost as much
@@ -25,7 +26,7 @@ import time
 import weakref
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote_from_bytes, urlsplit
@@ -34,6 +35,7 @@ from flask import Flask
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from service.errors import ApiError, NotFound
+from service.outcomes import HEADER, Outcomes
 from service.upstream import Answer, Connection
 from store import releases, telemetry
 from store.db import Database, StoreUnavailable
@@ -106,16 +108,21 @@ class Recorder:
         self._lock = threading.Lock()
         self._deltas: Counter[tuple[int, str, str]] = Counter()
         self._labels: dict[int, set[str]] = {}
+        self._apps: dict[int, set[str]] = {}
         self._pid = 0  # the process whose flusher runs; a forked child starts its own
+        #: Also called on every flush (the outcomes: request ids and input samples).
+        self.hooks: list[Callable[[], None]] = []
 
-    def record(self, release: int, status: int, seconds: float, body: bytes | None) -> None:
-        labels = _labels(body) if body is not None and status == 200 else []
+    def record(self, release: int, status: int, seconds: float, labels: list[str], app: str = "") -> None:
         bucket = telemetry.BUCKET_KEYS[bisect_left(telemetry.BUCKETS, seconds)]
         with self._lock:
             d = self._deltas
             d[release, "requests", ""] += 1
+            app = self._app(release, app)
+            d[release, "app", app] += 1
             if status >= 500:
                 d[release, "errors", ""] += 1
+                d[release, "app_errors", app] += 1
             d[release, "latency", bucket] += 1
             d[release, "latency_sum_us", ""] += int(seconds * 1e6)
             if labels:
@@ -129,6 +136,16 @@ class Recorder:
         if self._pid != os.getpid():
             self._start()
 
+    def _app(self, release: int, app: str) -> str:
+        """The calling application's name as counted (at most MAX_APPS per release, then "other")."""
+        app = app[:64] or telemetry.ANONYMOUS
+        seen = self._apps.setdefault(release, set())
+        if app not in seen:
+            if len(seen) >= telemetry.MAX_APPS:
+                return telemetry.OTHER
+            seen.add(app)
+        return app
+
     def flush(self) -> None:
         """Add what was counted since the last flush to the store; on failure keep it for the next."""
         with self._lock:
@@ -139,6 +156,8 @@ class Recorder:
             log.exception("gateway telemetry: flush failed; retrying in %.0fs", self.interval)
             with self._lock:
                 self._deltas.update(deltas)
+        for hook in self.hooks:
+            hook()
 
     def stop(self) -> None:
         """Flush once more and end the flusher."""
@@ -184,6 +203,8 @@ class Gateway:
         self.max_body = max_body
         self.timeout = UPSTREAM_TIMEOUT
         self.recorder = Recorder(db)
+        self.outcomes = Outcomes(db)
+        self.recorder.hooks.append(self.outcomes.flush)
         self._routes: dict[str, tuple[float, list[Target]]] = {}
         self._local = threading.local()
         self._pools: list[dict[tuple[str, int], Connection]] = []  # every thread's, to close them
@@ -247,18 +268,23 @@ class Gateway:
             body = self.read_body(environ)
             head += f"Content-Length: {len(body)}\r\n"
         route = target.route
+        app = environ.get("HTTP_X_LOOPLINE_APP", "")
         started = time.perf_counter()
         try:
             answer = self.forward(target, (head + "\r\n").encode("latin-1") + body, head=method == "HEAD")
         except OSError as exc:
-            self.recorder.record(route.release, 502, time.perf_counter() - started, None)
+            self.recorder.record(route.release, 502, time.perf_counter() - started, [], app)
             reason = str(exc) or type(exc).__name__
             raise BadGateway(
                 f"release #{route.release} of {model} (v{route.version}) did not answer: {reason}"
             ) from exc
-        self.recorder.record(route.release, answer.status, time.perf_counter() - started, answer.body)
+        elapsed = time.perf_counter() - started
+        labels = _labels(answer.body) if answer.status == 200 else []
+        self.recorder.record(route.release, answer.status, elapsed, labels, app)
         headers = [(k, v) for k, v in answer.headers if k.lower() not in _NOT_PASSED_BACK]
         headers += target.tags
+        if labels:  # a prediction: its id lets the client send the true label back
+            headers.append((HEADER, self.outcomes.note(model[:64], route.release, labels, body)))
         if method != "HEAD":
             headers.append(("Content-Length", str(len(answer.body))))
         else:  # what a GET would answer, as the release said

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from pipelines.config import RepoConfig
 from pipelines.events import Event
-from service.dialects import DIALECTS
+from pipelines.providers import PROVIDERS
 from service.errors import Conflict, NotFound, Unauthorized
 from service.state import loopline
 from store.deliveries import record_delivery
@@ -26,7 +26,7 @@ def _candidates(provider: str) -> list[RepoConfig]:
 
 @bp.post("/hooks/<provider>")
 def receive(provider: str) -> tuple[Response, int]:
-    dialect = DIALECTS.get(provider)
+    dialect = PROVIDERS.get(provider)
     if dialect is None:
         raise NotFound(f"unknown provider {provider[:100]!r}", "unknown_provider")
     state = loopline()

@@ -6,6 +6,14 @@ release is a local process answering small JSON bodies, so this client writes th
 one ``sendall`` and reads the answer with a buffered reader: the status line, header lines
 split once on ``:``, then a ``Content-Length`` body, a chunked body, or (``Connection:
 close`` without a length) everything until the release closes.
+
+Measured against urllib3 connection pools (commit 9baa61b, ``bench/gateway.py``, same session,
+2 gthread workers): urllib3 adds 0.37-0.41 ms of server CPU per proxied request (1.59-1.61 ms
+against 1.19-1.22 ms), ten times the 0.1 ms budget, and http.client, under it, neither skips a
+``103`` answer (it would be left on the connection for the next request; urllib3 needs that
+connection closed) nor refuses a bad ``Content-Length`` or ``Transfer-Encoding`` (it waits for
+the timeout instead). This parser is strict instead: one length or chunked, nothing else, a
+bounded line length and header count; ``tests/test_upstream.py`` scripts hostile answers.
 """
 
 from __future__ import annotations

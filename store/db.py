@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -15,6 +14,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipelines.errors import LooplineError
+from pipelines.retry import retrying
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -88,7 +88,7 @@ class Database:
         if self.engine.dialect.paramstyle != "qmark":
             sql = sql.replace("?", "%s")
         dbapi = self.engine.dialect.loaded_dbapi
-        for attempt in (1, 2):
+        for attempt in (1, 2):  # not the retry policy: no wait, on the acknowledgement's hot path
             conn = self._autocommit.raw_connection()
             try:
                 cursor = conn.cursor()
@@ -120,16 +120,10 @@ class Database:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        for attempt in range(attempts):
-            try:
-                with self.engine.begin() as connection:
-                    cfg.attributes["connection"] = connection
-                    command.upgrade(cfg, "head")
-                return
-            except (OperationalError, SQLAlchemyError):
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+        for attempt in retrying((OperationalError, SQLAlchemyError), attempts=attempts, first_wait=0.2):
+            with attempt, self.engine.begin() as connection:
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
 
     def dispose(self) -> None:
         self.engine.dispose()

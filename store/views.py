@@ -38,6 +38,19 @@ def approval_record(run: Run) -> dict[str, Any] | None:
     return {"status": stage.status, **(stage.detail or {})} if stage else None
 
 
+def failure(run: Run) -> str | None:
+    """Why a run failed, in one line: the first failed stage and what it said last."""
+    stage = next((st for st in run.stages if st.status in ("failed", "gate_failed")), None)
+    if stage is None:
+        return None
+    detail = stage.detail if isinstance(stage.detail, dict) else {}
+    said = detail.get("error") or detail.get("verdict")
+    if not isinstance(said, str) or not said:
+        lines = [line for line in (stage.log or "")[-4000:].splitlines() if line.strip()]
+        said = lines[-1] if lines else f"exit code {stage.exit_code}"
+    return f"{stage.name}: {said.splitlines()[0] if said.strip() else said}"[:240]
+
+
 def run_dict(run: Run, *, stages: bool = True) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": run.id,
@@ -55,6 +68,10 @@ def run_dict(run: Run, *, stages: bool = True) -> dict[str, Any]:
         "retry_of": run.retry_of,
         "superseded_by": run.superseded_by,
         "approval": approval_record(run),
+        "message": run.message
+        or next((d.event.get("message") for d in run.deliveries if d.event.get("message")), None),
+        "author": run.author,
+        "failure": failure(run),
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
@@ -183,7 +200,11 @@ def chain(session: Session, mv: ModelVersion, dep: Deployment | None) -> dict[st
         "gate": mv.gate,
         "model_version": model_dict(mv),
         "deployment": (
-            {**deployment_dict(dep), "approval": approval_record(released_by) if released_by else None}
+            {
+                **deployment_dict(dep),
+                "commit": released_by.commit if released_by else None,
+                "approval": approval_record(released_by) if released_by else None,
+            }
             if dep
             else None
         ),
@@ -196,3 +217,43 @@ def lineage(session: Session, dep: Deployment) -> dict[str, Any]:
     if mv is None:
         return {"deployment": deployment_dict(dep), "model_version": None, "run": None, "deliveries": []}
     return chain(session, mv, dep)
+
+
+# Named reads for callers outside the store (the CLI): a dict, or None when there is no such record.
+
+
+def runs(
+    session: Session, *, repository: str | None = None, status: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The newest runs first, optionally of one repository and in one status."""
+    query = select(Run).order_by(Run.id.desc()).limit(limit)
+    if repository:
+        query = query.where(Run.repository == repository)
+    if status:
+        query = query.where(Run.status == status)
+    return [run_dict(r) for r in session.scalars(query)]
+
+
+def run(session: Session, run_id: int) -> dict[str, Any] | None:
+    found = session.get(Run, run_id)
+    return None if found is None else run_dict(found)
+
+
+def model_versions(session: Session, name: str) -> list[dict[str, Any]]:
+    """Every version of model ``name``, the newest first."""
+    query = select(ModelVersion).where(ModelVersion.name == name).order_by(ModelVersion.version.desc())
+    return [model_dict(mv) for mv in session.scalars(query)]
+
+
+def event(session: Session, event_id: str) -> dict[str, Any] | None:
+    """A delivery (a webhook, a storage event or a trigger) and what became of it."""
+    found = session.get(Delivery, event_id)
+    return None if found is None else delivery_dict(session, found)
+
+
+def event_outcome(session: Session, event_id: str) -> tuple[str | None, str | None, dict[str, Any] | None]:
+    """A delivery's status and error, and its run once it has one (``None``s while unknown)."""
+    found = session.get(Delivery, event_id)
+    if found is None:
+        return None, None, None
+    return found.status, found.error, run(session, found.run_id) if found.run_id else None

@@ -178,3 +178,12 @@ def example_environment(shared_environments: Path, tmp_path_factory: pytest.Temp
 @pytest.fixture
 def project(tmp_path: Path, example_environment: Path | None) -> Project:
     return Project(tmp_path)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say where the dashboard's browser tests saved their screenshots (CI keeps them)."""
+    from dashboard_fixtures import SAVED
+
+    if SAVED:
+        shots = ", ".join(sorted(p.name for p in SAVED))
+        terminalreporter.write_line(f"dashboard screenshots in {SAVED[0].parent}: {shots}")

@@ -7,28 +7,27 @@ Also runnable by hand to look at the dashboard with realistic data::
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import itertools
-import json
+import os
 import shutil
-import subprocess
+import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import requests
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from config.settings import Settings
 from pipelines.gate import judge
 from pipelines.project import GateConfig
+from store import aliases, telemetry, users
 from store.db import Database
 from store.models import Delivery, Deployment, ModelVersion, Run, Stage
 
@@ -40,6 +39,7 @@ XSS_PATH = 'data/<b onclick="x()">batch</b>.csv'
 XSS_BRANCH = "refs/heads/feat/<i>x</i>"
 
 DEPLOY_URL = "http://127.0.0.1:9301/predict"
+FLOWER_URL = "http://127.0.0.1:5555"
 #: What the waiting run's approval stage names (see workers/steps/approval.py).
 APPROVAL_NAMES = {
     "commit": "9f2c1e7a" * 5,
@@ -50,6 +50,22 @@ APPROVAL_NAMES = {
     "expires_at": "2099-01-01T00:00:00+00:00",
 }
 LIVE_LOG = "epoch 3/10 loss=0.231\nepoch 4/10 loss=0.198\n"
+#: The app-code run that re-released iris-classifier v5 was approved by a named user.
+APPROVED = {
+    "commit": "a9" * 20,
+    "model": "iris-classifier",
+    "model_version": 5,
+    "sha256": "77" * 32,
+    "requested_at": "2024-06-01T10:00:00+00:00",
+    "decision": "approved",
+    "by": "ann",
+    "at": "2024-06-01T10:01:00+00:00",
+    "comment": "app change only, same model",
+}
+#: The drift per feature that the data run's validate_data stage found.
+DRIFT = {"sepal_length": 0.41, "sepal_width": 0.12, "petal_length": 3.62, "petal_width": 1.87}
+#: People with tokens (``store/users.py``), by role.
+USERS = {"viewer": "vic", "approver": "ann", "admin": "root"}
 
 
 def settings_for(home: Path, api_token: str | None = None) -> Settings:
@@ -59,6 +75,7 @@ def settings_for(home: Path, api_token: str | None = None) -> Settings:
         database_url=f"sqlite:///{home / 'loopline.db'}",
         broker_url=f"redis+socket://{home / 'redis.sock'}",
         api_token=api_token,
+        flower_url=FLOWER_URL,
     )
 
 
@@ -131,7 +148,7 @@ TRAIN_LOG = (
 )
 
 
-def seed(db: Database) -> dict[str, Any]:
+def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
     """A realistic history: deployed iris versions, a failed gate, a running hostile run, every status."""
     now = datetime.now(UTC)
     repo, other = "iris-demo", "fraud-detector"
@@ -147,7 +164,7 @@ def seed(db: Database) -> dict[str, Any]:
     runs: list[Run] = []
 
     def add_run(i: int, **kw: Any) -> Run:
-        created = now - timedelta(minutes=[0, 4320, 2880, 1500, 1400, 600, 200, 95, 80, 42, 30, 6, 1][i])
+        created = now - timedelta(minutes=[0, 4320, 2880, 1500, 1400, 600, 200, 95, 80, 42, 30, 6, 1, 150][i])
         specs: list[StageSpec] = kw.pop("specs")
         status = kw.pop("status")
         started = created + timedelta(seconds=3) if status not in ("queued", "skipped") else None
@@ -240,9 +257,17 @@ def seed(db: Database) -> dict[str, Any]:
                 "iris-2024-06.csv: ok\n",
                 {
                     "files": [
-                        {"file": "iris-2024-06.csv", "rows": 150, "columns": 5, "problems": [], "drifted": []}
+                        {
+                            "file": "iris-2024-06.csv",
+                            "rows": 150,
+                            "columns": 5,
+                            "problems": [],
+                            "drift": DRIFT,
+                            "drifted": ["petal_length"],
+                        }
                     ],
                     "reference_files": ["iris.csv"],
+                    "drift_limit": 3.0,
                 },
             ),
             *training(3, accuracies[2], accuracies[1], 2)[1:],
@@ -274,6 +299,21 @@ def seed(db: Database) -> dict[str, Any]:
         status="succeeded",
         specs=training(5, accuracies[4], accuracies[2], 3),
         model_version=5,
+    )
+    app_run = add_run(
+        13,
+        message="Serve: answer 422 for rows of the wrong width",
+        author="Grace Hopper",
+        kinds=["app_code"],
+        reason="changes: app_code",
+        status="succeeded",
+        classification=_classification([("app/serve.py", "M", "app_code", "classify.app_code[0]: app/**")]),
+        specs=[
+            StageSpec("unit_tests", "succeeded", 3.0),
+            StageSpec("integration_tests", "succeeded", 6.0),
+            StageSpec("approval", "succeeded", 60.0, detail={**APPROVED, "commit": sha("commit13")}),
+            StageSpec("deploy", "succeeded", 9.0),
+        ],
     )
     add_run(
         7,
@@ -396,28 +436,63 @@ def seed(db: Database) -> dict[str, Any]:
                 artifact_path="/srv/x.pkl",
             )
         )
-        s.add(
-            Deployment(
-                model_name="iris-classifier",
-                version=3,
-                run_id=r3.id,
-                target="local",
-                url=DEPLOY_URL,
-                status="retired",
-                created_at=r3.created_at + timedelta(minutes=2),
-            )
+        v3 = Deployment(
+            model_name="iris-classifier",
+            version=3,
+            run_id=r3.id,
+            target="local",
+            url=release_url,
+            status="standby",
+            created_at=r3.created_at + timedelta(minutes=2),
         )
-        s.add(
-            Deployment(
-                model_name="iris-classifier",
-                version=5,
-                run_id=r6.id,
-                target="local",
-                url=DEPLOY_URL,
-                status="active",
-                created_at=r6.created_at + timedelta(minutes=2),
-            )
+        trial = Deployment(
+            model_name="iris-classifier",
+            version=5,
+            run_id=r6.id,
+            target="local",
+            url=release_url,
+            status="retired",
+            created_at=r6.created_at + timedelta(minutes=2),
         )
+        v5 = Deployment(
+            model_name="iris-classifier",
+            version=5,
+            run_id=app_run.id,
+            target="local",
+            url=release_url,
+            status="active",
+            traffic_percent=100,
+            created_at=app_run.created_at + timedelta(minutes=2),
+        )
+        s.add_all([v3, trial, v5])
+        s.flush()
+        deploy = next(st for st in r6.stages if st.name == "deploy")
+        deploy.detail = {**(deploy.detail or {}), **canary_trial(trial.id)}
+        next(st for st in app_run.stages if st.name == "deploy").detail = {
+            "model": "iris-classifier",
+            "version": 5,
+            "url": release_url,
+            "release": v5.id,
+        }
+        for run, mv_version in ((r1, 1), (r2, 2), (r3, 3), (r5, 4), (r6, 5)):
+            evaluate = next(st for st in run.stages if st.name == "evaluate")
+            mv = s.scalars(
+                select(ModelVersion).where(
+                    ModelVersion.name == "iris-classifier", ModelVersion.version == mv_version
+                )
+            ).one()
+            mv.gate, mv.commit_message = evaluate.detail, f"Tune the forest (v{mv_version})"
+        for alias, version, actor, reason in (
+            ("production", 1, "run:1", "deployed"),
+            ("production", 2, "run:2", "deployed"),
+            ("production", 3, "run:3", "deployed"),
+            ("candidate", 4, "run:5", "registered"),
+            ("candidate", 5, "run:6", "registered"),
+            ("staging", 5, "run:6", "canary started"),
+            ("production", 5, "canary:auto", "error rate 0.0% (0/64 requests) ≤ 5.0%"),
+        ):
+            aliases.move(s, "iris-classifier", alias, version, actor=actor, reason=reason)
+        ids_of = {"v3": v3.id, "v5": v5.id, "trial": trial.id}
         s.add(
             Delivery(
                 id=sha("delivery6", 32),
@@ -433,6 +508,7 @@ def seed(db: Database) -> dict[str, Any]:
                     "ref": "refs/heads/main",
                     "before": r6.before,
                     "after": r6.commit,
+                    "message": "Tune the forest: 350 trees\n\nDeeper trees overfit.",
                     "objects": [],
                 },
             )
@@ -464,6 +540,8 @@ def seed(db: Database) -> dict[str, Any]:
             )
         )
         ids = {
+            **ids_of,
+            "app_run": app_run.id,
             "hostile": hostile.id,
             "gate_failed": r4.id,
             "waiting": waiting.id,
@@ -472,7 +550,60 @@ def seed(db: Database) -> dict[str, Any]:
             "docs_only": docs_only.id,
             "all": [r.id for r in runs],
         }
+    serve_traffic(db, ids_of["v5"], ids_of["v3"], now)
+    for role, name in USERS.items():
+        ids[role] = users.add(db, name, role)
     return ids
+
+
+def canary_trial(release: int) -> dict[str, Any]:
+    """What the deploy stage records of a healthy 10-second canary trial (``workers/steps/deploy.py``)."""
+    series = []
+    for t in range(11):
+        canary, stable = 6 * t, 54 * t
+        series.append(
+            {
+                "t": float(t),
+                "canary": {"requests": canary, "errors": 0, "error_rate": 0.0, "p99_ms": 9.5 + t % 3},
+                "stable": {
+                    "requests": stable,
+                    "errors": 1 if t >= 4 else 0,
+                    "error_rate": round(1 / stable, 4) if t >= 4 else 0.0,
+                    "p99_ms": 8.0 + t % 2,
+                },
+            }
+        )
+    return {
+        "release": release,
+        "verdict": "promote",
+        "reason": "error rate 0.0% (0/60 requests) ≤ 5.0%, p99 11 ms ≤ 500 ms in 10s",
+        "limits": {"max_error_rate": 0.05, "max_p99_ms": 500.0},
+        "series": series,
+    }
+
+
+def serve_traffic(db: Database, active: int, standby: int, now: datetime) -> None:
+    """An hour of gateway telemetry: two applications calling the active release, one the old one."""
+    for minute in range(58, 0, -2):  # inside the dashboard's default hour
+        at = (now - timedelta(minutes=minute)).timestamp()
+        busy = 40 + (60 - minute)
+        bucket = telemetry.BUCKET_KEYS[3 if minute % 10 else 5]
+        deltas = {
+            (active, "requests", ""): busy,
+            (active, "errors", ""): 1 if minute % 14 == 0 else 0,
+            (active, "latency", bucket): busy,
+            (active, "latency_sum_us", ""): busy * 8000,
+            (active, "app", "checkout-web"): busy - 10,
+            (active, "app", "fraud-batch"): 10,
+            (active, "predictions", "setosa"): busy,
+        }
+        if minute > 40:
+            deltas |= {
+                (standby, "requests", ""): 5,
+                (standby, "latency", telemetry.BUCKET_KEYS[4]): 5,
+                (standby, "app", "legacy-cron"): 5,
+            }
+        telemetry.add(db, {k: v for k, v in deltas.items() if v}, now=at)
 
 
 def write_live_log(home: Path, run_id: int, stage: str, text: str) -> None:
@@ -489,19 +620,23 @@ def serve(
     seeded: bool = True,
     wrap: Callable[[Any], Any] | None = None,
     api_token: str | None = None,
+    settings: Settings | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """The real app on 127.0.0.1:<free port> in a thread; yields (base URL, seeded ids).
 
     ``wrap`` may put WSGI middleware around the app (e.g. to change data between two requests).
+    The seeded releases point at a socket that accepts connections, so that a rollback to the
+    standby finds it "running" (the web process only checks that it listens).
     """
     from service import create_app
 
-    settings = settings_for(home, api_token)
+    settings = settings or settings_for(home, api_token)
     app = create_app({"settings": settings, "TESTING": True})
     db: Database = app.extensions["loopline"].db
     ids: dict[str, Any] = {}
+    listener = socket.create_server(("127.0.0.1", 0))
     if seeded:
-        ids = seed(db)
+        ids = seed(db, f"http://127.0.0.1:{listener.getsockname()[1]}/predict")
         write_live_log(home, ids["hostile"], "retrain", LIVE_LOG)
     server = make_server("127.0.0.1", 0, wrap(app) if wrap else app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="dashboard-test-server", daemon=True)
@@ -512,11 +647,13 @@ def serve(
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+        listener.close()
+        app.extensions["gateway"].close()
         db.dispose()
 
 
 CHROMIUM_FLAGS = (
-    "--headless",
+    "--headless=new",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-dev-shm-usage",
@@ -529,136 +666,89 @@ CHROMIUM_FLAGS = (
     "--mute-audio",
     "--hide-scrollbars",
 )
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: The screenshots this test session saved (tests/conftest.py lists them at the end).
+SAVED: list[Path] = []
 
 
 def chromium_binary() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def chromium(url: str, profile: Path, *extra: str, budget_ms: int = 5000, timeout: float = 90) -> str:
-    """Load ``url`` in headless Chromium; the page runs for ``budget_ms`` of virtual time. Returns stdout."""
-    binary = chromium_binary()
-    assert binary, "chromium is not installed"
-    profile.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [
-            binary,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            f"--virtual-time-budget={budget_ms}",
-            *extra,
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"chromium exited {proc.returncode}: {proc.stderr[-2000:]}")
-    return proc.stdout
+def chromedriver() -> str | None:
+    return shutil.which("chromedriver") or (CHROMEDRIVER if Path(CHROMEDRIVER).exists() else None)
 
 
-class DevTools:
-    """One headless Chromium tab driven over the DevTools protocol: evaluate script in the page,
-    wait for it to be true, and answer ``window.prompt`` dialogs like a person would."""
+def screenshots_dir() -> Path:
+    """Where the browser tests save their screenshots: ``LOOPLINE_SCREENSHOTS`` or tests/artifacts."""
+    target = Path(os.environ.get("LOOPLINE_SCREENSHOTS") or Path(__file__).parent / "artifacts")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
 
-    def __init__(self, ws: Any, prompt_answer: str | None) -> None:
-        self.ws, self.prompt_answer = ws, prompt_answer
-        self.prompts: list[str] = []
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._tasks: set[asyncio.Future[Any]] = set()
-        self._reader = asyncio.ensure_future(self._read())
 
-    async def _read(self) -> None:
-        while (raw := await self.ws.read_message()) is not None:
-            msg = json.loads(raw)
-            if "id" in msg and msg["id"] in self._pending:
-                self._pending.pop(msg["id"]).set_result(msg)
-            elif msg.get("method") == "Page.javascriptDialogOpening":
-                self.prompts.append(msg["params"]["message"])
-                answer = self.prompt_answer
-                self._tasks.add(
-                    asyncio.ensure_future(
-                        self.call(
-                            "Page.handleJavaScriptDialog", accept=answer is not None, promptText=answer or ""
-                        )
-                    )
-                )
+class Browser:
+    """Headless Chromium driven by Selenium through Debian's chromedriver (no downloads)."""
 
-    async def closed(self) -> None:
-        await self._reader
-        for task in self._tasks:
-            task.cancel()
+    def __init__(self, width: int = 1440, height: int = 1000) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.options import Options
+        from selenium.webdriver.chrome.service import Service
 
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        n = next(self._ids)
-        self._pending[n] = asyncio.get_running_loop().create_future()
-        await self.ws.write_message(json.dumps({"id": n, "method": method, "params": params}))
-        msg = await asyncio.wait_for(self._pending[n], 30)
-        if "error" in msg:
-            raise AssertionError(f"{method}: {msg['error']}")
-        return dict(msg["result"])
+        binary, driver = chromium_binary(), chromedriver()
+        assert binary and driver, "chromium and chromium-driver are not installed"
+        options = Options()
+        options.binary_location = binary
+        for flag in (*CHROMIUM_FLAGS, f"--window-size={width},{height}"):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.driver = webdriver.Chrome(options=options, service=Service(driver))
+        self.driver.set_page_load_timeout(30)
 
-    async def evaluate(self, expression: str) -> Any:
-        result = await self.call(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+    def close(self) -> None:
+        self.driver.quit()
+
+    def open(self, url: str) -> None:
+        self.driver.get(url)
+        self.wait_js("document.getElementById('conn').textContent.startsWith('Live')")
+
+    def wait_js(self, expression: str, timeout: float = 20) -> Any:
+        """Wait until ``expression`` (JavaScript) is truthy in the page; returns its value."""
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(
+            lambda d: d.execute_script(f"return {expression}"), f"never true: {expression}"
         )
-        if "exceptionDetails" in result:
-            raise AssertionError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
 
-    async def wait_for(self, expression: str, timeout: float = 20) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = await self.evaluate(expression)
-            if value:
-                return value
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"never true: {expression}")
+    def find(self, css: str, timeout: float = 20) -> Any:
+        """The first element matching ``css`` once it is displayed."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
 
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(
+            expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, css)), f"never shown: {css}"
+        )
 
-def devtools(
-    url: str, profile: Path, script: Callable[[DevTools], Awaitable[Any]], prompt_answer: str | None = None
-) -> Any:
-    """Open ``url`` in headless Chromium and run ``script`` against the tab; returns its result."""
-    from tornado.websocket import websocket_connect
+    def text(self, css: str) -> str:
+        return str(self.find(css).text)
 
-    from workers.process import terminate
+    def console_errors(self) -> list[str]:
+        """What the page logged at error level (each call returns what came since the last)."""
+        return [e["message"] for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
 
-    binary = chromium_binary()
-    assert binary, "chromium is not installed"
-    profile.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
-            assert time.monotonic() < deadline and proc.poll() is None, "chromium did not open DevTools"
-            time.sleep(0.05)
-        port = port_file.read_text().split()[0]
-        pages = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
-        target = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
-
-        async def session() -> Any:
-            ws = await websocket_connect(target, max_message_size=64 * 1024 * 1024)
-            tab = DevTools(ws, prompt_answer)
-            try:
-                await tab.call("Page.enable")
-                await tab.call("Page.navigate", url=url)
-                return await script(tab)
-            finally:
-                ws.close()
-                await asyncio.wait_for(tab.closed(), 10)  # the close handshake, so the socket is closed
-
-        return asyncio.run(session())
-    finally:
-        terminate(proc)
+    def screenshot(self, name: str, full_page: bool = True) -> Path:
+        """A PNG of the page (its whole height by default) in :func:`screenshots_dir`."""
+        path = screenshots_dir() / f"{name}.png"
+        size = self.driver.get_window_size()
+        if full_page:
+            height = self.driver.execute_script("return document.documentElement.scrollHeight")
+            self.driver.set_window_size(size["width"], min(int(height) + 40, 8000))
+            time.sleep(0.3)  # let the charts follow the new size
+        self.driver.save_screenshot(str(path))
+        SAVED.append(path)
+        if full_page:
+            self.driver.set_window_size(size["width"], size["height"])
+        return path
 
 
 if __name__ == "__main__":  # manual preview: python tests/dashboard_fixtures.py HOME

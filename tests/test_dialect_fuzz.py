@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.datastructures import Headers
 
+from pipelines import providers
 from pipelines.events import Ignored, PayloadError, valid_ref, valid_sha
-from service.dialects import DIALECTS
 from tests.conftest import PAYLOADS
 from tests.webhooks import DELIVERY_HEADER, EVENT_HEADER, PROVIDERS, SIGNATURE_HEADER
 
@@ -132,7 +132,7 @@ def put(data: Any, path: str, value: Any) -> None:
 
 
 def check(provider: str, sent: dict[str, str], body: bytes) -> None:
-    dialect, request_headers = DIALECTS[provider], Headers(sent)
+    dialect, request_headers = providers.PROVIDERS[provider], Headers(sent)
     assert dialect.verify(request_headers, body, b"secret") in (True, False)
     try:
         dialect.delivery_id(request_headers, body)

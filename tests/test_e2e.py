@@ -153,7 +153,10 @@ def test_flower_shows_the_tasks_behind_auth(stack: tuple[Stack, Project, Path]) 
     assert requests.get(f"{url}/api/tasks", timeout=5).status_code == 401
     tasks = requests.get(f"{url}/api/tasks", auth=("loop", "line"), timeout=5).json()
     names = [t["name"] for t in tasks.values()]
-    assert "loopline.intake" in names and names.count("loopline.stage") >= 7
+    assert "loopline.intake" in names and sum(n.startswith("loopline.stage.") for n in names) >= 7
+    # each stage by name, under the id the dashboard links to (loopline-run<id>-<stage>)
+    retrains = [i for i, t in tasks.items() if t["name"] == "loopline.stage.retrain"]
+    assert retrains and all(i.startswith("loopline-run") and i.endswith("-retrain") for i in retrains)
     assert "e2e-secret" not in json.dumps(tasks)  # task arguments carry ids, never secrets
 
 

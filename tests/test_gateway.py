@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,9 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
-from service import create_app
+from service import create_app, create_gateway
 from service.gateway import ROUTE_TTL, Gateway
 from store.db import Database
 from store.models import Deployment
@@ -94,6 +96,15 @@ def live(tmp_path: Path, db: Database) -> Iterator[Releases]:
             serving.stop(server.pid)
 
 
+def scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus exposition, as a scraper reads it."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def served_versions(client: FlaskClient, n: int) -> Counter[str]:
     seen: Counter[str] = Counter()
     for _ in range(n):
@@ -114,6 +125,21 @@ def test_weights_are_respected_and_a_switch_reaches_the_gateway_within_its_ttl(l
     live.set(v1=("standby", 0), v2=("active", 100))
     time.sleep(ROUTE_TTL + 0.1)
     assert served_versions(live.client, 30) == {"2": 30}
+
+
+def test_the_gateway_process_serves_predictions_and_nothing_else(live: Releases) -> None:
+    """``service:create_gateway()`` (Procfile ``gateway``): /serve and /healthz, no hooks or API."""
+    app = create_gateway({"settings": live.app.extensions["loopline"].settings, "TESTING": True})
+    try:
+        client = app.test_client()
+        assert served_versions(client, 5) == {"1": 5}
+        assert client.get("/healthz").json == {"status": "ok"}
+        for path in ("/hooks/github", "/api/runs", "/"):
+            answer = client.post(path, data=b"{}")
+            assert answer.status_code in (404, 405) and "error" in answer.json, path
+    finally:
+        app.extensions["gateway"].close()
+        app.extensions["loopline"].db.dispose()
 
 
 def test_unknown_model_is_404_and_an_unreachable_release_502_both_json(live: Releases) -> None:
@@ -163,22 +189,31 @@ def test_telemetry_counts_predictions_and_latency_and_metrics_expose_them(live: 
         assert 0 < numbers["latency_ms"]["p50"] <= numbers["latency_ms"]["p99"] < 1000
     assert by_version[2]["traffic_percent"] == 50 and by_version[2]["status"] == "canary"
     metrics = live.client.get("/metrics").text
-    labels = f'model="m",version="2",release="{live.ids[2]}"'
-    assert f"loopline_release_requests_total{{{labels}}} {seen['2']}" in metrics
-    assert f'loopline_release_predictions_total{{{labels},label="1"}} {seen["2"]}' in metrics
-    assert f'loopline_release_latency_seconds_bucket{{{labels},le="+Inf"}} {seen["2"]}' in metrics
-    assert f"loopline_release_traffic_percent{{{labels}}} 50" in metrics
+    found = scraped(metrics)
+    labels = {"model": "m", "version": "2", "release": str(live.ids[2])}
+    assert found["loopline_release_requests_total", frozenset(labels.items())] == seen["2"]
+    assert (
+        found["loopline_release_predictions_total", frozenset({**labels, "label": "1"}.items())] == seen["2"]
+    )
+    assert (
+        found["loopline_release_latency_seconds_bucket", frozenset({**labels, "le": "+Inf"}.items())]
+        == seen["2"]
+    )
+    assert found["loopline_release_traffic_percent", frozenset(labels.items())] == 50
     assert "# TYPE loopline_release_latency_seconds histogram" in metrics
 
 
-def test_telemetry_adds_up_across_two_gunicorn_workers(tmp_path: Path, live: Releases) -> None:
+@contextmanager
+def two_web_workers(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Path]]:
+    """Loopline under gunicorn with two workers on ``db_url``: its URL, and the access log, which
+    names the worker (pid) that answered each request."""
     port = serving.free_port()
     access = tmp_path / "access.log"
     (tmp_path / "none.yaml").write_text("repositories: []\n")
     env = outside_env()
     env.update(
         LOOPLINE_HOME=str(tmp_path / "home"),
-        LOOPLINE_DATABASE_URL=live.db.url,
+        LOOPLINE_DATABASE_URL=db_url,
         LOOPLINE_CONFIG=str(tmp_path / "none.yaml"),
     )
     argv = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}"]
@@ -195,6 +230,14 @@ def test_telemetry_adds_up_across_two_gunicorn_workers(tmp_path: Path, live: Rel
             except requests.RequestException:
                 assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
                 time.sleep(0.2)
+        yield url, access
+    finally:
+        web.terminate()
+        web.wait(timeout=15)
+
+
+def test_telemetry_adds_up_across_two_gunicorn_workers(tmp_path: Path, live: Releases) -> None:
+    with two_web_workers(tmp_path, live.db.url) as (url, access):
 
         def send(n: int) -> int:
             with requests.Session() as http:
@@ -212,13 +255,9 @@ def test_telemetry_adds_up_across_two_gunicorn_workers(tmp_path: Path, live: Rel
         assert total == 150
         pids = {line.split()[0] for line in access.read_text().splitlines() if "/serve/m/predict" in line}
         assert len(pids) == 2, pids  # the total is the sum of both workers' counts
-        metrics = requests.get(f"{url}/metrics", timeout=5).text
-        assert (
-            f'loopline_release_requests_total{{model="m",version="1",release="{live.ids[1]}"}} 150' in metrics
-        )
-    finally:
-        web.terminate()
-        web.wait(timeout=15)
+        found = scraped(requests.get(f"{url}/metrics", timeout=5).text)
+        labels = frozenset({"model": "m", "version": "1", "release": str(live.ids[1])}.items())
+        assert found["loopline_release_requests_total", labels] == 150
 
 
 def test_release_actions_need_the_token_and_switch_instantly(live: Releases) -> None:

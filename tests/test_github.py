@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipelines.events import ZERO_SHA, Ignored, PayloadError
-from service.dialects import github
+from pipelines.providers import github
 from tests.conftest import PAYLOADS
 
 INDEX = {f["file"]: f for f in json.loads((PAYLOADS / "index.json").read_text())["files"]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,7 @@ def test_docs_only_push_is_a_skipped_run(settings: Settings, db: Database, proje
     run = run_of(db, prepared.run_id)
     assert prepared.stages == () and run.status == "skipped" and run.stages == []
     assert "ignored" in (run.reason or "")
+    assert (run.message, run.author) == ("change", "t")  # from git, for the runs list
     assert {f["path"]: f["kind"] for f in run.classification["files"]} == {
         "docs/overview.md": "ignore",
         "README.md": "ignore",
@@ -241,12 +244,17 @@ def test_a_duplicate_stage_message_does_not_run_it_twice(
     after = project.commit({"app/x.py": "X = 4\n"})
     project.push()
     prepared = prepare_run(settings, db, [deliver(db, project, first, after)])
-    with db.session() as s:
+    with db.session() as s:  # another worker, on another host, has it under a live lease
         stage = s.get(Run, prepared.run_id).stages[1]
-        stage.status, stage.started_at = "running", utcnow()  # another worker has it
+        stage.status, stage.started_at, stage.attempt = "running", utcnow(), 1
+        stage.lease_owner, stage.lease_expires_at = "elsewhere:1", utcnow() + timedelta(seconds=30)
     assert runner.execute(settings, db, prepared.run_id, "unit_tests") == runner.ALREADY_RUNNING
-    with db.session() as s:  # … but one that started longer ago than any stage may run was lost
-        s.get(Run, prepared.run_id).stages[1].started_at = utcnow() - timedelta(
-            seconds=settings.stage_timeout + 1
-        )
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with db.session() as s:  # … but a holder on this host that is gone died: its stage is taken over
+        s.get(Run, prepared.run_id).stages[1].lease_owner = f"{socket.gethostname()}:{dead.pid}"
+    assert runner.execute(settings, db, prepared.run_id, "unit_tests") == runner.STALE
+    stage = run_of(db, prepared.run_id).stages[1]
+    assert (stage.status, stage.attempt, stage.published_at, stage.lease_owner) == ("queued", 1, None, None)
     assert runner.execute(settings, db, prepared.run_id, "unit_tests") == "succeeded"
+    assert run_of(db, prepared.run_id).stages[1].attempt == 2

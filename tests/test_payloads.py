@@ -15,10 +15,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from pipelines import providers
 from pipelines.config import RepoConfig
 from pipelines.events import ZERO_SHA
 from service import create_app
-from service.dialects import DIALECTS
 from service.state import loopline
 from store.models import Delivery
 from tests.conftest import PAYLOADS, make_settings
@@ -232,7 +232,7 @@ def test_recorded_payload(client: FlaskClient, name: str, provider: str) -> None
         assert expected in answer.json["reason"]
         assert stored(client) == before
         return
-    (event,) = DIALECTS[provider].parse(headers, body)
+    (event,) = providers.PROVIDERS[provider].parse(headers, body)
     assert {k: v for k, v in event.to_dict().items() if k in expected} == expected
     if outcome == "deleted":
         assert answer.status_code == 200, answer.json

@@ -115,7 +115,13 @@ def test_skip_markers(message: str, skip: bool) -> None:
 
 @pytest.mark.parametrize(
     ("stage", "queue"),
-    [("retrain", "training"), ("unit_tests", "default"), ("deploy", "default"), ("evaluate", "default")],
+    [
+        ("retrain", "training"),
+        ("unit_tests", "default"),
+        ("deploy", "default"),
+        ("evaluate", "training"),
+        ("register", "training"),
+    ],
 )
 def test_training_stages_have_their_own_queue(stage: str, queue: str) -> None:
     assert queue_for(stage) == queue

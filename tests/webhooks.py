@@ -8,9 +8,11 @@ import json
 import uuid
 from typing import Any
 
+from pipelines import providers
 from tests.conftest import PAYLOADS
 
-PROVIDERS = ("github", "gitlab", "gitea", "forgejo", "bitbucket", "git")
+#: Every registered host: a new one is fuzzed and signed here as soon as it has an entry.
+PROVIDERS = tuple(providers.PROVIDERS)
 #: The Git webhook part of the corpus (the storage events have tests of their own).
 INDEX: dict[str, dict[str, Any]] = {
     f["file"]: f

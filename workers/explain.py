@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines import planning
 from pipelines.classify import Classification, FileClass, classify
 from pipelines.config import RepoConfig
 from pipelines.events import TRIGGERS, DataObject, Event
-from pipelines.plan import Plan, plan, skip_requested
+from pipelines.plan import Plan
 from pipelines.project import ProjectConfig
-from pipelines.triggers import trigger_plan
 from workers.gitops import GitError, Mirror
 
 
@@ -59,11 +59,6 @@ def locate(repo: Mirror, config: RepoConfig, event: Event) -> tuple[str, str]:
     return event.ref, commit
 
 
-def _deploy_branch(repo: Mirror, commit: str, branches: tuple[str, ...]) -> str | None:
-    """The first deploy branch that holds ``commit`` (a release tag must point at one)."""
-    return next((b for b in branches if repo.is_ancestor(commit, f"refs/heads/{b}")), None)
-
-
 def explain(
     repo: Mirror,
     config: RepoConfig,
@@ -82,7 +77,6 @@ def explain(
         ancestor: diffing against it keeps the changes of superseded pushes in the plan.
     """
     first = events[0]
-    approval = project.deploy.approval
     if first.type == "data":
         wanted = objects if objects is not None else [o for e in events for o in e.objects]
         files = tuple(
@@ -90,44 +84,33 @@ def explain(
             for o in wanted
         )
         classification = Classification(files=files, kinds=("data",))
-        planned = plan(
-            classification.kinds, deployable=True, approval=approval.applies_to(config.default_branch)
-        )
-        return Explanation(ref, commit, None, classification, planned)
+        return Explanation(ref, commit, None, classification, planning.for_data(config, project))
     if first.type in TRIGGERS:  # nothing changed: the trigger's reason is the plan's
-        name = ref.removeprefix("refs/heads/")
-        planned = trigger_plan(
-            first.type,
-            first.reason or f"{first.type} trigger",
-            deployable=name in config.branches,
-            approval=approval.applies_to(name),
+        branch = ref.removeprefix("refs/heads/")
+        planned = planning.for_trigger(
+            first.type, first.reason, branch=branch, config=config, project=project
         )
         return Explanation(ref, commit, None, Classification(files=(), kinds=()), planned)
     if first.type == "tag":
-        tag = ref.removeprefix("refs/tags/")
         base = repo.release_base(commit, project.release.releases)
         classification = classify(repo.changed_files(base, commit), project.rules)
-        if not project.release.releases(tag):
-            patterns = ", ".join(project.release.tags) or "none"
-            planned = Plan((), f"tag {tag} does not match release.tags ({patterns})")
-        else:
-            branch = _deploy_branch(repo, commit, config.branches)
-            planned = plan(
-                classification.kinds,
-                deployable=branch is not None,
-                approval=approval.applies_to(branch),
-                release=True,
-            )
+        holder = planning.deploy_branch(
+            config.branches, lambda b: repo.is_ancestor(commit, f"refs/heads/{b}")
+        )
+        planned = planning.for_tag(
+            classification.kinds, tag=ref.removeprefix("refs/tags/"), branch=holder, project=project
+        )
         return Explanation(ref, commit, base, classification, planned)
     assert first.before is not None
     base = since or repo.base_for(first.before, commit, f"refs/heads/{config.default_branch}")
     classification = classify(repo.changed_files(base, commit), project.rules)
-    branch = ref.removeprefix("refs/heads/")
-    planned = plan(
-        classification.kinds, deployable=branch in config.branches, approval=approval.applies_to(branch)
+    planned = planning.for_push(
+        classification.kinds,
+        branch=ref.removeprefix("refs/heads/"),
+        changed=bool(classification.files),
+        base=base,
+        message=repo.message(commit) if classification.files else "",
+        config=config,
+        project=project,
     )
-    if not classification.files:
-        planned = Plan((), f"no files changed since {base[:12]}")
-    elif skip_requested(repo.message(commit)):
-        planned = Plan((), "the commit message asks to skip CI")
     return Explanation(ref, commit, base, classification, planned)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import signal
 import subprocess
 import tarfile
 from collections.abc import Callable
@@ -17,9 +19,21 @@ from pathlib import Path
 
 from pipelines.classify import Change
 from pipelines.errors import LooplineError
+from pipelines.retry import retrying
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+
+#: A Git host that accepts the connection and then stalls fails a clone or fetch in bounded time:
+#: over HTTP(S) when under LOW_SPEED_LIMIT bytes/s for LOW_SPEED_TIME seconds (connecting
+#: included), over SSH when not connected within CONNECT_TIMEOUT or silent for
+#: 3 x CONNECT_TIMEOUT, over any protocol (git://) when not done within FETCH_TIMEOUT. A failed
+#: attempt is retried with backoff, FETCH_ATTEMPTS in all.
+CONNECT_TIMEOUT = 10
+LOW_SPEED_LIMIT = 1000
+LOW_SPEED_TIME = 30
+FETCH_TIMEOUT = 600.0
+FETCH_ATTEMPTS = 3
 
 
 class GitError(LooplineError, RuntimeError):
@@ -27,22 +41,58 @@ class GitError(LooplineError, RuntimeError):
 
 
 def git(
-    *args: str, cwd: Path | None = None, git_dir: Path | None = None, timeout: float = 600, check: bool = True
+    *args: str,
+    cwd: Path | None = None,
+    git_dir: Path | None = None,
+    timeout: float = 600,
+    check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     # Whatever the user's git config says, never recurse into submodules (checkout, fetch).
     argv = ["git", "-c", "submodule.recurse=false"]
     if git_dir is not None:
         argv += ["--git-dir", str(git_dir)]
     argv += list(args)
-    env = {**os.environ, **_GIT_ENV}
-    try:
-        proc = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=timeout, env=env, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise GitError(f"git {args[0]} timed out after {timeout:.0f} s") from exc
+    # Its own process group: on a timeout the helpers git starts (git-remote-https, ssh) go too,
+    # and they hold the output pipes, so killing git alone would leave the wait unbounded.
+    with subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **_GIT_ENV, **(env or {})},
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise GitError(f"git {_command(args)} timed out after {timeout:.0f} s") from None
     if check and proc.returncode != 0:
-        lines = [line.strip() for line in proc.stderr.decode(errors="replace").splitlines() if line.strip()]
-        raise GitError(f"git {args[0]} failed: {'; '.join(lines)[:2000]}")  # one line, for logs and CLI
-    return proc
+        lines = [line.strip() for line in err.decode(errors="replace").splitlines() if line.strip()]
+        raise GitError(
+            f"git {_command(args)} failed: {'; '.join(lines)[:2000]}"
+        )  # one line, for logs and CLI
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _command(args: tuple[str, ...]) -> str:
+    """The git command's name in ``args`` (after any ``-c key=value``)."""
+    rest = list(args)
+    while rest[:1] == ["-c"]:
+        rest = rest[2:]
+    return rest[0] if rest else "?"
+
+
+def network(*args: str, git_dir: Path | None = None) -> None:
+    """One network command (clone, fetch) under the timeouts above."""
+    bounded = ("-c", f"http.lowSpeedLimit={LOW_SPEED_LIMIT}", "-c", f"http.lowSpeedTime={LOW_SPEED_TIME}")
+    env = {}
+    if not os.environ.get("GIT_SSH_COMMAND") and not os.environ.get("GIT_SSH"):
+        alive = f"-o ConnectTimeout={CONNECT_TIMEOUT} -o ServerAliveInterval={CONNECT_TIMEOUT}"
+        env["GIT_SSH_COMMAND"] = f"ssh {alive} -o ServerAliveCountMax=3"
+    git(*bounded, *args, git_dir=git_dir, timeout=FETCH_TIMEOUT, env=env)
 
 
 @dataclass(frozen=True)
@@ -53,13 +103,20 @@ class Mirror:
     url: str
 
     def update(self) -> None:
-        if not (self.path / "HEAD").exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # No submodules, no hooks from the remote: a mirror is data, not code.
-            git("clone", "--mirror", "--no-recurse-submodules", "--", self.url, str(self.path))
-        else:
-            git("remote", "set-url", "origin", self.url, git_dir=self.path)
-            git("fetch", "--prune", "--no-recurse-submodules", "origin", git_dir=self.path)
+        """Clone or fetch from the configured URL, retried with backoff (see FETCH_ATTEMPTS)."""
+        for attempt in retrying(GitError, attempts=FETCH_ATTEMPTS, first_wait=1.0):
+            with attempt:
+                if not (self.path / "HEAD").exists():
+                    # Cloned aside and renamed when complete, so a stopped clone leaves no mirror.
+                    partial = self.path.with_name(self.path.name + ".partial")
+                    shutil.rmtree(partial, ignore_errors=True)
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    # No submodules, no hooks from the remote: a mirror is data, not code.
+                    network("clone", "--mirror", "--no-recurse-submodules", "--", self.url, str(partial))
+                    partial.rename(self.path)
+                else:
+                    git("remote", "set-url", "origin", self.url, git_dir=self.path)
+                    network("fetch", "--prune", "--no-recurse-submodules", "origin", git_dir=self.path)
 
     def has_commit(self, sha: str) -> bool:
         return git("cat-file", "-e", f"{sha}^{{commit}}", git_dir=self.path, check=False).returncode == 0
@@ -157,6 +214,11 @@ class Mirror:
         return git("log", "-1", "--format=%B", commit, "--", git_dir=self.path).stdout.decode(
             errors="replace"
         )
+
+    def author(self, commit: str) -> str:
+        return git("log", "-1", "--format=%an", commit, "--", git_dir=self.path).stdout.decode(
+            errors="replace"
+        ).strip()
 
     def add_worktree(self, path: Path, commit: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Loopline's built-in model server, for projects without an app of their own.
 
-``python -m workers.model_server`` with ``PORT``, ``LOOPLINE_MODEL_PATH`` and
-``LOOPLINE_MODEL_SHA256``; refuses to unpickle an artifact whose sha256 differs.
+``python -m workers.model_server`` with ``PORT`` (and ``HOST``, default 127.0.0.1),
+``LOOPLINE_MODEL_PATH`` and ``LOOPLINE_MODEL_SHA256``; refuses to unpickle an artifact whose sha256 differs.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def main() -> None:
         def log_message(self, format: str, *args: Any) -> None:
             sys.stderr.write(format % args + "\n")
 
-    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    address = (os.environ.get("HOST") or "127.0.0.1", int(os.environ["PORT"]))
+    ThreadingHTTPServer(address, Handler).serve_forever()
 
 
 if __name__ == "__main__":

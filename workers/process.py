@@ -27,6 +27,8 @@ TAIL_BYTES = 8192
 MAX_LINE = 1 << 20
 #: Why the current stage must stop (a reason) or None; set by the runner around a step.
 _stop_check: ContextVar[Callable[[], str | None] | None] = ContextVar("stop_check", default=None)
+#: Told the process group of each command started; the runner records it with the stage's lease.
+_on_start: ContextVar[Callable[[int], None] | None] = ContextVar("on_start", default=None)
 
 
 @contextmanager
@@ -38,6 +40,17 @@ def stoppable(check: Callable[[], str | None]) -> Iterator[None]:
         yield
     finally:
         _stop_check.reset(token)
+
+
+@contextmanager
+def reporting(on_start: Callable[[int], None]) -> Iterator[None]:
+    """``on_start(pgid)`` for every command started in this block (so a command a dead worker
+    left running can be killed by whoever takes its stage over)."""
+    token = _on_start.set(on_start)
+    try:
+        yield
+    finally:
+        _on_start.reset(token)
 
 
 def project_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -104,6 +117,8 @@ def run_logged(
     except OSError as exc:
         log.write(f"cannot start {argv[0]!r}: {exc}\n".encode())
         return 127
+    if (on_start := _on_start.get()) is not None:
+        on_start(proc.pid)
     limits = box.limits if box else sandbox.Limits()
     pump = _Pump(proc, log, cap=limits.log_mb * 1024 * 1024, mask=mask)
     code = _wait(proc, log, timeout)

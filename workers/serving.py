@@ -46,6 +46,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def advertised(address: str) -> str:
+    """``LOOPLINE_SERVING_ADDRESS`` as other hosts use it: ``auto`` is this host's address."""
+    return socket.gethostbyname(socket.gethostname()) if address == "auto" else address
+
+
 def start(
     *,
     cwd: Path,
@@ -55,16 +60,24 @@ def start(
     log_file: Path,
     health_path: str = "/healthz",
     timeout: float = 60,
+    address: str = "127.0.0.1",
     box: sandbox.Box | None = None,
 ) -> Server:
     """Start a server for ``model_path`` on a free port and wait until it answers healthy.
 
-    The process gets its own session so that it outlives the worker that started it. With
-    ``box`` it runs in the sandbox (the artifact bound read-only, the network shared: it is
-    reached on 127.0.0.1).
+    The process gets its own session so that it outlives the worker that started it. Its URL
+    names ``address`` (:func:`advertised`); a server registered under any other address than
+    127.0.0.1 listens on every interface (``HOST=0.0.0.0``), so other hosts reach it. With
+    ``box`` it runs in the sandbox (the artifact bound read-only, the host's network shared).
     """
     port = free_port()
-    extra = {"PORT": str(port), "LOOPLINE_MODEL_PATH": str(model_path), "LOOPLINE_MODEL_SHA256": sha256}
+    host = advertised(address)
+    extra = {
+        "PORT": str(port),
+        "HOST": host if host in ("127.0.0.1", "localhost") else "0.0.0.0",  # noqa: S104
+        "LOOPLINE_MODEL_PATH": str(model_path),
+        "LOOPLINE_MODEL_SHA256": sha256,
+    }
     if box is None:
         argv = argv_for(command) if command else list(BUILTIN_SERVER)
         env = project_env(extra)
@@ -89,7 +102,7 @@ def start(
             start_new_session=True,
         )
     _started[proc.pid] = proc
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

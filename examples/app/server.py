@@ -1,7 +1,9 @@
 """HTTP server for the trained model: `python -m app.server` (from the project root).
 
 Environment:
-  PORT                   port to listen on (127.0.0.1 only), default 8000
+  PORT                   port to listen on, default 8000
+  HOST                   address to listen on, default 127.0.0.1 (Loopline sets 0.0.0.0 for
+                         releases other hosts reach)
   LOOPLINE_MODEL_PATH    pickled model, default models/model.pkl
   LOOPLINE_MODEL_SHA256  required; the server refuses to start (exit 2) unless the
                          file's sha256 matches, so only verified artifacts are unpickled.
@@ -67,8 +69,9 @@ def main() -> None:
         print(f"app.server: refusing to start: {exc}", file=sys.stderr)
         sys.exit(2)
     port = int(os.environ.get("PORT", "8000"))
-    print(f"app.server: serving {path} (sha256 {sha[:12]}) on http://127.0.0.1:{port}", flush=True)
-    create_app(model, sha).run(host="127.0.0.1", port=port, threaded=True)
+    host = os.environ.get("HOST") or "127.0.0.1"
+    print(f"app.server: serving {path} (sha256 {sha[:12]}) on http://{host}:{port}", flush=True)
+    create_app(model, sha).run(host=host, port=port, threaded=True)
 
 
 if __name__ == "__main__":

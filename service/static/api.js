@@ -35,8 +35,9 @@ async function request(path, params, accept, init = {}) {
   return response;
 }
 
-export async function getJSON(path, params) {
-  const response = await request(path, params, "application/json");
+export async function getJSON(path, params, token = null) {
+  const init = token ? { headers: { Authorization: `Bearer ${token}` } } : {};
+  const response = await request(path, params, "application/json", init);
   try {
     return await response.json();
   } catch {
@@ -44,16 +45,18 @@ export async function getJSON(path, params) {
   }
 }
 
-export async function getText(path, params) {
+/** A stage log, or (``after``) what follows that byte; ``offset`` is where the next read starts. */
+export async function getLog(path, params) {
   const response = await request(path, params, "text/plain");
-  return response.text();
+  const offset = Number(response.headers.get("X-Log-Offset"));
+  return { text: await response.text(), offset: Number.isFinite(offset) ? offset : null };
 }
 
-/** A human action (approve, reject, …) with the API token; answers the run as JSON. */
+/** A human action (approve, reject, …) with the signed-in user's token; answers JSON. */
 export async function postJSON(path, body, token) {
   const response = await request(path, null, "application/json", {
     method: "POST",
-    headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}`, "X-Loopline-User": "dashboard" },
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
     body: JSON.stringify(body),
   });
   return response.json();

@@ -1,9 +1,13 @@
 // Loopline dashboard: polls the JSON API and renders runs, stages, logs, models and lineage.
 // Everything from the API is rendered as text (see dom.js); the page state lives in the URL hash.
-import { ApiError, getJSON, getText, postJSON, seg } from "./api.js";
-import { lineChart } from "./chart.js";
+import { ApiError, getJSON, getLog, seg } from "./api.js";
+import {
+  metricKeys, renderAliases, renderConsumers, renderData, renderMetricChart, renderServingSummary, renderTimeline, renderTraffic,
+} from "./releases.js";
+import * as session from "./session.js";
 import { h, renderIfChanged, replace } from "./dom.js";
 import * as f from "./format.js";
+import { badge, chips, code, elapsed, empty, errorBox, facts, link, navigate, time } from "./view.js";
 
 const POLL_MS = 2000;
 const $ = (id) => document.getElementById(id);
@@ -15,7 +19,7 @@ const state = {
   run: null, runError: null,
   log: null, logError: null, logKey: null,
   models: null, modelsError: null,
-  versions: null, versionsError: null, versionsFor: null,
+  timeline: null, modelState: null, traffic: null, data: null, attention: null,
   lineage: null, lineageError: null,
   lastOk: null, offline: false,
 };
@@ -31,68 +35,10 @@ function readRoute() {
     model: p.get("model") || null,
     repo: p.get("repo") || "",
     status: p.get("status") || "",
+    branch: p.get("branch") || "",
+    trigger: p.get("trigger") || "",
     metric: p.get("metric") || null,
   };
-}
-
-function hrefWith(changes) {
-  const p = new URLSearchParams(location.hash.slice(1));
-  for (const [key, value] of Object.entries(changes)) {
-    if (value === null || value === undefined || value === "") p.delete(key);
-    else p.set(key, String(value));
-  }
-  return `#${p.toString()}`;
-}
-
-function navigate(changes) {
-  const target = hrefWith(changes);
-  if (target !== location.hash && !(target === "#" && !location.hash)) location.hash = target;
-}
-
-/** An in-page link that keeps the rest of the state (filters, model) when followed. */
-function link(changes, props, ...children) {
-  return h("a", {
-    ...props, href: hrefWith(changes),
-    onclick: (event) => {
-      if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
-      event.preventDefault();
-      navigate(changes);
-    },
-  }, ...children);
-}
-
-// ---------------------------------------------------------------- small view helpers
-
-const badge = (status) => h("span", { class: `badge ${f.statusClass(status)}` }, f.statusLabel(status));
-const chips = (items) => (Array.isArray(items) && items.length
-  ? h("span", { class: "chips" }, items.map((k) => h("span", { class: "chip" }, String(k))))
-  : h("span", { class: "muted" }, "—"));
-const code = (text, title) => h("code", { title: title || null }, text);
-const time = (iso) => (f.parseTime(iso) === null ? h("span", { class: "muted" }, "—")
-  : h("time", { datetime: iso, title: f.dateTime(iso), dataset: { ago: iso } }, f.ago(iso)));
-
-/** A run's or stage's duration; a running one ticks (see tick()). */
-function elapsed(start, end, status) {
-  if (!end && start && (status === "running" || status === "awaiting_approval")) {
-    return h("span", { class: "elapsed", dataset: { since: start } }, f.duration(f.seconds(start, null)));
-  }
-  return h("span", { class: "elapsed" }, f.duration(f.seconds(start, end)));
-}
-
-function errorBox(err, what) {
-  if (!err) return null;
-  const code_ = err instanceof ApiError ? err.code : "error";
-  return h("div", { class: "error", role: "alert" },
-    h("strong", {}, `Could not load ${what}`), " ", h("code", {}, code_), " — ", String(err.message || err));
-}
-
-function empty(text, hint) {
-  return h("div", { class: "empty" }, h("p", {}, text), hint ? h("p", { class: "muted" }, hint) : null);
-}
-
-function facts(entries) {
-  return entries.filter(Boolean).map(([term, value, wide]) =>
-    h("div", { class: wide ? "wide" : null }, h("dt", {}, term), h("dd", {}, value)));
 }
 
 // ---------------------------------------------------------------- runs list
@@ -107,7 +53,19 @@ function renderRunFilters() {
   });
   repoSelect.value = state.route.repo;
   $("filter-status").value = state.route.status;
+  $("filter-trigger").value = state.route.trigger;
+  if (document.activeElement !== $("filter-branch")) $("filter-branch").value = state.route.branch;
 }
+
+/** Links between a run and the runs that superseded it, retried it, or that it retries. */
+function runLinks(run) {
+  const out = [];
+  if (run.superseded_by != null) out.push(["superseded by ", link({ run: run.superseded_by, stage: null }, {}, `#${run.superseded_by}`)]);
+  if (run.retry_of != null) out.push([`attempt ${run.attempt ?? 2}, retry of `, link({ run: run.retry_of, stage: null }, {}, `#${run.retry_of}`)]);
+  return out.length ? h("span", { class: "run-links small" }, out.map((x, i) => [i ? " · " : "", x])) : null;
+}
+
+const FAILED = new Set(["failed", "gate_failed", "cancelled"]);
 
 function runRow(run) {
   const selected = run.id === state.route.run;
@@ -119,12 +77,14 @@ function runRow(run) {
   h("td", { class: "num" }, link({ run: run.id, stage: null },
     { "aria-current": selected ? "true" : null, "aria-label": `Run ${run.id}`, dataset: { focusKey: `run-${run.id}` } },
     `#${run.id}`)),
-  h("td", {}, run.repository ?? "—"),
-  h("td", {}, h("span", { class: "branch" }, f.branchOf(run.ref))),
-  h("td", {}, code(f.shortSha(run.commit), run.commit)),
+  h("td", { class: "change" },
+    h("span", { class: "commit-msg" }, run.message ? run.message.split("\n")[0] : h("span", { class: "muted" }, run.trigger === "data" ? "new data" : "(no message)")),
+    h("span", { class: "sub" }, run.author ? `${run.author} · ` : "", code(f.shortSha(run.commit), run.commit), " ", chips(run.kinds))),
+  h("td", {}, h("span", { class: "repo" }, run.repository ?? "—"), h("span", { class: "sub" }, h("span", { class: "branch" }, f.branchOf(run.ref)))),
   h("td", {}, run.trigger ?? "—"),
-  h("td", {}, chips(run.kinds)),
-  h("td", {}, badge(run.status)),
+  h("td", { class: "status-cell" }, badge(run.status),
+    FAILED.has(run.status) && (run.failure || run.reason) ? h("span", { class: "sub failure", title: run.failure || run.reason }, run.failure || run.reason) : null,
+    runLinks(run)),
   h("td", {}, time(run.created_at)),
   h("td", { class: "num" }, elapsed(run.started_at, run.finished_at, run.status)));
 }
@@ -170,7 +130,7 @@ function revealSelectedRun() {
 
 function renderRuns() {
   renderRunFilters();
-  const filtered = Boolean(state.route.repo || state.route.status);
+  const filtered = Boolean(state.route.repo || state.route.status || state.route.branch || state.route.trigger);
   renderIfChanged($("runs-error"), state.runsError ? state.runsError.message : "", () =>
     replace($("runs-error"), errorBox(state.runsError, "runs")));
   const runs = state.runs || [];
@@ -181,7 +141,7 @@ function renderRuns() {
   const none = state.runs !== null && runs.length === 0;
   emptyBox.hidden = !none;
   renderIfChanged(emptyBox, `${none}|${filtered}`, () => replace(emptyBox, none ? (filtered
-    ? empty("No runs match these filters.", "Clear the repository or status filter to see every run.")
+    ? empty("No runs match these filters.", "Clear the filters to see every run.")
     : empty("No runs yet.", "Push to a registered repository, or drop data into a watched bucket, and the run appears here within seconds."))
     : null));
   $("runs-count").textContent = state.runs === null ? "" : `${runs.length} shown`;
@@ -189,6 +149,40 @@ function renderRuns() {
     revealed = state.route.run;
     revealSelectedRun();
   }
+}
+
+// ---------------------------------------------------------------- needs attention
+
+async function loadAttention() {
+  const err = await attempt(async () => {
+    const [waiting, failed, gate] = await Promise.all(["awaiting_approval", "failed", "gate_failed"].map((status) =>
+      getJSON("runs", { status, limit: status === "awaiting_approval" ? 20 : 5 })));
+    const day = Date.now() - 86400e3;
+    const retried = new Set((state.runs || []).map((r) => r.retry_of).filter((x) => x != null));
+    state.attention = {
+      waiting: waiting.runs || [],
+      failed: [...(failed.runs || []), ...(gate.runs || [])]
+        .filter((r) => (f.parseTime(r.finished_at || r.created_at) ?? 0) > day && r.superseded_by == null && !retried.has(r.id))
+        .sort((a, b) => b.id - a.id).slice(0, 5),
+    };
+  });
+  return err;
+}
+
+function renderAttention() {
+  const a = state.attention || { waiting: [], failed: [] };
+  $("attention").hidden = !a.waiting.length && !a.failed.length;
+  renderIfChanged($("attention-list"), JSON.stringify(a), () => replace($("attention-list"),
+    a.waiting.map((r) => h("li", { class: "att att-approval" },
+      h("span", { class: "att-kind" }, "Approval needed"), " ",
+      link({ run: r.id, stage: null }, { class: "att-link" }, `Run #${r.id}`), " ",
+      h("span", {}, r.repository, " · ", r.approval?.model_version != null ? `${r.approval.model ?? "model"} v${r.approval.model_version}` : f.branchOf(r.ref)),
+      " ", h("span", { class: "muted small" }, "waiting since ", time(r.approval?.requested_at || r.created_at)))),
+    a.failed.map((r) => h("li", { class: "att att-failed" },
+      h("span", { class: "att-kind" }, f.statusLabel(r.status)), " ",
+      link({ run: r.id, stage: null }, { class: "att-link" }, `Run #${r.id}`), " ",
+      h("span", {}, r.repository, " · ", f.branchOf(r.ref)), " — ",
+      h("span", { class: "failure" }, r.failure || r.reason || ""), " ", h("span", { class: "muted small" }, time(r.finished_at || r.created_at))))));
 }
 
 // ---------------------------------------------------------------- run detail
@@ -233,32 +227,38 @@ function renderRunSummary(run) {
 
 // ---------------------------------------------------------------- approval
 
-const TOKEN_KEY = "loopline.apiToken";
-
-/** The API token: asked once, kept in sessionStorage (this tab only, gone when it closes). */
-function apiToken() {
-  let token = sessionStorage.getItem(TOKEN_KEY);
-  if (!token) {
-    token = (window.prompt("Loopline API token (LOOPLINE_API_TOKEN), kept for this tab only:") || "").trim();
-    if (token) sessionStorage.setItem(TOKEN_KEY, token);
-  }
-  return token || null;
-}
-
 /** Approve or reject exactly what the page shows: the request names its commit and model version. */
 async function decide(run, action) {
   const status = $("approval-status");
-  const token = apiToken();
-  if (!token) { status.textContent = "No token given: nothing was sent."; return; }
   const a = run.approval || {};
   const body = { comment: $("approval-comment").value.trim() || undefined };
   if (action === "approve") Object.assign(body, { commit: a.commit ?? undefined, model_version: a.model_version ?? undefined });
-  status.textContent = `${action === "approve" ? "Approving" : "Rejecting"}…`;
-  const err = await attempt(async () => { state.run = await postJSON(`runs/${run.id}/${action}`, body, token); });
-  if (err && err.status === 401) sessionStorage.removeItem(TOKEN_KEY);
+  status.textContent = `${action === "approve" ? "Approving" : "Rejecting"} as ${session.user()?.name}…`;
+  const err = await attempt(async () => { state.run = await session.act(`runs/${run.id}/${action}`, body); });
   status.textContent = err ? `${action} failed: ${err.code} — ${err.message}` : "";
   renderAll();
   refresh();
+}
+
+/** Retry or cancel the run shown; a retry opens the new run. */
+async function runAction(run, action) {
+  const status = $("run-action-status");
+  status.textContent = `${action === "retry" ? "Retrying" : "Cancelling"}…`;
+  let answer = null;
+  const err = await attempt(async () => { answer = await session.act(`runs/${run.id}/${action}`, {}); });
+  status.textContent = err ? `${action} failed: ${err.code} — ${err.message}` : "";
+  if (!err && action === "retry" && answer?.id != null) navigate({ run: answer.id, stage: null });
+  refresh();
+}
+
+function renderRunActions(run) {
+  const retry = ["failed", "gate_failed", "cancelled"].includes(run.status);
+  const cancel = ["queued", "running", "awaiting_approval"].includes(run.status);
+  replace($("run-actions"),
+    retry && session.may("retry") ? h("button", { id: "retry-btn", type: "button", class: "btn", onclick: () => runAction(run, "retry") }, "Retry") : null,
+    cancel && session.may("cancel") ? h("button", { id: "cancel-btn", type: "button", class: "btn btn-reject", onclick: () => runAction(run, "cancel") }, "Cancel run") : null,
+    (retry || cancel) && !session.user() ? h("button", { type: "button", class: "btn btn-quiet", onclick: openSignIn }, `Sign in to ${retry ? "retry" : "cancel"}`) : null,
+    h("span", { id: "run-action-status", class: "muted small", role: "status", "aria-live": "polite" }));
 }
 
 function approvalNames(a) {
@@ -276,11 +276,14 @@ function renderApproval(run) {
     replace(box, h("h3", { id: "approval-title" }, "Approval needed"),
       h("p", {}, "Deploying ", ...approvalNames(a),
         a.expires_at ? [" · expires ", h("time", { datetime: a.expires_at }, f.dateTime(a.expires_at))] : null),
-      h("label", { for: "approval-comment" }, "Comment (recorded with the decision)"),
-      h("textarea", { id: "approval-comment", rows: "2", maxlength: "2000" }),
-      h("div", { class: "approval-actions" },
-        h("button", { id: "approve-btn", class: "btn btn-approve", type: "button", onclick: () => decide(run, "approve") }, "Approve"),
-        h("button", { id: "reject-btn", class: "btn btn-reject", type: "button", onclick: () => decide(run, "reject") }, "Reject")),
+      session.may("approve") ? [
+        h("label", { for: "approval-comment" }, `Comment (recorded with your decision, ${session.user().name})`),
+        h("textarea", { id: "approval-comment", rows: "2", maxlength: "2000" }),
+        h("div", { class: "approval-actions" },
+          h("button", { id: "approve-btn", class: "btn btn-approve", type: "button", onclick: () => decide(run, "approve") }, "Approve"),
+          h("button", { id: "reject-btn", class: "btn btn-reject", type: "button", onclick: () => decide(run, "reject") }, "Reject"))]
+        : session.user() ? h("p", { class: "muted" }, `${session.user().name} is a ${session.user().role}: approving needs the approver role.`)
+          : h("button", { id: "signin-to-approve", class: "btn btn-primary", type: "button", onclick: openSignIn }, "Sign in to approve or reject"),
       h("p", { id: "approval-status", class: "muted small", role: "status", "aria-live": "polite" }));
     return;
   }
@@ -368,6 +371,14 @@ function gateDetail(d) {
         h("td", {}, k), h("td", { class: "num" }, f.num(v)), prod ? h("td", { class: "num" }, f.num(prod[k])) : null))))) : null);
 }
 
+/** The stage's Celery task in Flower (``LOOPLINE_FLOWER_URL``); task ids are
+ * ``loopline-run<id>-<stage>`` (workers/tasks.py). */
+function flowerLink(run, stage) {
+  const base = document.body.dataset.flowerUrl;
+  if (!base || stage.status === "queued" || stage.status === "skipped") return null;
+  return h("a", { href: `${base}/task/loopline-run${run.id}-${encodeURIComponent(stage.name)}`, rel: "noopener noreferrer", target: "_blank", id: "flower-link" }, "task in Flower ↗");
+}
+
 function renderStagePanel(run, stage) {
   const panel = $("stage-panel");
   panel.hidden = !stage;
@@ -376,7 +387,8 @@ function renderStagePanel(run, stage) {
   replace($("stage-meta"), badge(stage.status),
     h("span", {}, "duration ", elapsed(stage.started_at, stage.finished_at, stage.status)),
     stage.exit_code != null ? h("span", {}, "exit code ", code(String(stage.exit_code))) : null,
-    stage.started_at ? h("span", {}, "started ", time(stage.started_at)) : null);
+    stage.started_at ? h("span", {}, "started ", time(stage.started_at)) : null,
+    flowerLink(run, stage));
   const d = stage.detail;
   const hasDetail = d && typeof d === "object" && Object.keys(d).length > 0;
   replace($("stage-detail"), hasDetail
@@ -394,7 +406,7 @@ function renderLog(stage) {
     status.className = "log-state error-text";
   } else {
     status.className = "log-state";
-    status.textContent = stage.status === "running" ? "live — refreshing every 2 s"
+    status.textContent = stage.status === "running" ? "live — following the worker's output"
       : stage.status === "queued" ? "waiting to start" : "";
   }
   const text = state.log ?? "";
@@ -456,8 +468,9 @@ function renderRunDetail() {
   $("run-loading").hidden = ready || Boolean(state.runError);
   if (!ready) return;
   const stage = currentStage(run);
-  const sig = JSON.stringify([run, stage?.name ?? null, location.hash]);
+  const sig = JSON.stringify([run, stage?.name ?? null, location.hash, session.user()]);
   renderIfChanged(body, sig, () => {
+    renderRunActions(run);
     renderRunSummary(run);
     renderApproval(run);
     renderPipeline(run, stage);
@@ -487,54 +500,9 @@ function renderModelPicker() {
     m.production_version != null ? ` · v${m.production_version} in production` : " · not deployed"))));
 }
 
-function metricKeys(versions) {
-  const keys = new Set();
-  for (const v of versions) {
-    for (const [k, value] of Object.entries(v.metrics && typeof v.metrics === "object" ? v.metrics : {})) {
-      if (f.isNumber(value)) keys.add(k);
-    }
-  }
-  return [...keys].sort();
-}
-
 function chosenMetric(keys) {
   if (state.route.metric && keys.includes(state.route.metric)) return state.route.metric;
   return keys.find((k) => k === "accuracy") || keys.find((k) => /acc|f1|auc|score/i.test(k)) || keys[0] || null;
-}
-
-function productionVersion(name) {
-  return (state.models || []).find((m) => m.name === name)?.production_version ?? null;
-}
-
-function renderVersions(name, versions) {
-  const keys = metricKeys(versions);
-  const metric = chosenMetric(keys);
-  const shownKeys = metric ? [metric, ...keys.filter((k) => k !== metric)].slice(0, 3) : [];
-  const prod = productionVersion(name);
-  replace($("versions"), h("div", { class: "table-wrap scroll-y" }, h("table", { class: "compact versions-table" },
-    h("caption", { class: "sr-only" }, `Versions of model ${name}`),
-    h("thead", {}, h("tr", {},
-      h("th", { scope: "col" }, "Version"),
-      shownKeys.map((k) => h("th", { scope: "col", class: "num" }, k)),
-      ["Commit", "Run", "sha256", "Registered"].map((t) => h("th", { scope: "col" }, t)))),
-    h("tbody", {}, versions.map((v) => h("tr", { class: v.version === prod ? "production" : null },
-      h("th", { scope: "row" }, `v${v.version}`, v.version === prod ? h("span", { class: "badge prod-badge" }, "production") : null),
-      shownKeys.map((k) => h("td", { class: "num" }, f.num(v.metrics?.[k]))),
-      h("td", {}, code(f.shortSha(v.commit), v.commit)),
-      h("td", {}, v.run_id != null ? link({ run: v.run_id, stage: null }, {}, `#${v.run_id}`) : "—"),
-      h("td", {}, code(f.shortSha(v.sha256, 10), v.sha256)),
-      h("td", {}, time(v.created_at))))))),
-  keys.length > shownKeys.length
-    ? h("p", { class: "muted small" }, `${keys.length - shownKeys.length} more metric(s) — pick one in the chart.`) : null);
-
-  const select = $("metric-select");
-  renderIfChanged(select, JSON.stringify(keys), () => replace(select, keys.map((k) => h("option", { value: k }, k))));
-  select.value = metric ?? "";
-  select.disabled = keys.length === 0;
-  const points = metric ? versions.filter((v) => f.isNumber(v.metrics?.[metric])).map((v) => ({ x: v.version, y: v.metrics[metric] })) : [];
-  replace($("chart"), points.length
-    ? lineChart(points, { metric, production: prod })
-    : empty("No numeric metrics recorded yet."));
 }
 
 function lineageNode(title, cls, ...content) {
@@ -562,7 +530,9 @@ function renderLineage(lin) {
     lineageNode("Commit", "n-commit",
       h("p", {}, String(mv?.repository ?? run?.repository ?? "—")),
       h("p", {}, h("span", { class: "branch" }, f.branchOf(mv?.ref ?? run?.ref)), " ",
-        code(f.shortSha(mv?.commit ?? run?.commit), mv?.commit ?? run?.commit))),
+        code(f.shortSha(dep.commit ?? mv?.commit ?? run?.commit), dep.commit ?? mv?.commit ?? run?.commit)),
+      dep.commit && mv?.commit && dep.commit !== mv.commit
+        ? h("p", { class: "muted small" }, "app release; model trained at ", code(f.shortSha(mv.commit), mv.commit)) : null),
     lineageNode("Data", "n-data",
       dataFiles.length || objects.length ? h("ul", { class: "plain data-list" },
         dataFiles.map(([path, md5]) => h("li", {}, h("code", { class: "path" }, path), " ",
@@ -587,6 +557,26 @@ function renderLineage(lin) {
       h("p", { class: "muted small" }, `${dep.target ?? ""} · ${dep.status ?? ""} · since `, time(dep.created_at)))));
 }
 
+/** What the release buttons need: the user's rights and a way to act, then refresh. */
+const releaseHandlers = {
+  allowed: (kind) => session.may(kind),
+  signedIn: () => Boolean(session.user()),
+  signIn: () => openSignIn(),
+  act: (kind, payload, button) => releaseAction(kind, payload, button),
+};
+
+async function releaseAction(kind, { version }, button) {
+  const name = selectedModel();
+  const status = $("release-actions-status");
+  const path = kind === "promote" ? `models/${seg(name)}/versions/${seg(version)}/promote` : `models/${seg(name)}/rollback`;
+  if (button) button.disabled = true;
+  status.textContent = kind === "promote" ? `Promoting v${version}…` : "Rolling back…";
+  const err = await attempt(async () => { await session.act(path, {}); });
+  status.textContent = err ? `${kind} failed: ${err.code} — ${err.message}`
+    : kind === "promote" ? `v${version} promoted by ${session.user()?.name}` : `rolled back by ${session.user()?.name}`;
+  refresh();
+}
+
 function renderModels() {
   renderIfChanged($("models-error"), state.modelsError ? state.modelsError.message : "", () =>
     replace($("models-error"), errorBox(state.modelsError, "models")));
@@ -598,17 +588,11 @@ function renderModels() {
   const name = selectedModel();
   renderIfChanged($("model-picker"), JSON.stringify([models, name]), renderModelPicker);
   $("model-heading").textContent = name;
+  const tl = state.timeline && state.timeline.name === name ? state.timeline : null;
+  const who = JSON.stringify(session.user());
 
-  const vSig = JSON.stringify([state.versions, state.versionsError?.message, state.route.metric, productionVersion(name), name]);
-  renderIfChanged($("versions"), vSig, () => {
-    if (state.versionsError && state.versionsFor === name) {
-      replace($("versions"), errorBox(state.versionsError, `versions of ${name}`));
-      replace($("chart"));
-    } else if (state.versions && state.versionsFor === name) {
-      renderVersions(name, state.versions);
-    }
-  });
-
+  renderIfChanged($("serving-summary"), JSON.stringify([tl?.versions?.map((v) => [v.version, v.releases, v.approval, v.gate?.passed]), who]),
+    () => renderServingSummary($("serving-summary"), tl, releaseHandlers));
   const lSig = JSON.stringify([state.lineage, state.lineageError?.message, state.lineageError?.status, location.hash]);
   renderIfChanged($("serving"), lSig, () => {
     const err = state.lineageError;
@@ -620,6 +604,22 @@ function renderModels() {
       renderLineage(state.lineage);
     }
   });
+  const traffic = state.traffic && state.traffic.name === name ? state.traffic : null;
+  renderIfChanged($("traffic"), JSON.stringify(traffic?.releases ?? null), () => renderTraffic($("traffic"), traffic));
+  renderIfChanged($("consumers"), JSON.stringify(traffic?.applications ?? null), () => renderConsumers($("consumers"), traffic));
+  renderIfChanged($("aliases"), JSON.stringify(state.modelState), () => renderAliases($("aliases"), state.modelState));
+  const data = state.data && state.data.name === name ? state.data : null;
+  renderIfChanged($("data"), JSON.stringify(data), () => renderData($("data"), data));
+  if (!tl) return;
+  const keys = metricKeys(tl.versions);
+  const metric = chosenMetric(keys);
+  const select = $("metric-select");
+  renderIfChanged(select, JSON.stringify(keys), () => replace(select, keys.map((k) => h("option", { value: k }, k))));
+  select.value = metric ?? "";
+  select.disabled = keys.length === 0;
+  renderIfChanged($("chart"), JSON.stringify([metric, tl.aliases, tl.versions.map((v) => [v.version, v.metrics, v.gate?.checks])]),
+    () => renderMetricChart($("chart"), tl, metric));
+  renderIfChanged($("timeline"), JSON.stringify([tl, who]), () => renderTimeline($("timeline"), tl, releaseHandlers));
 }
 
 // ---------------------------------------------------------------- loading
@@ -635,7 +635,8 @@ async function attempt(fn) {
 
 async function loadRuns() {
   const err = await attempt(async () => {
-    const data = await getJSON("runs", { repo: state.route.repo, status: state.route.status, limit: 100 });
+    const { repo, status, branch, trigger } = state.route;
+    const data = await getJSON("runs", { repo, status, branch, trigger, limit: 100 });
     state.runs = Array.isArray(data.runs) ? data.runs : [];
     for (const r of state.runs) if (typeof r.repository === "string") state.repos.add(r.repository);
   });
@@ -651,13 +652,41 @@ async function loadRun() {
   if (err && err.status === 404) state.run = null;
   const stage = currentStage(state.run);
   if (!state.run || state.run.id !== id || !stage) { state.log = null; state.logKey = null; return err; }
+  if (stage.status === "running" || stage.status === "queued") { follow(id, stage.name); return err; }
   const key = `${id}|${stage.name}|${stage.status}|${stage.finished_at}`;
-  if (key !== state.logKey || stage.status === "running") {
-    const logErr = await attempt(async () => { state.log = await getText(`runs/${id}/stages/${seg(stage.name)}/log`); });
+  if (key !== state.logKey) {
+    following = null;
+    const logErr = await attempt(async () => { state.log = (await getLog(`runs/${id}/stages/${seg(stage.name)}/log`)).text; });
     state.logError = logErr;
     if (!logErr) state.logKey = key;
   }
   return err;
+}
+
+let following = null;
+
+/** Follow a running stage's log: a long poll (``?after=<offset>&wait=15``) appends what the
+ * worker writes as soon as it writes it, until the stage ends or another is shown. */
+async function follow(runId, stageName) {
+  const key = `${runId}|${stageName}`;
+  if (following === key) return;
+  following = key;
+  state.log = ""; state.logKey = null; state.logError = null;
+  let offset = 0;
+  while (following === key) {
+    let chunk;
+    const err = await attempt(async () => { chunk = await getLog(`runs/${runId}/stages/${seg(stageName)}/log`, { after: offset, wait: 15 }); });
+    if (following !== key) return;
+    state.logError = err;
+    if (err) { renderAll(); await new Promise((r) => setTimeout(r, POLL_MS)); continue; }
+    offset = chunk.offset ?? offset;
+    state.log = (state.log || "") + chunk.text;
+    renderAll();
+    const stage = currentStage(state.run);
+    if (!stage || stage.name !== stageName || (stage.status !== "running" && stage.status !== "queued" && !chunk.text)) break;
+    if (!state.live || document.hidden) await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+  if (following === key) following = null;
 }
 
 async function loadModels() {
@@ -668,19 +697,16 @@ async function loadModels() {
   state.modelsError = err;
   const name = selectedModel();
   if (!name) return err;
-  const [vErr, lErr] = await Promise.all([
-    attempt(async () => {
-      const data = await getJSON(`models/${seg(name)}/versions`);
-      state.versions = Array.isArray(data.versions) ? data.versions : [];
-    }),
+  const [tErr, lErr, mErr, trErr, dErr] = await Promise.all([
+    attempt(async () => { state.timeline = await getJSON(`models/${seg(name)}/timeline`); }),
     attempt(async () => { state.lineage = await getJSON("deployments/current", { model: name }); }),
+    attempt(async () => { state.modelState = await getJSON(`models/${seg(name)}`); }),
+    attempt(async () => { state.traffic = await getJSON(`models/${seg(name)}/traffic`, { minutes: $("traffic-range").value }); }),
+    attempt(async () => { state.data = await getJSON(`models/${seg(name)}/data`); }),
   ]);
-  state.versionsFor = name;
-  state.versionsError = vErr;
-  if (vErr) state.versions = null;
   state.lineageError = lErr;
   if (lErr) state.lineage = null;
-  err = err || (vErr && vErr.status !== 404 ? vErr : null) || (lErr && lErr.status !== 404 ? lErr : null);
+  err = err || [tErr, lErr, mErr, trErr, dErr].find((e) => e && e.status !== 404) || null;
   return err;
 }
 
@@ -696,7 +722,7 @@ function renderConnection() {
 
 function renderAll() {
   // One section failing to render (unexpected data) must not blank the others.
-  for (const render of [renderRuns, renderRunDetail, renderModels, renderConnection]) {
+  for (const render of [renderAttention, renderRuns, renderRunDetail, renderModels, renderConnection]) {
     try {
       render();
     } catch (err) {
@@ -714,7 +740,7 @@ async function refresh() {
   inflight = (async () => {
     do {
       again = false;
-      const errors = await Promise.all([loadRuns(), loadRun(), loadModels()]);
+      const errors = await Promise.all([loadRuns(), loadRun(), loadModels(), loadAttention()]);
       state.offline = errors.some((e) => e && e.status === 0 && e.code === "network_error");
       if (!state.offline) state.lastOk = Date.now();
       renderAll();
@@ -739,9 +765,9 @@ function tick() {
 function onRoute() {
   const before = state.route;
   state.route = readRoute();
-  if (before.run !== state.route.run) { state.run = null; state.runError = null; state.log = null; state.logKey = null; }
-  if (before.stage !== state.route.stage) { state.log = null; state.logKey = null; }
-  if (before.repo !== state.route.repo || before.status !== state.route.status) state.runs = null;
+  if (before.run !== state.route.run) { state.run = null; state.runError = null; state.log = null; state.logKey = null; following = null; }
+  if (before.stage !== state.route.stage) { state.log = null; state.logKey = null; following = null; }
+  if (["repo", "status", "branch", "trigger"].some((k) => before[k] !== state.route[k])) state.runs = null;
   renderAll();
   if (before.run !== state.route.run && state.route.run !== null) {
     $("run-detail").scrollIntoView({ block: "nearest", behavior: "smooth" });
@@ -749,8 +775,48 @@ function onRoute() {
   refresh();
 }
 
+// ---------------------------------------------------------------- signing in
+
+function openSignIn() {
+  const dialog = $("signin-dialog");
+  $("signin-error").textContent = "";
+  $("signin-token").value = "";
+  if (!dialog.open) dialog.showModal();
+  $("signin-token").focus();
+}
+
+async function submitSignIn(event) {
+  event.preventDefault();
+  const token = $("signin-token").value.trim();
+  if (!token) return;
+  $("signin-submit").disabled = true;
+  const err = await attempt(async () => { await session.signIn(token); });
+  $("signin-submit").disabled = false;
+  if (err) {
+    $("signin-error").textContent = err.status === 401 ? "That token is not valid (or its user was removed)."
+      : `Could not sign in: ${err.code} — ${err.message}`;
+    return;
+  }
+  $("signin-dialog").close();
+}
+
+function renderWho() {
+  const me = session.user();
+  replace($("who"), me
+    ? [h("span", { class: "who-name", id: "who-name" }, me.name, " ", h("span", { class: "role" }, me.role)),
+      h("button", { id: "signout-btn", type: "button", class: "btn btn-quiet", onclick: () => session.signOut() }, "Sign out")]
+    : h("button", { id: "signin-btn", type: "button", class: "btn btn-primary", onclick: openSignIn }, "Sign in"));
+}
+
 function init() {
   state.route = readRoute();
+  $("signin-form").addEventListener("submit", submitSignIn);
+  $("signin-cancel").addEventListener("click", () => $("signin-dialog").close());
+  session.onChange(() => { renderWho(); renderAll(); });
+  renderWho();
+  $("traffic-range").addEventListener("change", () => refresh());
+  $("filter-branch").addEventListener("change", (e) => navigate({ branch: e.target.value.trim(), run: null, stage: null }));
+  $("filter-trigger").addEventListener("change", (e) => navigate({ trigger: e.target.value, run: null, stage: null }));
   $("filter-repo").addEventListener("change", (e) => navigate({ repo: e.target.value, run: null, stage: null }));
   $("filter-status").addEventListener("change", (e) => navigate({ status: e.target.value, run: null, stage: null }));
   $("run-filters").addEventListener("submit", (e) => e.preventDefault());

@@ -9,12 +9,12 @@ container and blob name from ``subject`` (``/blobServices/default/containers/<c>
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pipelines.events import DataObject, Ignored, PayloadError
+from pipelines.providers.base import Headers
 from service.storage.base import (
     Notification,
     checked,
@@ -38,7 +38,10 @@ _SKIPPED = {
 }
 
 
-def parse(headers: Mapping[str, str], body: bytes) -> Notification:
+HANDSHAKE = True  # the CloudEvents webhook handshake
+
+
+def parse(headers: Headers, body: bytes) -> Notification:
     if (headers.get("aeg-event-type") or "").strip() == "SubscriptionDeletion":
         raise Ignored("Event Grid SubscriptionDeletion")
     data = decode_json(body)

@@ -1,13 +1,14 @@
-"""What the storage parsers share: strict JSON, typed field readers, the result type."""
+"""What the storage senders share: the interface, strict JSON, typed field readers, the result type."""
 
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pipelines.events import SEQUENCER_WIDTH, DataObject, PayloadError, unsafe_key
+from pipelines.providers.base import Headers
 
 _HEX_RE = re.compile(rf"^[0-9A-Fa-f]{{1,{SEQUENCER_WIDTH}}}$")
 
@@ -23,6 +24,19 @@ class Notification:
     def extend(self, other: Notification) -> None:
         self.objects.extend(other.objects)
         self.skipped.extend(other.skipped)
+
+
+class Sender(Protocol):
+    """One object store's notifications: a module in :data:`service.storage.PARSERS`."""
+
+    #: Whether it answers the CloudEvents webhook handshake (``OPTIONS``) Event Grid sends.
+    @property
+    def HANDSHAKE(self) -> bool: ...
+
+    def parse(self, headers: Headers, body: bytes) -> Notification:
+        """The objects reported. Raises :class:`~pipelines.events.PayloadError` for a malformed
+        body and :class:`~pipelines.events.Ignored` for one that asks for nothing, whatever the bytes."""
+        ...
 
 
 def decode_json(body: bytes) -> Any:

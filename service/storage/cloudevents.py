@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
 from typing import Any
 
 from pipelines.events import Ignored, PayloadError
-from service.storage import azure, s3
+from pipelines.providers.base import Headers
+from service.storage.azure import storage_event
 from service.storage.base import Notification, decode_json, mapping, text
+from service.storage.s3 import notification
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 _S3_TYPES = ("com.amazonaws.s3.", "aws.s3", "io.minio.", "s3:", "ObjectCreated:", "ObjectRemoved:")
 
 
-def parse(headers: Mapping[str, str], body: bytes) -> Notification:
+HANDSHAKE = True  # the CloudEvents webhook handshake
+
+
+def parse(headers: Headers, body: bytes) -> Notification:
     media = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
     data = decode_json(body)
     if media == BATCH and not isinstance(data, list):
@@ -47,13 +51,13 @@ def _event(event: dict[str, Any], where: str) -> Notification:
         text(event.get(attribute), f"{where}.{attribute}", required=True)
     kind = str(event["type"])
     if kind.startswith("Microsoft.Storage."):
-        return azure.storage_event({**event, "data": _data(event, where)}, kind, where)
+        return storage_event({**event, "data": _data(event, where)}, kind, where)
     if kind.startswith(_S3_TYPES):
         data = mapping(_data(event, where), f"{where}.data")
         try:
             if "s3" in data and "eventName" in data:  # a single record
-                return s3.notification({"Records": [data]})
-            return s3.notification(data)
+                return notification({"Records": [data]})
+            return notification(data)
         except Ignored as exc:
             return Notification(skipped=[(kind, exc.reason)])
     return Notification(skipped=[(kind[:200], "not a storage event type")])

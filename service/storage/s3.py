@@ -8,11 +8,11 @@ Keys in ``Records`` are form-encoded (``New+File.jpg`` is ``New File.jpg``); Eve
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
 from pipelines.events import DataObject, Ignored, PayloadError
+from pipelines.providers.base import Headers
 from service.storage.base import (
     Notification,
     checked,
@@ -31,7 +31,10 @@ TEST_EVENT = "s3:TestEvent"
 _REMOVALS = ("LifecycleExpiration:Delete", "LifecycleExpiration:DeleteMarkerCreated")
 
 
-def parse(headers: Mapping[str, str], body: bytes) -> Notification:
+HANDSHAKE = False  # the CloudEvents webhook handshake
+
+
+def parse(headers: Headers, body: bytes) -> Notification:
     return notification(decode_json(body))
 
 

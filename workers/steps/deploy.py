@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sqlalchemy import select
+
 from pipelines.canary import Verdict, judge
-from store import aliases, telemetry
+from store import aliases, registry, telemetry
 from store import releases as states
 from store.models import Deployment
 from workers import releases, serving
@@ -17,7 +19,7 @@ from workers.steps.commands import run_project
 from workers.steps.release import ModelRef, model_for_run
 
 #: Seconds between two looks at the canary's numbers, and between two progress lines.
-POLL_SECONDS, REPORT_SECONDS = 0.5, 5.0
+POLL_SECONDS, REPORT_SECONDS, SAMPLE_SECONDS = 0.5, 5.0, 1.0
 
 
 def deploy(ctx: StepContext) -> StepResult:
@@ -25,13 +27,25 @@ def deploy(ctx: StepContext) -> StepResult:
     if model is None:
         raise StepError("no registered model to deploy")
     check_approval(ctx, model)
+    with ctx.db.session() as s:  # an earlier attempt whose worker died may have released already
+        earlier = s.scalars(
+            select(Deployment).where(Deployment.run_id == ctx.run_id).order_by(Deployment.id.desc()).limit(1)
+        ).one_or_none()
+    if earlier is not None:
+        return _resume(ctx, earlier)
     if ctx.project.deploy.target == "command":
         return _deploy_command(ctx, model)
     directory = releases.release_dir(ctx.settings, model.name, model.version, f"run{ctx.run_id}")
     mirror(ctx.settings, ctx.repo).export(ctx.commit, directory)
     ctx.say(f"starting {model.name} v{model.version} from {directory}")
     try:
-        server = releases.start(ctx.settings, directory, artifact=model.artifact_path, sha256=model.sha256)
+        server = releases.start(
+            ctx.settings,
+            directory,
+            artifact=model.artifact_path,
+            sha256=model.sha256,
+            address=ctx.settings.serving_address,
+        )
     except (serving.ServeError, states.ReleaseError) as exc:
         raise StepError(f"release did not start: {exc}") from exc
     ctx.say(f"healthy at {server.url}")
@@ -75,10 +89,46 @@ def deploy(ctx: StepContext) -> StepResult:
     return StepResult(detail=detail)
 
 
+def _resume(ctx: StepContext, dep: Deployment) -> StepResult:
+    """This run released ``dep`` in an attempt whose worker died: never a second release. A
+    canary still on trial is judged on (rolled back if its process died too); a release that
+    was promoted or rolled back meanwhile is the outcome."""
+    detail: dict[str, Any] = {
+        "model": dep.model_name,
+        "version": dep.version,
+        "url": dep.url,
+        "release": dep.id,
+    }
+    ctx.say(f"release #{dep.id} ({dep.model_name} v{dep.version}) was started by an earlier attempt")
+    if dep.status == "canary":
+        with ctx.db.session() as s:
+            mv = registry.model_version(s, dep.model_name, dep.version)
+        if mv is not None and releases.healthy(dep, mv.sha256):
+            ctx.say("its canary is still on trial: judging it on")
+            return _trial(ctx, dep.id, detail)
+        with ctx.db.session() as s:
+            row = s.get(Deployment, dep.id)
+            assert row is not None
+            if row.status == "canary":
+                states.abort_canary(s, row)
+        releases.reap(ctx.db)
+        reason = "the canary's process died with the worker judging it; rolled back"
+        ctx.say(reason)
+        return StepResult(status="failed", exit_code=1, detail=detail | {"error": reason})
+    if dep.status in ("active", "standby", "retired"):
+        return StepResult(detail=detail | {"verdict": "promote"})
+    return StepResult(
+        status="failed", exit_code=1, detail=detail | {"error": f"release #{dep.id} is {dep.status}"}
+    )
+
+
 def _trial(ctx: StepContext, dep_id: int, detail: dict[str, Any]) -> StepResult:
     """Watch the canary until its verdict (or a human's promote or rollback), then act on it."""
     config = ctx.project.deploy
     started = reported = time.monotonic()
+    series: list[dict[str, Any]] = []  # the trial as charts: a look per SAMPLE_SECONDS
+    baseline: dict[int, telemetry.ReleaseStats] = {}
+    detail["limits"] = {"max_error_rate": config.max_error_rate, "max_p99_ms": config.max_p99_ms}
     while True:
         with ctx.db.session() as s:
             dep = s.get(Deployment, dep_id)
@@ -101,6 +151,11 @@ def _trial(ctx: StepContext, dep_id: int, detail: dict[str, Any]) -> StepResult:
                 elif verdict.decision == "rollback":
                     states.abort_canary(s, dep)
         detail["telemetry"] = {("canary" if i == dep_id else "stable"): numbers[i].to_dict() for i in ids}
+        elapsed = time.monotonic() - started
+        if stable and stable.id != dep_id and (not series or elapsed - series[-1]["t"] >= SAMPLE_SECONDS):
+            before = baseline.setdefault(stable.id, numbers[stable.id])
+            series.append(telemetry.trial_point(elapsed, numbers[dep_id], numbers[stable.id].minus(before)))
+            detail["series"] = series
         if status != "canary":  # a human promoted or rolled it back meanwhile
             verdict = Verdict(
                 "promote" if status == "active" else "rollback", f"by hand (release is {status})"

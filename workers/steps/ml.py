@@ -112,6 +112,8 @@ def _gate_and_delivery(ctx: StepContext) -> tuple[dict[str, Any] | None, str | N
 
 
 def register(ctx: StepContext) -> StepResult:
+    if (earlier := _registered(ctx)) is not None:  # by an attempt whose worker died: never twice
+        return earlier
     source = ctx.worktree / ctx.project.artifact
     if not source.is_file():
         raise StepError(f"artifact {ctx.project.artifact} does not exist")
@@ -174,3 +176,16 @@ def register(ctx: StepContext) -> StepResult:
             "gate": gate["verdict"] if gate else None,
         }
     )
+
+
+def _registered(ctx: StepContext) -> StepResult | None:
+    """What this run registered in an earlier attempt, if it did (its alias set again)."""
+    with ctx.db.session() as s:
+        mv = s.scalars(select(ModelVersion).where(ModelVersion.run_id == ctx.run_id)).first()
+    if mv is None:
+        return None
+    ctx.say(f"{mv.name} v{mv.version} was registered by an earlier attempt of this stage")
+    aliases.set_alias(
+        ctx.db, mv.name, "candidate", mv.version, actor=f"run:{ctx.run_id}", reason="registered"
+    )
+    return StepResult(detail={"model": mv.name, "version": mv.version, "sha256": mv.sha256})

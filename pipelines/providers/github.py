@@ -6,16 +6,25 @@ deletion. The legacy SHA-1 ``X-Hub-Signature`` is never accepted on its own.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipelines.events import Event, Ignored, git_event
-from service.dialects.base import (
+from pipelines.providers.base import (
     Headers,
+    RunState,
+    StatusApi,
+    StatusRequest,
     delivery_header,
     full_name,
     header,
     load_json,
     require_header,
     signature_matches,
+    url_path,
 )
+
+if TYPE_CHECKING:
+    from pipelines.config import StatusConfig
 
 _NOT_BUILT = {
     "create": "branch and tag creation arrive as push events too; the push is what runs",
@@ -52,3 +61,33 @@ def parse(headers: Headers, body: bytes) -> list[Event]:
             message=head.get("message") if isinstance(head, dict) else None,
         )
     ]
+
+
+#: GitHub's commit states (Gitea and Forgejo use the same API).
+STATES = {
+    "queued": "pending",
+    "running": "pending",
+    "awaiting_approval": "pending",
+    "succeeded": "success",
+    "skipped": "success",
+    "failed": "failure",
+    "gate_failed": "failure",
+    "cancelled": "error",
+}
+
+
+def status_request(config: StatusConfig, run: RunState, state: str, link: str) -> StatusRequest:
+    body = {"state": state, "target_url": link, "description": run.description(), "context": config.context}
+    return StatusRequest(f"{config.api_url}/repos/{url_path(config.repository)}/statuses/{run.commit}", body)
+
+
+status = StatusApi(
+    "https://api.github.com",
+    STATES,
+    status_request,
+    lambda token: {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": "2022-11-28",
+    },
+)

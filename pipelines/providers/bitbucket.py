@@ -12,17 +12,24 @@ entry per ref, each with ``old``/``new`` (``null`` for a creation/deletion), ``f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.events import ZERO_SHA, Event, Ignored, PayloadError, full_ref, git_event
-from service.dialects.base import (
+from pipelines.providers.base import (
     Headers,
+    RunState,
+    StatusApi,
+    StatusRequest,
     delivery_header,
     header,
     load_json,
     require_header,
     signature_matches,
+    url_path,
 )
+
+if TYPE_CHECKING:
+    from pipelines.config import StatusConfig
 
 #: More ref updates than this in one request is not something Bitbucket sends.
 MAX_CHANGES = 1000
@@ -87,3 +94,32 @@ def _hash(side: dict[str, Any] | None) -> object:
         return ZERO_SHA
     target = side.get("target")
     return target.get("hash") if isinstance(target, dict) else None
+
+
+STATES = {
+    "queued": "INPROGRESS",
+    "running": "INPROGRESS",
+    "awaiting_approval": "INPROGRESS",
+    "succeeded": "SUCCESSFUL",
+    "skipped": "SUCCESSFUL",
+    "failed": "FAILED",
+    "gate_failed": "FAILED",
+    "cancelled": "STOPPED",
+}
+
+
+def status_request(config: StatusConfig, run: RunState, state: str, link: str) -> StatusRequest:
+    body = {"key": config.context, "state": state, "url": link, "name": f"Loopline run #{run.id}"}
+    body["description"] = run.description()
+    if run.branch:
+        body["refname"] = run.branch
+    path = f"{url_path(config.repository)}/commit/{run.commit}/statuses/build"
+    return StatusRequest(f"{config.api_url}/repositories/{path}", body)
+
+
+status = StatusApi(
+    "https://api.bitbucket.org/2.0",
+    STATES,
+    status_request,
+    lambda token: {"Authorization": f"Bearer {token}"},
+)

@@ -1,4 +1,5 @@
-"""What every dialect shares: the interface, strict JSON, headers, signatures on the raw body."""
+"""What every Git provider shares: the interface (its webhooks' dialect and, if the host has one,
+its commit-status API), strict JSON, headers, signatures on the raw body."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from pipelines.events import Event, PayloadError
+
+if TYPE_CHECKING:  # the config validates provider names against this package: no import at run time
+    from pipelines.config import StatusConfig
 
 _DELIVERY_RE = re.compile(r"[\x21-\x7e]{1,128}\Z")
 
@@ -19,8 +26,65 @@ class Headers(Protocol):
     def get(self, key: str, /) -> str | None: ...
 
 
-class Dialect(Protocol):
-    """One Git host's webhooks. The provider comes from the URL path, never from the body."""
+@dataclass(frozen=True)
+class RunState:
+    """What a commit status says about a run (read from the store in one go)."""
+
+    id: int
+    status: str
+    commit: str
+    ref: str | None
+    reason: str | None
+
+    @property
+    def branch(self) -> str | None:
+        return (
+            self.ref.removeprefix("refs/heads/") if self.ref and self.ref.startswith("refs/heads/") else None
+        )
+
+    def description(self) -> str:
+        words = {"awaiting_approval": "is waiting for approval", "gate_failed": "failed its evaluation gate"}
+        text = f"Loopline run #{self.id} {words.get(self.status, self.status)}"
+        if self.reason and self.status in ("cancelled", "failed", "skipped"):
+            text += f": {self.reason}"
+        return text if len(text) <= 140 else text[:139] + "…"
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    """One POST to the host, without its token (so it can be logged)."""
+
+    url: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StatusApi:
+    """A host's commit-status API. ``request(config, run, state, link)`` builds the documented
+    request for the host's ``state`` of the run; ``auth(token)`` its token headers."""
+
+    #: Where the API lives when ``status.api_url`` is not given; None: self-hosted, give it.
+    default_url: str | None
+    #: The host's state for each run status.
+    states: Mapping[str, str]
+    request: Callable[[StatusConfig, RunState, str, str], StatusRequest]
+    auth: Callable[[str], dict[str, str]]
+
+
+def url_path(value: str) -> str:
+    """``owner/repo`` with each part quoted for a URL path."""
+    return "/".join(quote(part, safe="") for part in value.split("/"))
+
+
+class Provider(Protocol):
+    """One Git host: a module (or object) in :data:`pipelines.providers.PROVIDERS`.
+
+    Its webhooks' dialect (``verify``, ``delivery_id``, ``parse``; the provider comes from the
+    URL path, never from the body) and its commit-status API (``status``, None without one).
+    """
+
+    @property
+    def status(self) -> StatusApi | None: ...
 
     def verify(self, headers: Headers, body: bytes, secret: bytes) -> bool:
         """True if the request is signed (or carries the token) for ``secret``; never raises."""

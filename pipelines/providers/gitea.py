@@ -15,8 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.events import Event, Ignored, deletion, full_ref, git_event
-from service.dialects.base import (
+from pipelines.providers import github
+from pipelines.providers.base import (
     Headers,
+    StatusApi,
     commit_message,
     delivery_header,
     full_name,
@@ -31,6 +33,7 @@ from service.dialects.base import (
 class GiteaDialect:
     #: ``X-Gitea`` or ``X-Forgejo``.
     prefix: str
+    status: StatusApi
 
     def verify(self, headers: Headers, body: bytes, secret: bytes) -> bool:
         return signature_matches(header(headers, f"{self.prefix}-Signature"), secret, body, prefix="")
@@ -61,5 +64,9 @@ class GiteaDialect:
         ]
 
 
-GITEA = GiteaDialect("X-Gitea")
-FORGEJO = GiteaDialect("X-Forgejo")
+#: GitHub's API with Gitea's token header; always self-hosted, so ``status.api_url`` is required.
+STATUS = StatusApi(
+    None, github.STATES, github.status_request, lambda token: {"Authorization": f"token {token}"}
+)
+GITEA = GiteaDialect("X-Gitea", STATUS)
+FORGEJO = GiteaDialect("X-Forgejo", STATUS)

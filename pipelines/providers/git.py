@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 
 from pipelines.events import Event, PayloadError, git_event
-from service.dialects.base import Headers, delivery_header, header, load_json, signature_matches
+from pipelines.providers.base import Headers, delivery_header, header, load_json, signature_matches
 
 SIGNATURE_HEADER = "X-Loopline-Signature-256"
 DELIVERY_HEADER = "X-Loopline-Delivery"
+#: A plain Git server has no commit-status API.
+status = None
 
 
 def verify(headers: Headers, body: bytes, secret: bytes) -> bool:

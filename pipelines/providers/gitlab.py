@@ -9,9 +9,15 @@ the changed files always come from ``git diff`` in the worker.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
 from pipelines.events import Event, Ignored, PayloadError, git_event
-from service.dialects.base import (
+from pipelines.providers.base import (
     Headers,
+    RunState,
+    StatusApi,
+    StatusRequest,
     commit_message,
     delivery_header,
     header,
@@ -19,6 +25,9 @@ from service.dialects.base import (
     require_header,
     token_matches,
 )
+
+if TYPE_CHECKING:
+    from pipelines.config import StatusConfig
 
 #: Event header → the ref namespace its refs must be in.
 EVENTS = {"Push Hook": "refs/heads/", "Tag Push Hook": "refs/tags/"}
@@ -53,3 +62,29 @@ def parse(headers: Headers, body: bytes) -> list[Event]:
     if not (event.ref or "").startswith(EVENTS[kind]):
         raise PayloadError(f"a {kind} must be for a ref under {EVENTS[kind]}")
     return [event]
+
+
+#: GitLab refuses going back from running to pending, so a run waiting for approval stays "running".
+STATES = {
+    "queued": "pending",
+    "running": "running",
+    "awaiting_approval": "running",
+    "succeeded": "success",
+    "skipped": "success",
+    "failed": "failed",
+    "gate_failed": "failed",
+    "cancelled": "canceled",
+}
+
+
+def status_request(config: StatusConfig, run: RunState, state: str, link: str) -> StatusRequest:
+    body = {"state": state, "name": config.context, "target_url": link, "description": run.description()}
+    if run.branch:
+        body["ref"] = run.branch
+    project = quote(config.repository, safe="")
+    return StatusRequest(f"{config.api_url}/projects/{project}/statuses/{run.commit}", body)
+
+
+status = StatusApi(
+    "https://gitlab.com/api/v4", STATES, status_request, lambda token: {"PRIVATE-TOKEN": token}
+)
