@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import IO
 
 from pipelines.environment import EnvironmentConfig
+from pipelines.errors import LooplineError
 from pipelines.project import ProjectConfig
 from workers import sandbox
 from workers.locks import file_lock, lock_path
 from workers.process import run_logged
-from workers.steps import StepError
 
 #: Environments kept; older ones (by last use) are removed after a build, but never one used
 #: within :data:`IN_USE_SECONDS` (a running stage may have it mounted).
@@ -38,7 +38,7 @@ BUILD_TIMEOUT = 1800.0
 _VERSION_RE = re.compile(r"^\d+\.\d+$")
 
 
-class EnvironmentBuildError(StepError):
+class EnvironmentBuildError(LooplineError):
     """The environment cannot be resolved or built; the message says why."""
 
 

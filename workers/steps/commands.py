@@ -8,8 +8,9 @@ from pathlib import Path
 
 from store import aliases
 from workers import serving
-from workers.environments import box_for
+from workers.environments import EnvironmentBuildError, box_for
 from workers.process import run_logged
+from workers.sandbox import Box
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.release import model_for_run
 
@@ -31,15 +32,7 @@ def run_project(
     ``read`` read-only, the repository's mapped secrets in its environment and masked in the
     log; its exit status."""
     secrets = dict(ctx.settings.pipeline_secrets.get(ctx.repo.name, {}))
-    box = box_for(
-        ctx.settings.home,
-        ctx.project,
-        ctx.worktree,
-        ctx.log,
-        read=read,
-        write=write,
-        network=network,
-    )
+    box = project_box(ctx, read=read, write=write, network=network)
     return run_logged(
         command,
         cwd=cwd or ctx.worktree,
@@ -49,6 +42,22 @@ def run_project(
         box=box,
         mask=secrets.values(),
     )
+
+
+def project_box(
+    ctx: StepContext,
+    *,
+    read: tuple[Path, ...] = (),
+    write: tuple[Path, ...] = (),
+    network: bool | None = None,
+) -> Box:
+    """The sandbox for the run's project commands, its environment ready (built if missing)."""
+    try:
+        return box_for(
+            ctx.settings.home, ctx.project, ctx.worktree, ctx.log, read=read, write=write, network=network
+        )
+    except EnvironmentBuildError as exc:
+        raise StepError(str(exc)) from exc
 
 
 def _command(
@@ -82,7 +91,7 @@ def integration_tests(ctx: StepContext) -> StepResult:
             sha256=model.sha256,
             log_file=ctx.worktree.parent / f"{ctx.run_id}-candidate.log",
             health_path=ctx.project.deploy.health_path,
-            box=box_for(ctx.settings.home, ctx.project, ctx.worktree, ctx.log, network=True),
+            box=project_box(ctx, network=True),
         )
     except serving.ServeError as exc:
         raise StepError(f"candidate did not start: {exc}") from exc

@@ -6,16 +6,19 @@ from __future__ import annotations
 import time
 
 from workers import sandbox
-from workers.environments import ensure
-from workers.steps import StepContext, StepResult
+from workers.environments import EnvironmentBuildError, ensure
+from workers.steps import StepContext, StepError, StepResult
 
 
 def environment(ctx: StepContext) -> StepResult:
     ctx.say(sandbox.describe())
     started = time.monotonic()
-    env = ensure(
-        ctx.settings.home, ctx.project.environment, ctx.worktree, ctx.log, limits=ctx.project.sandbox
-    )
+    try:
+        env = ensure(
+            ctx.settings.home, ctx.project.environment, ctx.worktree, ctx.log, limits=ctx.project.sandbox
+        )
+    except EnvironmentBuildError as exc:
+        raise StepError(str(exc)) from exc
     seconds = time.monotonic() - started
     ctx.say(f"environment: {env.describe()} ({seconds:.2f}s)")
     return StepResult(
