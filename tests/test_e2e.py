@@ -116,6 +116,7 @@ def test_push_trains_registers_and_deploys(stack: tuple[Stack, Project, Path]) -
     assert run["status"] == "succeeded", run
     assert [st["name"] for st in run["stages"]] == [
         "validate_data",
+        "environment",
         "unit_tests",
         "retrain",
         "evaluate",
