@@ -29,6 +29,7 @@ def stage_dict(stage: Stage) -> dict[str, Any]:
         "duration_seconds": duration,
         "exit_code": stage.exit_code,
         "detail": stage.detail,
+        "task_id": stage.task_id,
     }
 
 

@@ -40,6 +40,7 @@ XSS_BRANCH = "refs/heads/feat/<i>x</i>"
 
 DEPLOY_URL = "http://127.0.0.1:9301/predict"
 FLOWER_URL = "http://127.0.0.1:5555"
+RETRAIN_TASK = "loopline-run12-retrain-5f3a9c01"
 #: What the waiting run's approval stage names (see workers/steps/approval.py).
 APPROVAL_NAMES = {
     "commit": "9f2c1e7a" * 5,
@@ -64,6 +65,19 @@ APPROVED = {
 }
 #: The drift per feature that the data run's validate_data stage found.
 DRIFT = {"sepal_length": 0.41, "sepal_width": 0.12, "petal_length": 3.62, "petal_width": 1.87}
+#: What the seeded pushes' commits say (run 6's message comes from its delivery instead).
+MESSAGES = {
+    1: "Train a random forest on the iris data",
+    2: "More trees: 200",
+    4: "Try shallower trees",
+    5: "Wider trees on a branch",
+    7: "predict: reject rows of the wrong width",
+    9: "Docs: a page per endpoint",
+    10: "Serve predictions with their probabilities",
+    11: "Tune the learning schedule",
+    12: "Add the June batch and a feature",
+    13: "Log request ids",
+}
 #: People with tokens (``store/users.py``), by role.
 USERS = {"viewer": "vic", "approver": "ann", "admin": "root"}
 
@@ -176,6 +190,8 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
             trigger=kw.pop("trigger", "push"),
             status=status,
             dedupe_key=f"seed-{i}",
+            message=kw.pop("message", MESSAGES.get(i)),
+            author=kw.pop("author", "Ada Lovelace" if i in MESSAGES else None),
             created_at=created,
             started_at=started,
             plan=[s.name for s in specs],
@@ -385,6 +401,8 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
             StageSpec("evaluate", "queued"),
         ],
     )
+    # the running stage's message was published again (a lost one): Flower knows it by this id
+    next(st for st in hostile.stages if st.name == "retrain").task_id = RETRAIN_TASK
     add_run(
         12,
         repository=other,

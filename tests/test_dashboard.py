@@ -17,6 +17,7 @@ import requests
 from dashboard_fixtures import (
     FLOWER_URL,
     LIVE_LOG,
+    RETRAIN_TASK,
     USERS,
     XSS_BRANCH,
     XSS_LOG,
@@ -262,7 +263,7 @@ def test_run_detail_escapes_hostile_data_and_follows_the_live_log(
     assert b.text("#stage-log").startswith(LIVE_LOG.splitlines()[0])
     assert XSS_PATH in b.text("#classification")
     flower = b.find("#flower-link").get_attribute("href")
-    assert flower == f"{FLOWER_URL}/task/loopline-run{ids['hostile']}-retrain"
+    assert flower == f"{FLOWER_URL}/task/{RETRAIN_TASK}"
     b.find(".stage:first-child button").click()
     b.wait_js("document.getElementById('stage-log').textContent.includes('stage output')")
     assert XSS_STAGE in b.text("#stage-title") and XSS_LOG in b.text("#stage-log")

@@ -268,6 +268,7 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     assert "v3 *" in out  # the approved version serves
     assert "production v3" in out and "standby" in out  # the alias, and v2 kept ready for a rollback
     assert "verdict: promote: error rate 0.0%" in out  # the retrain's canary trial, with traffic
+    assert "dashboard: http://127.0.0.1:" in out and "sign in as demo, an admin, with the token llu_" in out
 
 
 def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:

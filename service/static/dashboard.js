@@ -371,12 +371,13 @@ function gateDetail(d) {
         h("td", {}, k), h("td", { class: "num" }, f.num(v)), prod ? h("td", { class: "num" }, f.num(prod[k])) : null))))) : null);
 }
 
-/** The stage's Celery task in Flower (``LOOPLINE_FLOWER_URL``); task ids are
- * ``loopline-run<id>-<stage>`` (workers/tasks.py). */
+/** The stage's Celery task in Flower (``LOOPLINE_FLOWER_URL``): the id of its last message
+ * (store/schedule.py; the first is ``loopline-run<id>-<stage>``). */
 function flowerLink(run, stage) {
   const base = document.body.dataset.flowerUrl;
-  if (!base || stage.status === "queued" || stage.status === "skipped") return null;
-  return h("a", { href: `${base}/task/loopline-run${run.id}-${encodeURIComponent(stage.name)}`, rel: "noopener noreferrer", target: "_blank", id: "flower-link" }, "task in Flower ↗");
+  if (!base || stage.status === "skipped") return null;
+  const id = typeof stage.task_id === "string" && stage.task_id ? stage.task_id : `loopline-run${run.id}-${stage.name}`;
+  return h("a", { href: `${base}/task/${encodeURIComponent(id)}`, rel: "noopener noreferrer", target: "_blank", id: "flower-link" }, "task in Flower ↗");
 }
 
 function renderStagePanel(run, stage) {
