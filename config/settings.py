@@ -46,6 +46,9 @@ class Settings:
     repositories: tuple[RepoConfig, ...] = ()
     #: Webhook secrets by repository name, resolved from each ``secret_env``; never logged.
     secrets: Mapping[str, bytes] = Field(default_factory=dict, repr=False)
+    #: Each repository's pipeline secrets (``repositories[].secrets``) by name, resolved from
+    #: their variables: the only secrets its stages see; never logged.
+    pipeline_secrets: Mapping[str, Mapping[str, str]] = Field(default_factory=dict, repr=False)
     api_token: str | None = Field(default=None, repr=False, alias="LOOPLINE_API_TOKEN")
     #: Bearer token for ``/events/*`` (storage senders cannot sign bodies); unset = refused.
     event_token: str | None = Field(default=None, repr=False, alias="LOOPLINE_EVENT_TOKEN")
@@ -104,6 +107,7 @@ class Settings:
                         f"environment variable {repo.secret_env} is not set",
                     )
                 secrets[repo.name] = value.encode()
+        pipeline_secrets = {repo.name: _pipeline_secrets(repo, env, config_path) for repo in repos}
         fields: dict[str, Any] = {
             "LOOPLINE_DATABASE_URL": f"sqlite:///{home / 'loopline.db'}",
             "LOOPLINE_BROKER_URL": f"redis+socket://{home / 'redis.sock'}",
@@ -112,6 +116,7 @@ class Settings:
             "LOOPLINE_CONFIG": config_path,
             "repositories": repos,
             "secrets": secrets,
+            "pipeline_secrets": {name: found for name, found in pipeline_secrets.items() if found},
         }
         return load(cls, fields, "environment")
 
@@ -122,6 +127,20 @@ _VARIABLES = {
     for f in dataclasses.fields(Settings)
     if isinstance(f.default, FieldInfo) and f.default.alias
 }
+
+
+def _pipeline_secrets(repo: RepoConfig, env: Mapping[str, str], config_path: Path) -> dict[str, str]:
+    found = {}
+    for name, secret in repo.secrets.items():
+        value = env.get(secret.env)
+        if not value:
+            raise ConfigError(
+                str(config_path),
+                f"{repo.name}.secrets.{name}.env",
+                f"environment variable {secret.env} is not set",
+            )
+        found[name] = value
+    return found
 
 
 def load_repositories(path: Path, *, required: bool) -> tuple[RepoConfig, ...]:

@@ -40,7 +40,13 @@ from store import users
 from store.lifecycle import TERMINAL
 from workers import serving
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples"
+#: The sample project: beside the sources (a checkout, an editable install), else where a
+#: plain install puts it (pyproject.toml's data-files).
+_SOURCES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLE = next(
+    (p for p in (_SOURCES, Path(sys.prefix) / "share/loopline/examples") if (p / "loopline.yml").is_file()),
+    _SOURCES,
+)
 _COPY_IGNORE = shutil.ignore_patterns(
     "__pycache__",
     ".pytest_cache",

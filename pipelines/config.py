@@ -143,6 +143,14 @@ class NotifyTarget:
 
 
 @dataclass(frozen=True, config=STRICT)
+class PipelineSecret:
+    """A secret the repository's stage commands get (``secrets: {NAME: {env: VAR}}``): read from
+    Loopline's environment variable ``env``, masked as ``***`` in their logs."""
+
+    env: EnvName
+
+
+@dataclass(frozen=True, config=STRICT)
 class RepoConfig:
     """One repository registered with the server (``loopline.yaml``)."""
 
@@ -159,6 +167,8 @@ class RepoConfig:
     ] = ("main",)
     data_lake: tuple[DataLakeEntry, ...] = ()
     status: StatusConfig | None = None
+    #: The only secrets its stages see, by the name they see them under.
+    secrets: dict[EnvName, PipelineSecret] = Field(default_factory=dict)
     notify: tuple[NotifyTarget, ...] = ()
 
     @property

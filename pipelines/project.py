@@ -17,6 +17,7 @@ from pydantic import BeforeValidator, Field, StrictBool, StrictFloat, StrictInt,
 from pydantic.dataclasses import dataclass
 
 from pipelines.classify import KINDS, Rule, glob_regex
+from pipelines.environment import EnvironmentConfig, SandboxConfig
 from pipelines.rules import default_rules
 from pipelines.schema import STRICT, NonEmpty, check, explained, load, one_of, problem
 
@@ -264,6 +265,9 @@ class ProjectConfig:
     debounce_seconds: float = 30.0
     data_validate: DataValidation = dataclasses.field(default_factory=DataValidation)
     release: ReleaseConfig = dataclasses.field(default_factory=ReleaseConfig)
+    #: What its commands run with (built by uv) and the sandbox's network switch and limits.
+    environment: EnvironmentConfig = dataclasses.field(default_factory=EnvironmentConfig)
+    sandbox: SandboxConfig = dataclasses.field(default_factory=SandboxConfig)
     triggers: Triggers = dataclasses.field(default_factory=Triggers)
 
 
@@ -308,6 +312,8 @@ class _ProjectFile:
     gate: GateConfig = Field(default_factory=GateConfig)
     data: _Data = Field(default_factory=_Data)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     triggers: Triggers = Field(default_factory=Triggers)
 
 
@@ -339,5 +345,7 @@ def parse_project_config(
         debounce_seconds=file.data.debounce_seconds,
         data_validate=file.data.validate,
         release=file.release,
+        environment=file.environment,
+        sandbox=file.sandbox,
         triggers=file.triggers,
     )

@@ -198,6 +198,10 @@ def chain(session: Session, mv: ModelVersion, dep: Deployment | None) -> dict[st
             "objects": [o for d in deliveries for o in d.event.get("objects", [])],
         },
         "run": run_dict(run) if run else None,
+        # What the commands ran with: the environment's hash, kind, Python and the sandbox mode.
+        "environment": next((st.detail for st in run.stages if st.name == "environment"), None)
+        if run
+        else None,
         "gate": mv.gate,
         "model_version": model_dict(mv),
         "deployment": (

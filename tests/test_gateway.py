@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from service import create_app, create_gateway
 from service.gateway import ROUTE_TTL, Gateway
 from store.db import Database
 from store.models import Deployment
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, make_settings, outside_env
 from tests.release_helpers import ROWS, constant_model, register
 from workers import serving
 
@@ -211,7 +210,7 @@ def two_web_workers(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Path]]:
     port = serving.free_port()
     access = tmp_path / "access.log"
     (tmp_path / "none.yaml").write_text("repositories: []\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env = outside_env()
     env.update(
         LOOPLINE_HOME=str(tmp_path / "home"),
         LOOPLINE_DATABASE_URL=db_url,

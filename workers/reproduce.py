@@ -19,6 +19,7 @@ from store.blobs import hash_file
 from store.db import Database
 from store.registry import model_version
 from workers import datasets as ledger
+from workers.environments import box_for
 from workers.process import run_logged
 from workers.projects import mirror, project_in
 from workers.steps.ml import read_metrics
@@ -60,13 +61,14 @@ def reproduce(
         )
         recorded = sorted((f["path"], f["sha256"]) for f in dataset.get("files", []))
         say(f"retraining: {project.stages['retrain']} (empty DVC cache)")
-        with log_path.open("wb") as log:
+        with log_path.open("wb") as log:  # in the project's environment and sandbox, as retrain runs
             code = run_logged(
                 project.stages["retrain"],
                 cwd=work,
                 log=log,
                 timeout=settings.stage_timeout,
                 env={"DVC_SITE_CACHE_DIR": str(work / ".dvc-site"), "DVC_NO_ANALYTICS": "1"},
+                box=box_for(settings.home, project, work, log),
             )
         artifact = work / project.artifact
         sha = hash_file(artifact).sha256 if code == 0 and artifact.is_file() else None

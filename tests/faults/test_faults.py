@@ -75,7 +75,7 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.revived: list[str] = []
         config = root / "loopline.yaml"
-        repos = [
+        repos: list[dict[str, Any]] = [
             {"name": "churn", "url": str(self.project.remote), "branches": ["main"]},
             {"name": "hangs", "url": f"http://127.0.0.1:{self.hang.port}/hangs.git"},
             {"name": "refused", "url": f"http://127.0.0.1:{self.refused_port}/refused.git"},
@@ -173,9 +173,8 @@ class Cluster:
         self.hang.close()
         self.db.dispose()
         if self.tmpfs:  # keep the store and the stage logs for a post-mortem
-            for name in ("loopline.db", "logs"):
-                copy = self.logs / f"home-{name}"
-                subprocess.run(["cp", "-a", str(self.home / name), str(copy)], check=False)
+            for path in [self.home / "logs", *self.home.glob("loopline.db*")]:  # the WAL too
+                subprocess.run(["cp", "-a", str(path), str(self.logs / f"home-{path.name}")], check=False)
             subprocess.run(["umount", "-l", str(self.home)], check=False)
 
     # -- traffic -----------------------------------------------------------------------------

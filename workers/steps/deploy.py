@@ -12,10 +12,10 @@ from store import aliases, registry, telemetry
 from store import releases as states
 from store.models import Deployment
 from workers import releases, serving
-from workers.process import run_logged
 from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.approval import check_approval
+from workers.steps.commands import run_project
 from workers.steps.release import ModelRef, model_for_run
 
 #: Seconds between two looks at the canary's numbers, and between two progress lines.
@@ -40,7 +40,11 @@ def deploy(ctx: StepContext) -> StepResult:
     ctx.say(f"starting {model.name} v{model.version} from {directory}")
     try:
         server = releases.start(
-            directory, artifact=model.artifact_path, sha256=model.sha256, address=ctx.settings.serving_address
+            ctx.settings,
+            directory,
+            artifact=model.artifact_path,
+            sha256=model.sha256,
+            address=ctx.settings.serving_address,
         )
     except (serving.ServeError, states.ReleaseError) as exc:
         raise StepError(f"release did not start: {exc}") from exc
@@ -181,11 +185,10 @@ def _deploy_command(ctx: StepContext, model: ModelRef) -> StepResult:
         raise StepError("stages.deploy.command is required for target 'command'")
     with ctx.db.session() as s:
         previous = aliases.version_of(s, model.name, "production")
-    code = run_logged(
+    code = run_project(
+        ctx,
         command,
-        cwd=ctx.worktree,
-        log=ctx.log,
-        timeout=ctx.settings.stage_timeout,
+        read=(model.artifact_path,),
         env={
             "LOOPLINE_MODEL_NAME": model.name,
             "LOOPLINE_MODEL_VERSION": str(model.version),

@@ -16,9 +16,9 @@ from pipelines import profile as profiles
 from store import aliases, datasets
 from store.blobs import hash_file
 from store.models import Delivery, ModelVersion, Run, Stage
-from workers.process import run_logged
 from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
+from workers.steps.commands import run_project
 from workers.steps.data import read_tables
 from workers.tables import count_rows, is_table
 
@@ -36,13 +36,10 @@ def retrain(ctx: StepContext) -> StepResult:
     dvc_dir = ctx.worktree / ".dvc"
     if dvc_dir.is_dir():
         (dvc_dir / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
-    code = run_logged(
-        ctx.project.stages["retrain"],
-        cwd=ctx.worktree,
-        log=ctx.log,
-        timeout=ctx.settings.stage_timeout,
-        env=dvc_env(ctx),
-    )
+    env = dvc_env(ctx)
+    site = Path(env["DVC_SITE_CACHE_DIR"])
+    site.mkdir(parents=True, exist_ok=True)
+    code = run_project(ctx, ctx.project.stages["retrain"], env=env, write=(cache, site))
     if code == 0 and not (ctx.worktree / ctx.project.artifact).is_file():
         raise StepError(f"retrain succeeded but produced no {ctx.project.artifact}")
     return StepResult(status="succeeded" if code == 0 else "failed", exit_code=code)
