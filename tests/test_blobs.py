@@ -93,3 +93,17 @@ def test_storage_url_setting(tmp_path: Path) -> None:
     for bad in ("http://x/y", "s3:///nobucket", "file://relative"):
         with pytest.raises(ConfigError, match="LOOPLINE_STORAGE_URL"):
             Settings.from_env({**env, "LOOPLINE_STORAGE_URL": bad})
+
+
+def test_a_sandbox_never_gets_write_access_to_a_linked_blob(tmp_path: Path) -> None:
+    from workers import sandbox
+
+    store = FileBlobStore(tmp_path / "storage")
+    blob = store.put_bytes(b"landed,data\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    store.materialize(blob.sha256, work / "landed.csv")
+    (work / "own.csv").write_text("the commit's file\n")
+    sandbox._share(work)  # what prepare() does to a worktree before a sandboxed command
+    assert oct(os.stat(store.path(blob.sha256)).st_mode & 0o777) == "0o444"
+    assert os.stat(work / "own.csv").st_mode & 0o020  # the worktree's own files: group-writable

@@ -177,7 +177,9 @@ def prepare(box: Box) -> None:
 def _share(top: Path) -> None:
     def fix(path: str, is_dir: bool) -> None:
         st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
+        if stat.S_ISLNK(st.st_mode) or (not is_dir and st.st_nlink > 1):
+            # A hard link shares its inode with the object store's read-only blob (a dataset
+            # version's file): it stays read-only, or a pipeline could rewrite landed data.
             return
         wanted = st.st_mode | stat.S_IRGRP | stat.S_IWGRP | (stat.S_IXGRP | stat.S_ISGID if is_dir else 0)
         if st.st_gid != SANDBOX_UID:
