@@ -523,10 +523,7 @@ def main() -> int:
     ap.add_argument(
         "--workers", "-w", type=int, default=os.cpu_count() or 2, help="gunicorn workers (default: CPU count)"
     )
-    # gthread by default: the web process runs so everywhere (Procfile, loopline serve, compose).
-    # With sync workers each worker waits out its commit's WAL flush alone; threads let
-    # PostgreSQL flush several acknowledgements' commits at once (group commit).
-    ap.add_argument("--worker-class", "-k", choices=("sync", "gthread"), default="gthread")
+    ap.add_argument("--worker-class", "-k", choices=("sync", "gthread"), default="sync")
     ap.add_argument("--threads", type=int, default=4, help="threads per gthread worker (4)")
     ap.add_argument(
         "--postgres",

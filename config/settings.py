@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field
@@ -36,11 +36,18 @@ class Settings:
     repositories: tuple[RepoConfig, ...] = ()
     #: Webhook secrets by repository name, resolved from each ``secret_env``; never logged.
     secrets: Mapping[str, bytes] = Field(default_factory=dict, repr=False)
+    #: Each repository's pipeline secrets (``repositories[].secrets``) by name, resolved from
+    #: their variables: the only secrets its stages see; never logged.
+    pipeline_secrets: Mapping[str, Mapping[str, str]] = Field(default_factory=dict, repr=False)
     api_token: str | None = Field(default=None, repr=False, alias="LOOPLINE_API_TOKEN")
     #: Bearer token for ``/events/*`` (storage senders cannot sign bodies); unset = refused.
     event_token: str | None = Field(default=None, repr=False, alias="LOOPLINE_EVENT_TOKEN")
     max_body_bytes: int = Field(default=25 * MB, gt=0, alias="LOOPLINE_MAX_BODY_BYTES")
     stage_timeout: float = Field(default=3600.0, gt=0, alias="LOOPLINE_STAGE_TIMEOUT")
+    #: A running stage's lease: its worker renews it every third of this; a lease that ran out
+    #: means the worker died, and the stage runs again, up to ``max_attempts`` times in all.
+    lease_seconds: float = Field(default=30.0, gt=0, alias="LOOPLINE_LEASE_SECONDS")
+    max_attempts: int = Field(default=3, ge=1, alias="LOOPLINE_MAX_ATTEMPTS")
     #: Where people reach the dashboard: commit statuses link to ``{public_url}/#run=<id>``.
     public_url: Annotated[str, AfterValidator(lambda v: v.rstrip("/"))] = Field(
         default="http://127.0.0.1:8080", alias="LOOPLINE_PUBLIC_URL"
@@ -52,6 +59,10 @@ class Settings:
     #: The address other hosts reach this host's releases at (registered as their URL); ``auto``:
     #: this host's own address. Anything but loopback makes releases listen on every interface.
     serving_address: str = Field(default="127.0.0.1", min_length=1, alias="LOOPLINE_SERVING_ADDRESS")
+
+    #: A notification target for every repository: its URL, and ``json`` or ``slack``.
+    notify_url: str | None = Field(default=None, repr=False, alias="LOOPLINE_NOTIFY_URL")
+    notify_format: Literal["json", "slack"] = Field(default="json", alias="LOOPLINE_NOTIFY_FORMAT")
 
     def repo(self, name: str) -> RepoConfig | None:
         return next((r for r in self.repositories if r.name == name), None)
@@ -76,6 +87,7 @@ class Settings:
                         f"environment variable {repo.secret_env} is not set",
                     )
                 secrets[repo.name] = value.encode()
+        pipeline_secrets = {repo.name: _pipeline_secrets(repo, env, config_path) for repo in repos}
         fields: dict[str, Any] = {
             "LOOPLINE_DATABASE_URL": f"sqlite:///{home / 'loopline.db'}",
             "LOOPLINE_BROKER_URL": f"redis+socket://{home / 'redis.sock'}",
@@ -84,6 +96,7 @@ class Settings:
             "LOOPLINE_CONFIG": config_path,
             "repositories": repos,
             "secrets": secrets,
+            "pipeline_secrets": {name: found for name, found in pipeline_secrets.items() if found},
         }
         return load(cls, fields, "environment")
 
@@ -94,6 +107,20 @@ _VARIABLES = {
     for f in dataclasses.fields(Settings)
     if isinstance(f.default, FieldInfo) and f.default.alias
 }
+
+
+def _pipeline_secrets(repo: RepoConfig, env: Mapping[str, str], config_path: Path) -> dict[str, str]:
+    found = {}
+    for name, secret in repo.secrets.items():
+        value = env.get(secret.env)
+        if not value:
+            raise ConfigError(
+                str(config_path),
+                f"{repo.name}.secrets.{name}.env",
+                f"environment variable {secret.env} is not set",
+            )
+        found[name] = value
+    return found
 
 
 def load_repositories(path: Path, *, required: bool) -> tuple[RepoConfig, ...]:

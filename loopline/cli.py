@@ -117,10 +117,12 @@ def watch(interval: float) -> None:
 def up(port: int) -> None:
     """Run web, workers and watcher together until Ctrl-C (embedded broker unless configured)."""
     from loopline.processes import Stack
+    from workers.sandbox import describe
 
     _settings()
     stack = Stack(dict(os.environ), port)
     click.echo("starting Loopline …")
+    click.echo(describe())
     with stack:
         # Ctrl-C and SIGTERM (systemd, docker stop) only set a flag: the stop below always runs
         # whole, whatever the main thread was doing when the signal came.
@@ -410,3 +412,15 @@ def install_hook_cmd(bare_repo: Path, url: str, repository: str | None, secret_e
 
 
 main.add_command(users_cli.group)
+
+
+@main.command()
+def doctor() -> None:
+    """Say how project commands run here: the sandbox mode, uv, interpreters (exit 1: no sandbox)."""
+    from loopline.doctor import report
+
+    lines, sandboxed = report(_settings().home)
+    for line in lines:
+        click.echo(line)
+    if not sandboxed:
+        sys.exit(1)

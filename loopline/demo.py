@@ -37,9 +37,16 @@ from loopline.report import (
     show_releases,
 )
 from store import users
+from store.lifecycle import TERMINAL
 from workers import serving
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples"
+#: The sample project: beside the sources (a checkout, an editable install), else where a
+#: plain install puts it (pyproject.toml's data-files).
+_SOURCES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLE = next(
+    (p for p in (_SOURCES, Path(sys.prefix) / "share/loopline/examples") if (p / "loopline.yml").is_file()),
+    _SOURCES,
+)
 _COPY_IGNORE = shutil.ignore_patterns(
     "__pycache__",
     ".pytest_cache",
@@ -51,7 +58,8 @@ _COPY_IGNORE = shutil.ignore_patterns(
     "tmp",
     "config.local",
 )
-TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "gate_failed", "awaiting_approval"}
+#: Where the demo stops waiting for a run: it ended, or it waits for a human.
+SETTLED = TERMINAL | {"awaiting_approval"}
 
 
 def _git(*args: str, cwd: Path) -> None:
@@ -115,7 +123,7 @@ def wait_for_run(
                         f" {stage['duration_seconds']:.1f}s" if stage["duration_seconds"] is not None else ""
                     )
                     click.echo(f"    {stage['status']:<10} {stage['name']}{took}")
-            if run["status"] in TERMINAL:
+            if run["status"] in SETTLED:
                 return run
         time.sleep(0.3)
     raise click.ClickException(f"timed out waiting for a run of {repo}" + (f" (#{run['id']})" if run else ""))

@@ -127,6 +127,29 @@ class StatusConfig:
     ] = "loopline"
 
 
+#: What a notification target hears about: a run waiting for approval, failed, stopped by its
+#: gate, or a trigger that fired (``workers/notify.py``).
+NOTICES = ("approval", "failed", "gate_failed", "trigger")
+
+
+@dataclass(frozen=True, config=STRICT)
+class NotifyTarget:
+    """An outgoing webhook. ``url_env`` names the variable holding its URL: a Slack URL is its
+    own secret, so it is never written here."""
+
+    url_env: EnvName
+    format: Annotated[str, one_of(("json", "slack"))] = "json"
+    on: Annotated[tuple[Annotated[str, one_of(NOTICES)], ...], Field(min_length=1)] = NOTICES
+
+
+@dataclass(frozen=True, config=STRICT)
+class PipelineSecret:
+    """A secret the repository's stage commands get (``secrets: {NAME: {env: VAR}}``): read from
+    Loopline's environment variable ``env``, masked as ``***`` in their logs."""
+
+    env: EnvName
+
+
 @dataclass(frozen=True, config=STRICT)
 class RepoConfig:
     """One repository registered with the server (``loopline.yaml``)."""
@@ -144,6 +167,9 @@ class RepoConfig:
     ] = ("main",)
     data_lake: tuple[DataLakeEntry, ...] = ()
     status: StatusConfig | None = None
+    #: The only secrets its stages see, by the name they see them under.
+    secrets: dict[EnvName, PipelineSecret] = Field(default_factory=dict)
+    notify: tuple[NotifyTarget, ...] = ()
 
     @property
     def default_branch(self) -> str:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 #: Every stage in canonical order; a plan is always a subsequence of this.
 CANONICAL = (
-    "validate_data",
+    "validate_data",  # Loopline's own check of new data: bad data fails before any build
+    "environment",  # the project's environment, before any stage that runs its commands
     "unit_tests",
     "retrain",
     "evaluate",
@@ -25,6 +26,8 @@ _BY_KIND = {
     "data": {"validate_data", "retrain", "evaluate", "register", "integration_tests", "deploy"},
 }
 
+#: Stages that run the project's own commands, so need its environment (built first).
+COMMAND_STAGES = frozenset({"unit_tests", "retrain", "evaluate", "integration_tests", "deploy"})
 #: Stages that run on the training queue, so app-code runs never wait behind a retrain. The gate
 #: and the registration read what the retrain left in its worktree, so they run where it ran.
 TRAINING_STAGES = frozenset({"retrain", "evaluate", "register"})
@@ -52,7 +55,7 @@ def plan(
     if release:
         if not deployable:
             return Plan(stages=(), reason="release tag: the tagged commit is on no deploy branch")
-        stages = ("approval", "deploy") if approval else ("deploy",)
+        stages = ("environment", "approval", "deploy") if approval else ("environment", "deploy")
         return Plan(stages=stages, reason="release tag: re-deploys the model registered for this commit")
     wanted: set[str] = set()
     for kind in kinds:
@@ -66,6 +69,8 @@ def plan(
         reason = "changes: " + ", ".join(kinds)
         if approval:
             wanted.add("approval")
+    if wanted & COMMAND_STAGES:
+        wanted.add("environment")
     return Plan(stages=tuple(s for s in CANONICAL if s in wanted), reason=reason)
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
+from croniter import croniter
 from pydantic import BeforeValidator, Field, StrictBool, StrictFloat, StrictInt, model_validator
 from pydantic.dataclasses import dataclass
 
 from pipelines.classify import KINDS, Rule, glob_regex
+from pipelines.environment import EnvironmentConfig, SandboxConfig
 from pipelines.rules import default_rules
 from pipelines.schema import STRICT, NonEmpty, check, explained, load, one_of, problem
 
@@ -159,6 +162,69 @@ class ReleaseConfig:
         return any(glob_regex(pattern).match(tag) for pattern in self.tags)
 
 
+def _cron(value: str) -> bool:
+    return len(value.split()) == 5 and croniter.is_valid(value)
+
+
+def _zone(value: str) -> bool:
+    try:
+        ZoneInfo(value)
+    except (ValueError, KeyError):  # a malformed name; ZoneInfoNotFoundError is a KeyError
+        return False
+    return True
+
+
+@dataclass(frozen=True, config=STRICT)
+class ScheduleTrigger:
+    """``triggers.schedule``: retrain on a five-field cron expression, read in ``timezone``."""
+
+    cron: Annotated[NonEmpty, check(_cron, "expected a five-field cron expression such as '0 3 * * 1'")]
+    timezone: Annotated[NonEmpty, check(_zone, "expected an IANA time zone such as Europe/Berlin")] = "UTC"
+
+
+@dataclass(frozen=True, config=STRICT)
+class DriftTrigger:
+    """``triggers.drift``: retrain when the serving model's live inputs (or predicted labels)
+    drift from its training data by more than ``threshold`` (PSI) on at least ``min_samples``."""
+
+    threshold: Annotated[StrictFloat, _span(0.001, 100)] = 0.2
+    min_samples: Annotated[StrictInt, _span(1, 10**6), _whole(1, 10**6)] = 500
+    #: Share of the gateway's requests whose inputs are kept for the comparison.
+    sample_rate: Annotated[StrictFloat, _span(0, 1)] = 0.1
+    #: After a fire, quiet for this long: one drift episode is one run.
+    cooldown: Duration = 6 * 3600.0
+    #: The newest sampled instances compared (at most).
+    window: Annotated[StrictInt, _span(1, 10**6), _whole(1, 10**6)] = 2000
+
+
+@dataclass(frozen=True, config=STRICT)
+class VolumeTrigger:
+    """``triggers.volume``: retrain once this many rows landed since the serving model's data."""
+
+    min_new_rows: Annotated[StrictInt, _span(1, 10**12), _whole(1, 10**12)]
+
+
+@dataclass(frozen=True, config=STRICT)
+class PerformanceTrigger:
+    """``triggers.performance``: retrain when online accuracy (from the clients' feedback) over
+    the newest ``window`` labelled predictions falls below ``min``."""
+
+    min: Annotated[StrictFloat, _span(0, 1)]
+    metric: Annotated[str, one_of(("accuracy",), "metric must be")] = "accuracy"
+    window: Annotated[StrictInt, _span(1, 10**6), _whole(1, 10**6)] = 1000
+    cooldown: Duration = 6 * 3600.0
+
+
+@dataclass(frozen=True, config=STRICT)
+class Triggers:
+    """``triggers:``: what starts a run besides pushes and data (each absent one is off)."""
+
+    schedule: ScheduleTrigger | None = None
+    drift: DriftTrigger | None = None
+    volume: VolumeTrigger | None = None
+    performance: PerformanceTrigger | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class ProjectConfig:
     """A project's own ``loopline.yml``, as the workers use it; every key is optional."""
@@ -173,6 +239,10 @@ class ProjectConfig:
     data_into: str = "data/raw"
     debounce_seconds: float = 30.0
     release: ReleaseConfig = dataclasses.field(default_factory=ReleaseConfig)
+    #: What its commands run with (built by uv) and the sandbox's network switch and limits.
+    environment: EnvironmentConfig = dataclasses.field(default_factory=EnvironmentConfig)
+    sandbox: SandboxConfig = dataclasses.field(default_factory=SandboxConfig)
+    triggers: Triggers = dataclasses.field(default_factory=Triggers)
 
 
 # The file's own sections, as written; parse_project_config flattens them into ProjectConfig.
@@ -215,6 +285,9 @@ class _ProjectFile:
     gate: GateConfig = Field(default_factory=GateConfig)
     data: _Data = Field(default_factory=_Data)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    triggers: Triggers = Field(default_factory=Triggers)
 
 
 def parse_project_config(
@@ -244,4 +317,7 @@ def parse_project_config(
         data_into=file.data.into,
         debounce_seconds=file.data.debounce_seconds,
         release=file.release,
+        environment=file.environment,
+        sandbox=file.sandbox,
+        triggers=file.triggers,
     )

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from pipelines.config import ConfigError
 from pipelines.events import TRIGGERS
 from pipelines.plan import Plan, plan
+from pipelines.project import PerformanceTrigger, ScheduleTrigger
 
 #: Triggers that retrain on their own (every one but ``manual``): they never supersede a run.
 AUTOMATIC = tuple(t for t in TRIGGERS if t != "manual")
@@ -28,37 +28,12 @@ def trigger_plan(trigger: str, reason: str, *, deployable: bool, approval: bool)
     return Plan(plan(kinds, deployable=deployable, approval=approval).stages, reason)
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """``triggers.schedule``: a five-field cron expression read in ``timezone``."""
-
-    cron: str
-    timezone: str = "UTC"
-
-    def last_tick(self, now: datetime) -> datetime:
-        """The newest tick at or before ``now`` (in UTC); DST gaps and repeats as croniter has them."""
-        local = now.astimezone(ZoneInfo(self.timezone))
-        # get_prev is strictly before its start: nudge it past a tick that is exactly ``now``.
-        tick: datetime = croniter(self.cron, local + timedelta(microseconds=1)).get_prev(datetime)
-        return tick.astimezone(UTC)
-
-
-def parse_schedule(raw: object, source: str) -> Schedule:
-    key = "triggers.schedule"
-    if isinstance(raw, str):
-        raw = {"cron": raw}
-    if not isinstance(raw, dict) or set(raw) - {"cron", "timezone"} or not isinstance(raw.get("cron"), str):
-        raise ConfigError(source, key, "expected {cron: '<five cron fields>', timezone: <IANA name>}")
-    cron, zone = raw["cron"].strip(), raw.get("timezone", "UTC")
-    if len(cron.split()) != 5 or not croniter.is_valid(cron):
-        raise ConfigError(source, f"{key}.cron", f"{cron[:100]!r} is not a five-field cron expression")
-    if not isinstance(zone, str) or not zone:
-        raise ConfigError(source, f"{key}.timezone", "expected an IANA time zone such as Europe/Berlin")
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(source, f"{key}.timezone", f"unknown time zone {zone[:100]!r}") from exc
-    return Schedule(cron, zone)
+def last_tick(schedule: ScheduleTrigger, now: datetime) -> datetime:
+    """The schedule's newest tick at or before ``now`` (in UTC); DST as croniter has it."""
+    local = now.astimezone(ZoneInfo(schedule.timezone))
+    # get_prev is strictly before its start: nudge it past a tick that is exactly ``now``.
+    tick: datetime = croniter(schedule.cron, local + timedelta(microseconds=1)).get_prev(datetime)
+    return tick.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -71,7 +46,7 @@ class ScheduleDecision:
 
 
 def schedule_decision(
-    schedule: Schedule, now: datetime, last: datetime | None, *, active_run: int | None
+    schedule: ScheduleTrigger, now: datetime, last: datetime | None, *, active: str | None
 ) -> ScheduleDecision:
     """Whether ``schedule`` is due at ``now``, given the last tick handled (``None``: never).
 
@@ -79,7 +54,7 @@ def schedule_decision(
     counts. A tick that finds the previous scheduled run still active is skipped (and stored as
     handled), like Kubernetes' ``concurrencyPolicy: Forbid``: never two scheduled runs at once.
     """
-    tick = schedule.last_tick(now)
+    tick = last_tick(schedule, now)
     if last is None:
         return ScheduleDecision("arm", now, f"schedule {schedule.cron!r} ({schedule.timezone}) armed")
     if tick <= last:
@@ -87,15 +62,15 @@ def schedule_decision(
     local = tick.astimezone(ZoneInfo(schedule.timezone))
     when = f"{local:%Y-%m-%d %H:%M} {schedule.timezone}"
     missed = _missed(schedule, last, tick)
-    if active_run is not None:
+    if active is not None:
         return ScheduleDecision(
-            "skip", tick, f"schedule tick {when} skipped: scheduled run {active_run} is active"
+            "skip", tick, f"schedule tick {when} skipped: the previous scheduled {active} is active"
         )
     catch_up = f" (catch-up for {missed} missed ticks)" if missed > 1 else ""
     return ScheduleDecision("fire", tick, f"schedule {schedule.cron!r}: tick {when}{catch_up}")
 
 
-def _missed(schedule: Schedule, last: datetime, tick: datetime, cap: int = 1000) -> int:
+def _missed(schedule: ScheduleTrigger, last: datetime, tick: datetime, cap: int = 1000) -> int:
     """How many ticks lie in (last, tick], counted up to ``cap``."""
     it = croniter(schedule.cron, last.astimezone(ZoneInfo(schedule.timezone)))
     count = 0
@@ -107,3 +82,17 @@ def _missed(schedule: Schedule, last: datetime, tick: datetime, cap: int = 1000)
 def cooled_down(last_fired: datetime | None, cooldown: timedelta, now: datetime) -> bool:
     """A trigger that fired within ``cooldown`` stays quiet: one episode, one run."""
     return last_fired is None or now - last_fired >= cooldown
+
+
+def underperforms(performance: PerformanceTrigger, version: int, correct: int, labelled: int) -> str | None:
+    """Why the serving release's online accuracy calls for a retrain (None: it does not, or the
+    window is not full yet)."""
+    if labelled < performance.window:
+        return None
+    accuracy = correct / labelled
+    if accuracy >= performance.min:
+        return None
+    return (
+        f"online accuracy of v{version} fell to {accuracy:.3f} < {performance.min:g} "
+        f"over the last {labelled:,} labelled predictions"
+    )

@@ -12,17 +12,21 @@ from typing import Any
 from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import IntegerConverter, Map
 
 from config.settings import Settings
 from store.db import Database
 
+#: The largest id the store holds (PostgreSQL's INTEGER; SQLite's is wider).
+STORE_ID_MAX = 2**31 - 1
+
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment; ``test_config`` may pass ``settings``."""
-    from service import actions, api, dashboard, events, health, hooks, triggers
+    from service import actions, api, dashboard, events, feedback, health, hooks, triggers
 
     app, settings = _base(test_config)
-    for module in (hooks, events, api, actions, triggers, health, dashboard):
+    for module in (hooks, events, api, actions, triggers, feedback, health, dashboard):
         app.register_blueprint(module.bp)
     log = logging.getLogger(__name__)
     for repo in settings.repositories:
@@ -35,10 +39,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def create_gateway(test_config: dict[str, Any] | None = None) -> Flask:
     """Only ``/serve/<model>/…`` and ``/healthz`` (Procfile ``gateway``): prediction traffic in
     processes of its own, so it never queues behind webhook acknowledgements."""
-    from service import health
+    from service import feedback, health
 
     app, _settings = _base(test_config)
-    app.register_blueprint(health.bp)
+    for module in (health, feedback):  # the true labels of its answers come back here too
+        app.register_blueprint(module.bp)
     return app
 
 
@@ -50,6 +55,7 @@ def _base(test_config: dict[str, Any] | None) -> tuple[Flask, Settings]:
     config = dict(test_config or {})
     settings: Settings = config.pop("settings", None) or Settings.from_env()
     app = Flask(__name__)
+    app.url_map.converters["int"] = StoreId  # before any route: every <int:…> in a URL is bounded
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, **config)
     app.json = BoundedJSON(app)
     app.before_request(read_body_within_limit)
@@ -59,6 +65,21 @@ def _base(test_config: dict[str, Any] | None) -> tuple[Flask, Settings]:
     errors.register(app)
     gateway.install(app)
     return app, settings
+
+
+class StoreId(IntegerConverter):
+    """``<int:…>`` for ids the store can hold (PostgreSQL's INTEGER): a bigger one matches no
+    route, so it is a 404 rather than an overflow in the database (a 500)."""
+
+    def __init__(
+        self,
+        url_map: Map,
+        fixed_digits: int = 0,
+        min: int | None = None,
+        max: int | None = STORE_ID_MAX,
+        signed: bool = False,
+    ) -> None:
+        super().__init__(url_map, fixed_digits, min, max, signed)
 
 
 class BoundedJSON(DefaultJSONProvider):

@@ -81,14 +81,16 @@ def stage_log(run_id: int, name: str) -> Response:
 
 
 def _log(run_id: int, name: str) -> tuple[bytes, bool]:
-    """The stage's log so far, and whether it still runs (its log then is a file the worker writes)."""
+    """The stage's log so far, and whether it still runs. A running stage's worker copies the
+    tail of its log into the store about once a second (hosts share no disk); the file is read
+    only when this host has it and the store has nothing yet."""
     with loopline().db.session() as s:
         stage = s.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
         if stage is None:
             raise NotFound(f"run {run_id} has no stage {name[:40]!r}")
         text, status, stage_name = stage.log, stage.status, stage.name
     if text:
-        return text.encode(), False
+        return text.encode(), status in ("queued", "running")
     live = Path(loopline().settings.home) / "logs" / str(run_id) / f"{stage_name}.log"
     return (live.read_bytes() if live.exists() else b""), status in ("queued", "running")
 

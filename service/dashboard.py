@@ -35,6 +35,14 @@ def model_timeline(name: str) -> Response:
         return jsonify(timeline.timeline(s, name))
 
 
+@bp.get("/api/models/<name>/data")
+def model_data(name: str) -> Response:
+    """The data batches of the model's repository: rows, problems and drift per feature."""
+    with loopline().db.session() as s:
+        _known(s, name)
+        return jsonify(timeline.data(s, name))
+
+
 @bp.get("/api/models/<name>/traffic")
 def model_traffic(name: str) -> Response:
     """Request rate, errors and latency per release over ``minutes`` (default 60, at most a

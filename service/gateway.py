@@ -26,7 +26,7 @@ import time
 import weakref
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote_from_bytes, urlsplit
@@ -35,6 +35,7 @@ from flask import Flask
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from service.errors import ApiError, NotFound
+from service.outcomes import HEADER, Outcomes
 from service.upstream import Answer, Connection
 from store import releases, telemetry
 from store.db import Database, StoreUnavailable
@@ -109,9 +110,10 @@ class Recorder:
         self._labels: dict[int, set[str]] = {}
         self._apps: dict[int, set[str]] = {}
         self._pid = 0  # the process whose flusher runs; a forked child starts its own
+        #: Also called on every flush (the outcomes: request ids and input samples).
+        self.hooks: list[Callable[[], None]] = []
 
-    def record(self, release: int, status: int, seconds: float, body: bytes | None, app: str = "") -> None:
-        labels = _labels(body) if body is not None and status == 200 else []
+    def record(self, release: int, status: int, seconds: float, labels: list[str], app: str = "") -> None:
         bucket = telemetry.BUCKET_KEYS[bisect_left(telemetry.BUCKETS, seconds)]
         with self._lock:
             d = self._deltas
@@ -154,6 +156,8 @@ class Recorder:
             log.exception("gateway telemetry: flush failed; retrying in %.0fs", self.interval)
             with self._lock:
                 self._deltas.update(deltas)
+        for hook in self.hooks:
+            hook()
 
     def stop(self) -> None:
         """Flush once more and end the flusher."""
@@ -199,6 +203,8 @@ class Gateway:
         self.max_body = max_body
         self.timeout = UPSTREAM_TIMEOUT
         self.recorder = Recorder(db)
+        self.outcomes = Outcomes(db)
+        self.recorder.hooks.append(self.outcomes.flush)
         self._routes: dict[str, tuple[float, list[Target]]] = {}
         self._local = threading.local()
         self._pools: list[dict[tuple[str, int], Connection]] = []  # every thread's, to close them
@@ -267,14 +273,18 @@ class Gateway:
         try:
             answer = self.forward(target, (head + "\r\n").encode("latin-1") + body, head=method == "HEAD")
         except OSError as exc:
-            self.recorder.record(route.release, 502, time.perf_counter() - started, None, app)
+            self.recorder.record(route.release, 502, time.perf_counter() - started, [], app)
             reason = str(exc) or type(exc).__name__
             raise BadGateway(
                 f"release #{route.release} of {model} (v{route.version}) did not answer: {reason}"
             ) from exc
-        self.recorder.record(route.release, answer.status, time.perf_counter() - started, answer.body, app)
+        elapsed = time.perf_counter() - started
+        labels = _labels(answer.body) if answer.status == 200 else []
+        self.recorder.record(route.release, answer.status, elapsed, labels, app)
         headers = [(k, v) for k, v in answer.headers if k.lower() not in _NOT_PASSED_BACK]
         headers += target.tags
+        if labels:  # a prediction: its id lets the client send the true label back
+            headers.append((HEADER, self.outcomes.note(model[:64], route.release, labels, body)))
         if method != "HEAD":
             headers.append(("Content-Length", str(len(answer.body))))
         else:  # what a GET would answer, as the release said

@@ -65,6 +65,14 @@ class StoreCollector(Collector):
             "Predicted labels in the release's answers (at most 20 per release, then 'other').",
             labels=[*RELEASE, "label"],
         )
+        labelled = CounterMetricFamily(
+            "loopline_release_labelled",
+            "Predicted instances whose true label clients sent back (online accuracy's denominator).",
+            labels=RELEASE,
+        )
+        correct = CounterMetricFamily(
+            "loopline_release_correct", "Labelled instances the release predicted right.", labels=RELEASE
+        )
         for rel in live:
             labels = [rel.model, str(rel.version), str(rel.release)]
             st = rel.stats
@@ -78,7 +86,9 @@ class StoreCollector(Collector):
             latency.add_metric(labels, buckets, st.latency_sum_us / 1e6)
             for label, count in sorted(st.predictions.items()):
                 predictions.add_metric([*labels, label], count)
-        yield from (traffic, requests, errors, latency, predictions)
+            labelled.add_metric(labels, st.labelled)
+            correct.add_metric(labels, st.correct)
+        yield from (traffic, requests, errors, latency, predictions, labelled, correct)
 
 
 def exposition(db: Database) -> tuple[bytes, str]:

@@ -6,9 +6,9 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from pipelines.events import Event
 from store.db import Database
@@ -99,16 +99,53 @@ def release(db: Database, ids: list[str]) -> None:
         session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(status="pending"))
 
 
-def requeue_stuck(db: Database, older_than: timedelta) -> int:
-    """Deliveries dispatched long ago but never processed (lost by a broker crash) go back."""
-    cutoff: datetime = utcnow() - older_than
+def start_intake(db: Database, ids: list[str]) -> int:
+    """An intake of ``ids`` starts: count the attempt (the most any of them had) and mark them
+    alive; returns the attempt's number."""
+    with db.session() as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(attempts=Delivery.attempts + 1, dispatched_at=utcnow())
+        )
+        return int(session.scalar(select(func.max(Delivery.attempts)).where(Delivery.id.in_(ids))) or 0)
+
+
+def postpone(db: Database, ids: list[str]) -> None:
+    """An intake that could not start yet (its repository is busy): pending again, no attempt."""
+    with db.session() as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.status == "dispatched")
+            .values(status="pending", attempts=Delivery.attempts - 1)
+        )
+
+
+def beat(db: Database, ids: list[str]) -> bool:
+    """The intake of ``ids`` is alive (its heartbeat): the reconciler leaves them alone. False
+    once they are no longer dispatched (finished, or given back)."""
     with db.session() as session:
         result = session.execute(
             update(Delivery)
-            .where(Delivery.status == "dispatched", Delivery.dispatched_at < cutoff)
-            .values(status="pending")
+            .where(Delivery.id.in_(ids), Delivery.status == "dispatched")
+            .values(dispatched_at=utcnow())
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def dispatched_before(db: Database, cutoff: datetime) -> list[list[str]]:
+    """Batches (claimed together, so with one ``dispatched_at``) of deliveries dispatched and not
+    heard of since ``cutoff``, oldest received first: the first one names the intake message."""
+    batches: dict[datetime | None, list[str]] = {}
+    with db.session() as session:
+        rows = session.execute(
+            select(Delivery.id, Delivery.dispatched_at)
+            .where(Delivery.status == "dispatched", Delivery.dispatched_at < cutoff)
+            .order_by(Delivery.received_at)
+        )
+        for delivery_id, at in rows:
+            batches.setdefault(at, []).append(delivery_id)
+    return list(batches.values())
 
 
 def finish(db: Database, ids: list[str], *, run_id: int | None, error: str | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -44,6 +44,8 @@ class Delivery(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[datetime | None]
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    #: Intakes started for it: one that kills its worker again and again fails after a few.
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class Run(Base):
@@ -64,13 +66,16 @@ class Run(Base):
     workspace: Mapped[str | None] = mapped_column(Text)
     dedupe_key: Mapped[str] = mapped_column(String(400))
     model_version: Mapped[int | None]
-    #: Set by a human action (approve, retry); the relay then publishes the remaining stages.
+    #: Set by a retry; the relay then publishes its ``prepare`` (a worktree), and its stages are due.
     resume_requested_at: Mapped[datetime | None] = mapped_column(index=True)
     #: 1 for the run a delivery made; a retry is the next attempt of the run it retries.
     attempt: Mapped[int] = mapped_column(default=1, server_default="1")
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     #: The newer run of the branch that cancelled this one (a smaller id: this run came late).
     superseded_by: Mapped[int | None]
+    #: The commit's message and author (from git at intake), for a list people can scan.
+    message: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(String(200))
     #: The run status last sent to the Git host as a commit status.
     reported_status: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -89,7 +94,18 @@ class Stage(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     name: Mapped[str] = mapped_column(String(32))
     position: Mapped[int]
-    status: Mapped[str] = mapped_column(String(20), default="queued")
+    status: Mapped[str] = mapped_column(String(20), index=True, default="queued")
+    #: Times a worker started it (a worker that died leaves it to the next attempt).
+    attempt: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: The message that may run it (a redelivered older one is stale) and when it was sent;
+    #: ``published_at`` None on a queued stage of a running run: due, not yet published.
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    published_at: Mapped[datetime | None]
+    #: ``host:pid`` of the worker running it, renewed by its heartbeat until ``lease_expires_at``.
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
+    #: Process group of the command it runs: killed when its worker died and it is taken over.
+    pgid: Mapped[int | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     exit_code: Mapped[int | None]
@@ -245,3 +261,66 @@ class ReleaseSample(Base):
     series: Mapped[str] = mapped_column(String(16), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RunNotice(Base):
+    """A run status that was announced to the notification targets (``store/notices.py``)."""
+
+    __tablename__ = "run_notices"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Prediction(Base):
+    """One answer of the serving gateway: its request id, the release and the predicted labels,
+    and (once the client sent them) how many of the true labels matched. Bounded per model
+    (``store/outcomes.py``)."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(32), unique=True)
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
+    deployment_id: Mapped[int] = mapped_column(index=True)
+    labels: Mapped[list[Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Instances whose true label the client sent, and how many the release predicted right.
+    labelled: Mapped[int | None]
+    correct: Mapped[int | None]
+    feedback_at: Mapped[datetime | None]
+
+
+class InputSample(Base):
+    """Request inputs the gateway sampled (``triggers.drift.sample_rate``) for the drift check:
+    the numeric features of each instance, and the labels predicted for them. Bounded per model."""
+
+    __tablename__ = "input_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
+    deployment_id: Mapped[int]
+    instances: Mapped[list[Any]]
+    labels: Mapped[list[Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelSampling(Base):
+    """How much of a model's gateway traffic is sampled, written by the trigger check from the
+    project's ``triggers.drift.sample_rate`` and read (cached) by every web worker."""
+
+    __tablename__ = "model_sampling"
+
+    model_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rate: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Probe(Base):
+    """One row per process kind that proves the store takes writes (``/healthz`` writes its own)."""
+
+    __tablename__ = "probes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

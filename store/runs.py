@@ -14,10 +14,8 @@ from sqlalchemy.orm import Session
 
 from pipelines.errors import LooplineError
 from store.db import Database
+from store.lifecycle import ACTIVE, RETRYABLE, TERMINAL, end_run, listed, move_run, move_stage
 from store.models import Run, Stage, as_utc, utcnow
-
-ACTIVE = ("queued", "running", "awaiting_approval")
-RETRYABLE = ("failed", "cancelled", "gate_failed")
 
 
 class InvalidAction(LooplineError, ValueError):
@@ -89,8 +87,9 @@ def approve(
             raise ApprovalMismatch(
                 f"run {run_id} would ship model version {named['model_version']}, not {model_version}"
             )
-        run.status, run.resume_requested_at = "queued", now  # the row is locked: one decision wins
-        stage.status, stage.finished_at, stage.exit_code = "succeeded", now, 0
+        move_run(run, "queued", now=now)  # the row is locked: one decision wins; the next stage is due
+        move_stage(stage, "succeeded", now=now)
+        stage.exit_code = 0
         stage.detail = {**named, "decision": "approved", "by": by, "comment": comment, "at": now.isoformat()}
         return run
 
@@ -100,12 +99,10 @@ def _end_waiting(
 ) -> None:
     """End a waiting run (``record`` joins the approval stage's detail; its ``reason`` the run's)."""
     now = utcnow()
-    run.status, run.finished_at, run.reason = status, now, str(record["reason"])
-    stage.status, stage.finished_at, stage.exit_code = stage_status, now, 1
+    move_stage(stage, stage_status, now=now)
+    stage.exit_code = 1
     stage.detail = {**(stage.detail or {}), **record, "at": now.isoformat()}
-    for later in run.stages:
-        if later.status == "queued":
-            later.status = "skipped"
+    end_run(run, status, reason=str(record["reason"]), now=now)
 
 
 def reject(db: Database, run_id: int, *, by: str, comment: str | None) -> Run:
@@ -147,14 +144,14 @@ def _end(session: Session, run_id: int, reason: str, superseded_by: int | None =
     watches the run's status; a deploy under way is never interrupted, so it refuses."""
     run = _load(session, run_id)
     if run.status not in ACTIVE:
-        raise InvalidAction(f"run {run_id} is {run.status}; only {', '.join(ACTIVE)} runs can be cancelled")
+        raise InvalidAction(f"run {run_id} is {run.status}; only {listed(ACTIVE)} runs can be cancelled")
     if any(st.name == "deploy" and st.status == "running" for st in run.stages):
         raise InvalidAction(f"run {run_id} is deploying; a deploy in progress is never interrupted")
     for stage in run.stages:
-        if stage.status in ("queued", "awaiting_approval"):
-            stage.status = "cancelled"
-    run.status, run.finished_at, run.resume_requested_at = "cancelled", utcnow(), None
-    run.reason, run.superseded_by = reason, superseded_by
+        if stage.status == "awaiting_approval":
+            move_stage(stage, "cancelled")
+    end_run(run, "cancelled", reason=reason, rest="cancelled")
+    run.superseded_by = superseded_by
     return run
 
 
@@ -246,9 +243,7 @@ def retry(db: Database, run_id: int, *, by: str) -> Run:
     with db.session() as s:
         run = _load(s, run_id)
         if run.status not in RETRYABLE:
-            raise InvalidAction(
-                f"run {run_id} is {run.status}; only {', '.join(RETRYABLE)} runs can be retried"
-            )
+            raise InvalidAction(f"run {run_id} is {run.status}; only {listed(RETRYABLE)} runs can be retried")
         if run.superseded_by is not None:
             raise InvalidAction(f"run {run_id} was superseded by run {run.superseded_by}")
         if run.ref is not None and (later := newer_run(s, run)) is not None:
@@ -279,10 +274,9 @@ def retry(db: Database, run_id: int, *, by: str) -> Run:
         return again
 
 
-def take_resumable(db: Database) -> list[tuple[int, list[str], bool]]:
-    """Claim approved runs and retries (atomically): each with its stages still to run, and
-    whether it is under way (a retry is not: a worker makes its worktree first)."""
-    claimed: list[tuple[int, list[str], bool]] = []
+def take_resumable(db: Database) -> list[int]:
+    """Claim retries (atomically): a worker makes each one's worktree, then its stages are due."""
+    claimed: list[int] = []
     with db.session() as s:
         ids = list(s.scalars(select(Run.id).where(Run.resume_requested_at.is_not(None))))
     for run_id in ids:
@@ -292,12 +286,8 @@ def take_resumable(db: Database) -> list[tuple[int, list[str], bool]]:
                 .where(Run.id == run_id, Run.resume_requested_at.is_not(None))
                 .values(resume_requested_at=None)
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                continue
-            run = s.get(Run, run_id)
-            assert run is not None
-            queued = [st.name for st in run.stages if st.status == "queued"]
-            claimed.append((run_id, queued, len(queued) < len(run.stages)))
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                claimed.append(run_id)
     return claimed
 
 
@@ -313,7 +303,7 @@ def finished_workspaces(db: Database) -> list[tuple[int, str, str]]:
         rows = s.execute(
             select(Run.id, Run.repository, Run.workspace).where(
                 Run.workspace.is_not(None),
-                Run.status.in_(("failed", "cancelled", "succeeded", "gate_failed")),
+                Run.status.in_(TERMINAL),
                 ~Run.stages.any(Stage.status == "running"),
             )
         )

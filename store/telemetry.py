@@ -65,7 +65,9 @@ def add(db: Database, deltas: Deltas, now: float | None = None) -> None:
     rows = [{"deployment_id": d, "series": se, "key": k, "value": v} for (d, se, k), v in deltas.items()]
     with db.session() as s:
         s.execute(_ADD, rows)
-        s.execute(_SAMPLE, [r | {"at": at} for r in rows if r["series"] in SAMPLED])
+        sampled = [r | {"at": at} for r in rows if r["series"] in SAMPLED]
+        if sampled:  # feedback adds only ``outcomes``, which has no time series
+            s.execute(_SAMPLE, sampled)
         if now - _pruned_at > 3600:
             _pruned_at = now
             s.execute(delete(ReleaseSample).where(ReleaseSample.at < now - RETENTION_SECONDS))
@@ -80,6 +82,14 @@ class ReleaseStats:
     predictions: dict[str, int] = field(default_factory=dict)
     apps: dict[str, int] = field(default_factory=dict)
     app_errors: dict[str, int] = field(default_factory=dict)
+    #: Instances whose true label came back (``POST /api/models/<name>/feedback``), and how
+    #: many of those the release predicted right.
+    labelled: int = 0
+    correct: int = 0
+
+    @property
+    def online_accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
 
     def count(self, series: str, key: str, value: int) -> None:
         """Add one stored counter to these numbers."""
@@ -89,6 +99,8 @@ class ReleaseStats:
             self.errors += value
         elif series == "latency_sum_us":
             self.latency_sum_us += value
+        elif series == "outcomes" and key in ("labelled", "correct"):
+            setattr(self, key, getattr(self, key) + value)
         else:
             into = {
                 "latency": self.buckets,
@@ -148,6 +160,11 @@ class ReleaseStats:
             },
             "latency_buckets": {k: self.buckets.get(k, 0) for k in BUCKET_KEYS},
             "predictions": dict(sorted(self.predictions.items(), key=lambda kv: -kv[1])),
+            "online_accuracy": {
+                "labelled": self.labelled,
+                "correct": self.correct,
+                "accuracy": None if self.online_accuracy is None else round(self.online_accuracy, 4),
+            },
             "applications": {
                 app: {"requests": n, "errors": self.app_errors.get(app, 0)}
                 for app, n in sorted(self.apps.items(), key=lambda kv: -kv[1])

@@ -36,8 +36,9 @@ def trigger(session: Session, run: Run | None) -> dict[str, Any]:
     files = (run.classification or {}).get("files", [])
     return {
         "kind": run.trigger,
-        "message": next((d.event.get("message") for d in deliveries if d.event.get("message")), None),
-        "author": next((d.event.get("author") for d in deliveries if d.event.get("author")), None),
+        "message": run.message
+        or next((d.event["message"] for d in deliveries if d.event.get("message")), None),
+        "author": run.author,
         "data_files": [f.get("path") for f in files if f.get("kind") == "data"][:20],
         "objects": [
             {"key": o.get("key"), "size": o.get("size")}
@@ -198,4 +199,34 @@ def traffic(session: Session, model: str, minutes: int) -> dict[str, Any]:
             for d in shown
         ],
         "applications": sorted(consumers.values(), key=lambda c: -c["requests"]),
+    }
+
+
+def data(session: Session, model: str, limit: int = 20) -> dict[str, Any]:
+    """The data batches that reached the model's repository, newest first: what each run's
+    ``validate_data`` stage found per file — rows, columns, problems, and drift per feature
+    against the data already there (``workers/steps/data.py``)."""
+    repository = session.scalar(select(ModelVersion.repository).where(ModelVersion.name == model).limit(1))
+    stages = session.execute(
+        select(Run, Stage)
+        .join(Stage, Stage.run_id == Run.id)
+        .where(Run.repository == repository, Stage.name == "validate_data", Stage.detail.is_not(None))
+        .order_by(Run.id.desc())
+        .limit(limit)
+    ).all()
+    return {
+        "name": model,
+        "repository": repository,
+        "batches": [
+            {
+                "run_id": run.id,
+                "status": stage.status,
+                "created_at": iso(run.created_at),
+                "dataset_version": getattr(run, "dataset_version", None),
+                "files": (stage.detail or {}).get("files", []),
+                "reference_files": (stage.detail or {}).get("reference_files", []),
+                "drift_limit": (stage.detail or {}).get("drift_limit"),
+            }
+            for run, stage in stages
+        ],
     }

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from pipelines.events import Event
 from store.db import Database
 from store.deliveries import Recorded, record_delivery
+from store.lifecycle import ACTIVE
 from store.models import Delivery, Run, TriggerState, as_utc, utcnow
-from store.runs import ACTIVE
 
 PROVIDER = "trigger"
 
@@ -49,6 +49,7 @@ def active(db: Database, repository: str, trigger: str) -> str | None:
                 Delivery.repository == repository,
                 Delivery.delivery_id.like(f"{trigger}:%"),
                 Delivery.status.in_(("pending", "dispatched")),
+                Delivery.run_id.is_(None),
             )
             .limit(1)
         )
@@ -91,3 +92,12 @@ def remember(
             row.last_tick = tick
         if fired_at is not None:
             row.fired_at, row.event_id = fired_at, event_id
+
+
+def fired(db: Database, event_id: str) -> tuple[str, str, str] | None:
+    """(repository, trigger, reason) of a trigger's delivery."""
+    with db.session() as s:
+        row = s.get(Delivery, event_id)
+        if row is None or row.provider != PROVIDER:
+            return None
+        return row.repository, row.event["type"], row.event.get("reason") or ""

@@ -29,6 +29,7 @@ def stage_dict(stage: Stage) -> dict[str, Any]:
         "duration_seconds": duration,
         "exit_code": stage.exit_code,
         "detail": stage.detail,
+        "task_id": stage.task_id,
     }
 
 
@@ -68,8 +69,9 @@ def run_dict(run: Run, *, stages: bool = True) -> dict[str, Any]:
         "retry_of": run.retry_of,
         "superseded_by": run.superseded_by,
         "approval": approval_record(run),
-        "message": next((d.event.get("message") for d in run.deliveries if d.event.get("message")), None),
-        "author": next((d.event.get("author") for d in run.deliveries if d.event.get("author")), None),
+        "message": run.message
+        or next((d.event.get("message") for d in run.deliveries if d.event.get("message")), None),
+        "author": run.author,
         "failure": failure(run),
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
@@ -192,6 +194,10 @@ def chain(session: Session, mv: ModelVersion, dep: Deployment | None) -> dict[st
             "objects": [o for d in deliveries for o in d.event.get("objects", [])],
         },
         "run": run_dict(run) if run else None,
+        # What the commands ran with: the environment's hash, kind, Python and the sandbox mode.
+        "environment": next((st.detail for st in run.stages if st.name == "environment"), None)
+        if run
+        else None,
         "gate": mv.gate,
         "model_version": model_dict(mv),
         "deployment": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -49,6 +50,31 @@ def fresh_database(kind: str, tmp_path: Path) -> Iterator[str]:
     yield f"{base}/{name}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_environments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One directory of project environments (and one uv cache) for the whole session: each
+    environment is built once, not once per test's LOOPLINE_HOME. Workers the tests start
+    inherit it through the environment."""
+    base = tmp_path_factory.getbasetemp() / "environments"
+    saved = {k: os.environ.get(k) for k in ("LOOPLINE_ENVIRONMENTS", "UV_CACHE_DIR")}
+    os.environ["LOOPLINE_ENVIRONMENTS"] = str(base)
+    os.environ["UV_CACHE_DIR"] = str(base / ".uv-cache")
+    yield base
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def outside_env() -> dict[str, str]:
+    """This process's environment without Loopline's settings, as a separate Loopline process
+    should start; the session's shared project environments stay."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_") or k == "LOOPLINE_ENVIRONMENTS"
+    }
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -134,8 +160,23 @@ class Project:
         return RepoConfig(name=name, provider="git", match=name, url=str(self.remote), **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.fixture(scope="session")
+def example_environment(shared_environments: Path, tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """The sample project's environment, built once per session before the first test that
+    pushes the project: no test's own deadlines include the cold build."""
+    from workers.environments import ensure
+    from workers.projects import load_project
+
+    work = tmp_path_factory.mktemp("example-environment")
+    for name in ("loopline.yml", "requirements.txt"):
+        shutil.copy(EXAMPLE / name, work / name)
+    config = load_project(lambda path: (work / path).read_bytes() if (work / path).is_file() else None)
+    with (work / "build.log").open("wb") as log:
+        return ensure(work / "home", config.environment, work, log, limits=config.sandbox).prefix
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
+def project(tmp_path: Path, example_environment: Path | None) -> Project:
     return Project(tmp_path)
 
 

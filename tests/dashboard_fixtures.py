@@ -40,6 +40,7 @@ XSS_BRANCH = "refs/heads/feat/<i>x</i>"
 
 DEPLOY_URL = "http://127.0.0.1:9301/predict"
 FLOWER_URL = "http://127.0.0.1:5555"
+RETRAIN_TASK = "loopline-run12-retrain-5f3a9c01"
 #: What the waiting run's approval stage names (see workers/steps/approval.py).
 APPROVAL_NAMES = {
     "commit": "9f2c1e7a" * 5,
@@ -61,6 +62,21 @@ APPROVED = {
     "by": "ann",
     "at": "2024-06-01T10:01:00+00:00",
     "comment": "app change only, same model",
+}
+#: The drift per feature that the data run's validate_data stage found.
+DRIFT = {"sepal_length": 0.41, "sepal_width": 0.12, "petal_length": 3.62, "petal_width": 1.87}
+#: What the seeded pushes' commits say (run 6's message comes from its delivery instead).
+MESSAGES = {
+    1: "Train a random forest on the iris data",
+    2: "More trees: 200",
+    4: "Try shallower trees",
+    5: "Wider trees on a branch",
+    7: "predict: reject rows of the wrong width",
+    9: "Docs: a page per endpoint",
+    10: "Serve predictions with their probabilities",
+    11: "Tune the learning schedule",
+    12: "Add the June batch and a feature",
+    13: "Log request ids",
 }
 #: People with tokens (``store/users.py``), by role.
 USERS = {"viewer": "vic", "approver": "ann", "admin": "root"}
@@ -174,6 +190,8 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
             trigger=kw.pop("trigger", "push"),
             status=status,
             dedupe_key=f"seed-{i}",
+            message=kw.pop("message", MESSAGES.get(i)),
+            author=kw.pop("author", "Ada Lovelace" if i in MESSAGES else None),
             created_at=created,
             started_at=started,
             plan=[s.name for s in specs],
@@ -255,9 +273,17 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
                 "iris-2024-06.csv: ok\n",
                 {
                     "files": [
-                        {"file": "iris-2024-06.csv", "rows": 150, "columns": 5, "problems": [], "drifted": []}
+                        {
+                            "file": "iris-2024-06.csv",
+                            "rows": 150,
+                            "columns": 5,
+                            "problems": [],
+                            "drift": DRIFT,
+                            "drifted": ["petal_length"],
+                        }
                     ],
                     "reference_files": ["iris.csv"],
+                    "drift_limit": 3.0,
                 },
             ),
             *training(3, accuracies[2], accuracies[1], 2)[1:],
@@ -292,6 +318,8 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
     )
     app_run = add_run(
         13,
+        message="Serve: answer 422 for rows of the wrong width",
+        author="Grace Hopper",
         kinds=["app_code"],
         reason="changes: app_code",
         status="succeeded",
@@ -373,6 +401,8 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
             StageSpec("evaluate", "queued"),
         ],
     )
+    # the running stage's message was published again (a lost one): Flower knows it by this id
+    next(st for st in hostile.stages if st.name == "retrain").task_id = RETRAIN_TASK
     add_run(
         12,
         repository=other,

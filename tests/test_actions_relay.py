@@ -15,6 +15,7 @@ from service.state import loopline
 from store.db import Database
 from store.deliveries import record_delivery
 from store.models import Delivery, Run, Stage, utcnow
+from store.schedule import Due
 from tests.conftest import make_settings
 from workers.relay import relay_once
 
@@ -26,15 +27,15 @@ class Recorder:
 
     def __init__(self) -> None:
         self.intakes: list[list[str]] = []
-        self.resumed: list[tuple[int, list[str]]] = []
+        self.resumed: list[tuple[int, str]] = []
         self.prepared: list[int] = []
         self.statuses: list[int] = []
 
     def intake(self, delivery_ids: list[str]) -> None:
         self.intakes.append(sorted(delivery_ids))
 
-    def stages(self, run_id: int, stages: list[str]) -> None:
-        self.resumed.append((run_id, stages))
+    def stage(self, due: Due) -> None:
+        self.resumed.append((due.run_id, due.stage))
 
     def prepare(self, run_id: int) -> None:
         self.prepared.append(run_id)
@@ -72,6 +73,7 @@ def waiting_run(db: Database) -> int:
             status="awaiting_approval",
             dedupe_key=f"k{utcnow().timestamp()}",
             model_version=3,
+            workspace="/nonexistent/worktree",
         )
         s.add(run)
         s.flush()
@@ -92,7 +94,7 @@ def test_approve_resumes_the_remaining_stages(client: FlaskClient, tmp_path: Pat
     recorder = Recorder()
     settings = make_settings(tmp_path)
     assert relay_once(settings, db, recorder) == 1
-    assert recorder.resumed == [(run_id, ["deploy"])]
+    assert recorder.resumed == [(run_id, "deploy")]  # the next stage is due: published from the store
     assert relay_once(settings, db, recorder) == 0  # claimed once, never twice
     again = client.post(f"/api/runs/{run_id}/approve", headers=TOKEN)
     assert again.status_code == 409 and again.json["error"] == "invalid_state"
@@ -208,17 +210,16 @@ def test_cli_approve_and_errors(tmp_path: Path) -> None:
 
 
 def test_deliveries_a_broker_lost_are_requeued(db: Database, tmp_path: Path) -> None:
-    from sqlalchemy import update
+    from workers.reconcile import intake_task_id, reconcile
 
-    from store.deliveries import requeue_stuck
-
+    settings = make_settings(tmp_path)
     push = Event(type="push", repository="churn", ref="refs/heads/main", before="a" * 40, after="b" * 40)
     record_delivery(db, provider="git", delivery_id="lost", body=b"l", repository="churn", event=push)
     recorder = Recorder()
-    assert relay_once(make_settings(tmp_path), db, recorder) == 1  # published … and lost by the broker
-    assert requeue_stuck(db, older_than=timedelta(minutes=5)) == 0  # too recent to call lost
-    with db.session() as s:
-        s.execute(update(Delivery).values(dispatched_at=utcnow() - timedelta(minutes=6)))
-    assert requeue_stuck(db, older_than=timedelta(minutes=5)) == 1
-    assert relay_once(make_settings(tmp_path), db, recorder) == 1
+    assert relay_once(settings, db, recorder) == 1  # published … and lost by the broker
+    later = utcnow() + timedelta(seconds=settings.lease_seconds + 1)
+    assert reconcile(settings, db, set()) == 0  # too recent to call lost
+    assert reconcile(settings, db, {intake_task_id(recorder.intakes[0])}, now=later) == 0  # still waiting
+    assert reconcile(settings, db, set(), now=later) == 1  # neither waiting nor heard of: lost
+    assert relay_once(settings, db, recorder) == 1
     assert recorder.intakes[0] == recorder.intakes[1]

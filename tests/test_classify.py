@@ -204,18 +204,27 @@ def test_classification_table(
     [
         ("example", ["M docs/a.md", "M README.md"], True, ()),
         ("dvc", ["M dvc.lock"], True, ()),
-        ("example", ["M app/a.py"], True, ("unit_tests", "integration_tests", "deploy")),
+        ("example", ["M app/a.py"], True, ("environment", "unit_tests", "integration_tests", "deploy")),
         (
             "dvc",
             ["A data/raw/x.csv"],
             False,
-            ("validate_data", "retrain", "evaluate", "register", "integration_tests"),
+            ("validate_data", "environment", "retrain", "evaluate", "register", "integration_tests"),
         ),
         (
             "dvc",
             ["M src/train/train.py", "A data/raw/x.csv", "M app/server.py"],
             True,
-            ("validate_data", "unit_tests", "retrain", "evaluate", "register", "integration_tests", "deploy"),
+            (
+                "validate_data",
+                "environment",
+                "unit_tests",
+                "retrain",
+                "evaluate",
+                "register",
+                "integration_tests",
+                "deploy",
+            ),
         ),
     ],
 )

@@ -30,7 +30,15 @@ def test_explain_json(project: Project) -> None:
     assert files["params.yaml"] == ("M", "training_code", "classify.training_code[2]: params.yaml")
     assert files["app/server.py"][:2] == ("R", "app_code") and files["app/serve.py"][:2] == ("R", "app_code")
     assert data["kinds"] == ["training_code", "app_code"]
-    assert data["stages"] == ["unit_tests", "retrain", "evaluate", "register", "integration_tests", "deploy"]
+    assert data["stages"] == [
+        "environment",
+        "unit_tests",
+        "retrain",
+        "evaluate",
+        "register",
+        "integration_tests",
+        "deploy",
+    ]
 
 
 def test_explain_text_and_new_branch(project: Project) -> None:

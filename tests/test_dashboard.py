@@ -17,6 +17,7 @@ import requests
 from dashboard_fixtures import (
     FLOWER_URL,
     LIVE_LOG,
+    RETRAIN_TASK,
     USERS,
     XSS_BRANCH,
     XSS_LOG,
@@ -186,6 +187,13 @@ def test_one_pane_answers_what_serves_from_what_and_how_it_does(
     assert "standby" in b.text("#version-3") and "iris/iris-2024-06.csv (4.4 kB)" in b.text("#version-3")
     assert "gate minimum" in b.text("#chart-metric")
 
+    # Data: the batch that retrained v3, its drift per feature as a chart against the limit.
+    assert b.find("#chart-drift canvas")
+    assert "iris-2024-06.csv (run #3)" in b.text("#data .chart-title")
+    assert "drift limit" in b.text("#chart-drift")
+    batches = b.text("#data-batches")
+    assert "iris-2024-06.csv" in batches and "petal_length" in batches and "150" in batches
+
     # Signed out: nothing to click that would act.
     assert not b.driver.find_elements("css selector", "[data-action]")
     b.screenshot("overview")
@@ -206,6 +214,8 @@ def test_runs_list_scans_and_filters(browser: Browser, seeded: tuple[str, dict[s
     assert b.wait_js("document.getElementById('runs-count').textContent") == "13 shown"
     row = b.text(f"#runs-body tr[data-key='{ids['deployed']}']")
     assert "Tune the forest: 350 trees" in row
+    app_row = b.text(f"#runs-body tr[data-key='{ids['app_run']}']")
+    assert "Serve: answer 422 for rows of the wrong width" in app_row and "Grace Hopper" in app_row
     failed = b.text("#runs-body tr[data-key='8']")
     assert "unit_tests: FAILED tests/test_api.py::test_predict" in failed
 
@@ -253,7 +263,7 @@ def test_run_detail_escapes_hostile_data_and_follows_the_live_log(
     assert b.text("#stage-log").startswith(LIVE_LOG.splitlines()[0])
     assert XSS_PATH in b.text("#classification")
     flower = b.find("#flower-link").get_attribute("href")
-    assert flower == f"{FLOWER_URL}/task/loopline-run{ids['hostile']}-retrain"
+    assert flower == f"{FLOWER_URL}/task/{RETRAIN_TASK}"
     b.find(".stage:first-child button").click()
     b.wait_js("document.getElementById('stage-log').textContent.includes('stage output')")
     assert XSS_STAGE in b.text("#stage-title") and XSS_LOG in b.text("#stage-log")

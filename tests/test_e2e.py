@@ -21,7 +21,7 @@ import yaml
 from loopline.demo import write_config
 from loopline.hook import install_hook
 from loopline.processes import Stack
-from tests.conftest import ROOT, Project
+from tests.conftest import ROOT, Project, outside_env
 from workers.process import terminate
 from workers.serving import free_port
 
@@ -47,7 +47,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pro
     lake = root / "lake"
     lake.mkdir()
     config = write_config(root / "loopline.yaml", project.remote, lake, "HOOK_SECRET")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env = outside_env()
     env.update(
         LOOPLINE_HOME=str(root / "home"),
         LOOPLINE_CONFIG=str(config),
@@ -116,6 +116,7 @@ def test_push_trains_registers_and_deploys(stack: tuple[Stack, Project, Path]) -
     assert run["status"] == "succeeded", run
     assert [st["name"] for st in run["stages"]] == [
         "validate_data",
+        "environment",
         "unit_tests",
         "retrain",
         "evaluate",
@@ -246,7 +247,7 @@ def test_approval_waits_without_a_worker_then_deploys(stack: tuple[Stack, Projec
 
 
 def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env = outside_env()
     env["HOME"] = str(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "loopline", "demo"],
@@ -267,12 +268,13 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     assert "v3 *" in out  # the approved version serves
     assert "production v3" in out and "standby" in out  # the alias, and v2 kept ready for a rollback
     assert "verdict: promote: error rate 0.0%" in out  # the retrain's canary trial, with traffic
+    assert "dashboard: http://127.0.0.1:" in out and "sign in as demo, an admin, with the token llu_" in out
 
 
 def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:
     import signal
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env = outside_env()
     env.update(LOOPLINE_HOME=str(tmp_path / "home"), LOOPLINE_CONFIG=str(tmp_path / "none.yaml"))
     (tmp_path / "none.yaml").write_text("repositories: []\n")
     port = free_port()

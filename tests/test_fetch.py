@@ -223,9 +223,9 @@ def test_s3_event_to_run_to_retrain(tmp_path: Path, bucket: Any, moto_url: str, 
         "data/raw/2026/batch one.csv",
         "data/raw/batch-2.csv",
     ]
-    assert stages[:2] == ["validate_data", "retrain"]
-    assert runner.execute(lake.settings, lake.db, run.id, "validate_data") == "succeeded"
-    assert runner.execute(lake.settings, lake.db, run.id, "retrain") == "succeeded"
+    assert stages[:3] == ["validate_data", "environment", "retrain"]
+    for stage in stages[:3]:
+        assert runner.execute(lake.settings, lake.db, run.id, stage) == "succeeded"
     with lake.db.session() as s:
         detail = s.get(Run, run.id).stages[0].detail
     assert sorted(f["file"] for f in detail["files"]) == ["batch one.csv", "batch-2.csv"]

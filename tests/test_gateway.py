@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from service import create_app, create_gateway
 from service.gateway import ROUTE_TTL, Gateway
 from store.db import Database
 from store.models import Deployment
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, make_settings, outside_env
 from tests.release_helpers import ROWS, constant_model, register
 from workers import serving
 
@@ -203,14 +203,17 @@ def test_telemetry_counts_predictions_and_latency_and_metrics_expose_them(live: 
     assert "# TYPE loopline_release_latency_seconds histogram" in metrics
 
 
-def test_telemetry_adds_up_across_two_gunicorn_workers(tmp_path: Path, live: Releases) -> None:
+@contextmanager
+def two_web_workers(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Path]]:
+    """Loopline under gunicorn with two workers on ``db_url``: its URL, and the access log, which
+    names the worker (pid) that answered each request."""
     port = serving.free_port()
     access = tmp_path / "access.log"
     (tmp_path / "none.yaml").write_text("repositories: []\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env = outside_env()
     env.update(
         LOOPLINE_HOME=str(tmp_path / "home"),
-        LOOPLINE_DATABASE_URL=live.db.url,
+        LOOPLINE_DATABASE_URL=db_url,
         LOOPLINE_CONFIG=str(tmp_path / "none.yaml"),
     )
     argv = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}"]
@@ -227,6 +230,14 @@ def test_telemetry_adds_up_across_two_gunicorn_workers(tmp_path: Path, live: Rel
             except requests.RequestException:
                 assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
                 time.sleep(0.2)
+        yield url, access
+    finally:
+        web.terminate()
+        web.wait(timeout=15)
+
+
+def test_telemetry_adds_up_across_two_gunicorn_workers(tmp_path: Path, live: Releases) -> None:
+    with two_web_workers(tmp_path, live.db.url) as (url, access):
 
         def send(n: int) -> int:
             with requests.Session() as http:
@@ -247,9 +258,6 @@ def test_telemetry_adds_up_across_two_gunicorn_workers(tmp_path: Path, live: Rel
         found = scraped(requests.get(f"{url}/metrics", timeout=5).text)
         labels = frozenset({"model": "m", "version": "1", "release": str(live.ids[1])}.items())
         assert found["loopline_release_requests_total", labels] == 150
-    finally:
-        web.terminate()
-        web.wait(timeout=15)
 
 
 def test_release_actions_need_the_token_and_switch_instantly(live: Releases) -> None:

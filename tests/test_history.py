@@ -27,7 +27,7 @@ from workers.gitops import Mirror
 from workers.intake import prepare_run
 from workers.projects import project_from
 
-TRAIN = ("unit_tests", "retrain", "evaluate", "register", "integration_tests")
+TRAIN = ("environment", "unit_tests", "retrain", "evaluate", "register", "integration_tests")
 
 
 def through_mirror(project: Project, tmp_path: Path, event: Event) -> Explanation:
@@ -86,6 +86,7 @@ def test_new_branch_is_compared_with_the_default_branch(project: Project, tmp_pa
     assert files_of(mirrored) == [("app/extra.py", "A", "app_code"), ("data/raw/more.csv", "A", "data")]
     assert mirrored.plan.stages == (
         "validate_data",
+        "environment",
         "unit_tests",
         "retrain",
         "evaluate",
@@ -163,7 +164,7 @@ def test_deleted_files_count(project: Project, tmp_path: Path) -> None:
         project, tmp_path, push_event(before, after), ["--before", before, "--after", after]
     )
     assert files_of(mirrored) == [("app/features.py", "D", "app_code"), ("docs/overview.md", "D", "ignore")]
-    assert printed["stages"] == ["unit_tests", "integration_tests", "deploy"]
+    assert printed["stages"] == ["environment", "unit_tests", "integration_tests", "deploy"]
 
 
 def test_tag_is_compared_with_the_previous_release(project: Project, tmp_path: Path) -> None:
@@ -183,7 +184,7 @@ def test_tag_is_compared_with_the_previous_release(project: Project, tmp_path: P
     mirrored, printed = both(project, tmp_path, event, ["--after", "v1.0", "--tag", "v1.0"])
     assert mirrored.commit == after and mirrored.base == git("rev-parse", "v0.9^{commit}", cwd=project.work)
     assert files_of(mirrored) == [("app/one.py", "A", "app_code"), ("src/train/two.py", "A", "training_code")]
-    assert printed["stages"] == ["deploy"] and "release tag" in printed["reason"]
+    assert printed["stages"] == ["environment", "deploy"] and "release tag" in printed["reason"]
     # A tag outside release.tags, and a release tag on a commit of no deploy branch: skipped, with why.
     nightly = through_mirror(project, tmp_path, push_event(ZERO_SHA, after, "refs/tags/nightly-1"))
     assert (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,7 @@ def test_docs_only_push_is_a_skipped_run(settings: Settings, db: Database, proje
     run = run_of(db, prepared.run_id)
     assert prepared.stages == () and run.status == "skipped" and run.stages == []
     assert "ignored" in (run.reason or "")
+    assert (run.message, run.author) == ("change", "t")  # from git, for the runs list
     assert {f["path"]: f["kind"] for f in run.classification["files"]} == {
         "docs/overview.md": "ignore",
         "README.md": "ignore",
@@ -73,15 +76,16 @@ def test_failing_unit_test_stops_before_retraining(
     )
     project.push()
     prepared = prepare_run(settings, db, [deliver(db, project, first, after)])
-    assert prepared.stages[:2] == ("unit_tests", "retrain")
-    statuses = [runner.execute(settings, db, prepared.run_id, stage) for stage in prepared.stages[:2]]
-    assert statuses == ["failed", "skipped"]
+    assert prepared.stages[:3] == ("environment", "unit_tests", "retrain")
+    statuses = [runner.execute(settings, db, prepared.run_id, stage) for stage in prepared.stages[:3]]
+    assert statuses == ["succeeded", "failed", "skipped"]
     run = run_of(db, prepared.run_id)
     assert run.status == "failed" and run.reason == "stage unit_tests failed"
-    assert [(s.name, s.status) for s in run.stages] == [("unit_tests", "failed")] + [
-        (name, "skipped") for name in prepared.stages[1:]
-    ]
-    assert "test_broken" in run.stages[0].log and run.stages[0].exit_code == 1
+    assert [(s.name, s.status) for s in run.stages] == [
+        ("environment", "succeeded"),
+        ("unit_tests", "failed"),
+    ] + [(name, "skipped") for name in prepared.stages[2:]]
+    assert "test_broken" in run.stages[1].log and run.stages[1].exit_code == 1
     assert run.workspace is None  # the worktree is removed when the run ends
     assert not workspace(settings, run.id).exists()
 
@@ -96,7 +100,7 @@ def test_new_branch_diffs_against_the_default_branch(
     run = run_of(db, prepared.run_id)
     assert [f["path"] for f in run.classification["files"]] == ["app/extra.py"]
     assert run.kinds == ["app_code"]
-    assert prepared.stages == ("unit_tests", "integration_tests")  # not a deploy branch
+    assert prepared.stages == ("environment", "unit_tests", "integration_tests")  # not a deploy branch
 
 
 def test_skip_marker_in_commit_message(settings: Settings, db: Database, project: Project) -> None:
@@ -207,7 +211,7 @@ def test_intake_redelivered_after_a_crash_finishes_the_same_run(
     project.push()
     delivery = deliver(db, project, first, after)
     prepared = prepare_run(settings, db, [delivery])
-    assert prepared.stages == ("unit_tests", "integration_tests", "deploy")
+    assert prepared.stages == ("environment", "unit_tests", "integration_tests", "deploy")
     # The worker died before publishing: the redelivered task gets the same run and stages.
     assert prepare_run(settings, db, [delivery]) == prepared
     finish(db, [delivery], run_id=prepared.run_id)  # published: a third delivery changes nothing
@@ -240,12 +244,17 @@ def test_a_duplicate_stage_message_does_not_run_it_twice(
     after = project.commit({"app/x.py": "X = 4\n"})
     project.push()
     prepared = prepare_run(settings, db, [deliver(db, project, first, after)])
-    with db.session() as s:
-        stage = s.get(Run, prepared.run_id).stages[0]
-        stage.status, stage.started_at = "running", utcnow()  # another worker has it
+    with db.session() as s:  # another worker, on another host, has it under a live lease
+        stage = s.get(Run, prepared.run_id).stages[1]
+        stage.status, stage.started_at, stage.attempt = "running", utcnow(), 1
+        stage.lease_owner, stage.lease_expires_at = "elsewhere:1", utcnow() + timedelta(seconds=30)
     assert runner.execute(settings, db, prepared.run_id, "unit_tests") == runner.ALREADY_RUNNING
-    with db.session() as s:  # … but one that started longer ago than any stage may run was lost
-        s.get(Run, prepared.run_id).stages[0].started_at = utcnow() - timedelta(
-            seconds=settings.stage_timeout + 1
-        )
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with db.session() as s:  # … but a holder on this host that is gone died: its stage is taken over
+        s.get(Run, prepared.run_id).stages[1].lease_owner = f"{socket.gethostname()}:{dead.pid}"
+    assert runner.execute(settings, db, prepared.run_id, "unit_tests") == runner.STALE
+    stage = run_of(db, prepared.run_id).stages[1]
+    assert (stage.status, stage.attempt, stage.published_at, stage.lease_owner) == ("queued", 1, None, None)
     assert runner.execute(settings, db, prepared.run_id, "unit_tests") == "succeeded"
+    assert run_of(db, prepared.run_id).stages[1].attempt == 2

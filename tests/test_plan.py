@@ -6,9 +6,10 @@ import pytest
 
 from pipelines.plan import CANONICAL, plan, queue_for, skip_requested
 
-T = ("unit_tests", "retrain", "evaluate", "register", "integration_tests")
-APP = ("unit_tests", "integration_tests")
-DATA = ("validate_data", "retrain", "evaluate", "register", "integration_tests")
+E = "environment"  # first whenever a stage runs the project's commands
+T = (E, "unit_tests", "retrain", "evaluate", "register", "integration_tests")
+APP = (E, "unit_tests", "integration_tests")
+DATA = ("validate_data", E, "retrain", "evaluate", "register", "integration_tests")
 
 
 @pytest.mark.parametrize(
@@ -28,20 +29,38 @@ DATA = ("validate_data", "retrain", "evaluate", "register", "integration_tests")
             ("app_code", "data"),
             True,
             False,
-            ("validate_data", "unit_tests", "retrain", "evaluate", "register", "integration_tests", "deploy"),
+            (
+                "validate_data",
+                E,
+                "unit_tests",
+                "retrain",
+                "evaluate",
+                "register",
+                "integration_tests",
+                "deploy",
+            ),
         ),
         (
             ("training_code", "data"),
             True,
             False,
-            ("validate_data", "unit_tests", "retrain", "evaluate", "register", "integration_tests", "deploy"),
+            (
+                "validate_data",
+                E,
+                "unit_tests",
+                "retrain",
+                "evaluate",
+                "register",
+                "integration_tests",
+                "deploy",
+            ),
         ),
         (("training_code", "app_code", "data"), True, True, CANONICAL),
         (
             ("training_code", "app_code", "data"),
             False,
             True,
-            ("validate_data", "unit_tests", "retrain", "evaluate", "register", "integration_tests"),
+            ("validate_data", E, "unit_tests", "retrain", "evaluate", "register", "integration_tests"),
         ),
         ((), True, False, ()),
         ((), True, True, ()),
@@ -65,9 +84,9 @@ def test_empty_plan_says_why() -> None:
     ("kinds", "deployable", "approval", "stages", "reason"),
     [
         # A release tag re-deploys whatever changed since the last release, never retrains.
-        (("training_code",), True, False, ("deploy",), "release tag: re-deploys the model"),
-        (("training_code", "app_code", "data"), True, True, ("approval", "deploy"), "release tag"),
-        ((), True, False, ("deploy",), "release tag"),
+        (("training_code",), True, False, (E, "deploy"), "release tag: re-deploys the model"),
+        (("training_code", "app_code", "data"), True, True, (E, "approval", "deploy"), "release tag"),
+        ((), True, False, (E, "deploy"), "release tag"),
         (("app_code",), False, False, (), "on no deploy branch"),
         (("data",), False, True, (), "on no deploy branch"),
     ],

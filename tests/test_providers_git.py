@@ -138,7 +138,7 @@ def test_push_prepares_a_run_with_gits_changed_files(host: Host, db: Database) -
         "src/train/tweak.py": "training_code",
         "docs/notes.md": "ignore",
     }
-    assert run.status == "queued" and run.plan[:2] == ["unit_tests", "retrain"]
+    assert run.status == "queued" and run.plan[:3] == ["environment", "unit_tests", "retrain"]
 
 
 def test_bitbucket_push_of_two_branches_prepares_two_runs(tmp_path: Path, db: Database) -> None:

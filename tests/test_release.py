@@ -77,7 +77,15 @@ def test_tag_redeploys_the_model_registered_for_its_commit(
     push = run_through(settings, db, Event("push", "churn", "refs/heads/main", first, trained))
     assert [(s.name, s.status) for s in push.stages] == [
         (name, "succeeded")
-        for name in ("unit_tests", "retrain", "evaluate", "register", "integration_tests", "deploy")
+        for name in (
+            "environment",
+            "unit_tests",
+            "retrain",
+            "evaluate",
+            "register",
+            "integration_tests",
+            "deploy",
+        )
     ]
     assert push.model_version == 1
 
@@ -87,9 +95,9 @@ def test_tag_redeploys_the_model_registered_for_its_commit(
         Event("tag", "churn", "refs/tags/v1.0", ZERO_SHA, tag(project, "v1.0", trained), created=True),
     )
     assert release.trigger == "tag" and release.commit == trained
-    assert release.plan == ["deploy"] and release.status == "succeeded", release.reason
+    assert release.plan == ["environment", "deploy"] and release.status == "succeeded", release.reason
     assert "release tag" in (release.reason or "")
-    assert release.stages[0].detail is not None and release.stages[0].detail["version"] == 1
+    assert release.stages[1].detail is not None and release.stages[1].detail["version"] == 1
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(ModelVersion)) == 1  # nothing retrained
         active = s.scalars(select(Deployment).where(Deployment.status == "active")).one()
@@ -103,19 +111,20 @@ def test_tag_redeploys_the_model_registered_for_its_commit(
         db,
         Event("tag", "churn", "refs/tags/v1.1", ZERO_SHA, tag(project, "v1.1", untrained), created=True),
     )
-    assert orphan.plan == ["deploy"] and orphan.status == "failed"
+    assert orphan.plan == ["environment", "deploy"] and orphan.status == "failed"
     assert orphan.reason == "stage deploy failed"
-    assert f"no version of model 'churn' was registered for commit {untrained[:12]}" in orphan.stages[0].log
+    assert f"no version of model 'churn' was registered for commit {untrained[:12]}" in orphan.stages[1].log
     with db.session() as s:
         assert s.scalars(select(Deployment).where(Deployment.status == "active")).one().run_id == release.id
 
     # Once a deploy-branch run of that commit has shipped a model (app code only: the production
     # model), a tag on it releases that version.
     app_run = run_through(settings, db, Event("push", "churn", "refs/heads/main", trained, untrained))
-    assert app_run.plan == ["unit_tests", "integration_tests", "deploy"] and app_run.status == "succeeded"
+    assert app_run.plan == ["environment", "unit_tests", "integration_tests", "deploy"]
+    assert app_run.status == "succeeded"
     again = run_through(
         settings,
         db,
         Event("tag", "churn", "refs/tags/v1.2", ZERO_SHA, tag(project, "v1.2", untrained), created=True),
     )
-    assert again.status == "succeeded" and again.stages[0].detail["version"] == 1
+    assert again.status == "succeeded" and again.stages[1].detail["version"] == 1

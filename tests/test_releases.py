@@ -5,7 +5,6 @@ command target."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from store import aliases, releases
 from store.db import Database
 from store.models import Deployment
 from store.registry import model_version
-from tests.conftest import ROOT, Project, make_settings
+from tests.conftest import Project, make_settings, outside_env
 from tests.release_helpers import ROWS, real_model, register
 from workers import releases as processes
 from workers import serving
@@ -131,7 +130,7 @@ def state(db: Database) -> dict[str, Any]:
 
 
 def cli(deploys: Deploys, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env = outside_env()
     env.update(
         LOOPLINE_HOME=str(deploys.settings.home),
         LOOPLINE_DATABASE_URL=deploys.db.url,
@@ -254,8 +253,9 @@ sys.exit({code})
 def test_command_target_gets_the_release_in_its_environment_and_its_exit_status_decides(
     tmp_path: Path, deploys: Deploys
 ) -> None:
-    out = tmp_path / "deployed.jsonl"
     project = deploys.project
+    out = project.work / "models" / "deployed.jsonl"  # the sandbox writes in its worktree only
+    out.parent.mkdir(exist_ok=True)
     set_deploy(project, "deploy: {target: command, command: 'python deploy.py'}")
     ok = project.commit({"deploy.py": DEPLOY_SCRIPT.format(out=str(out), code=0)}, "deploy script")
     for _ in (1, 2):
@@ -280,12 +280,22 @@ def test_command_target_gets_the_release_in_its_environment_and_its_exit_status_
     assert production(deploys.db) == 2 and len(out.read_text().splitlines()) == 3
 
 
+def builtin_release(tmp_path: Path) -> Path:
+    """A release directory whose project has no app of its own (the built-in model server) and
+    runs on Loopline's own interpreter (``environment: inherit``: no environment to build)."""
+    directory = tmp_path / "release"
+    directory.mkdir(exist_ok=True)
+    (directory / "loopline.yml").write_text("environment: inherit\n")
+    return directory
+
+
 def test_up_restores_what_served_and_fails_an_interrupted_canary(tmp_path: Path, db: Database) -> None:
     settings = make_settings(tmp_path, db_url=db.url)
     ids: dict[int, int] = {}
+    release = builtin_release(tmp_path)
     for version, status, percent in ((1, "standby", 0), (2, "active", 90), (3, "canary", 10)):
         mv = register(db, settings.home, "churn", version, real_model())
-        server = processes.start(ROOT, artifact=Path(mv.artifact_path), sha256=mv.sha256)
+        server = processes.start(settings, release, artifact=Path(mv.artifact_path), sha256=mv.sha256)
         with db.session() as s:
             dep = Deployment(
                 model_name="churn",
@@ -294,7 +304,7 @@ def test_up_restores_what_served_and_fails_an_interrupted_canary(tmp_path: Path,
                 target="local",
                 url=server.url,
                 pid=server.pid,
-                release_dir=str(ROOT),  # no loopline.yml there: the built-in model server
+                release_dir=str(release),
                 status=status,
                 traffic_percent=percent,
             )
@@ -329,4 +339,6 @@ def test_a_release_whose_artifact_changed_is_never_started(tmp_path: Path, db: D
     mv = register(db, settings.home, "churn", 1, real_model())
     Path(mv.artifact_path).write_bytes(Path(mv.artifact_path).read_bytes() + b"tampered")
     with pytest.raises(releases.ReleaseError, match="does not match its registered sha256"):
-        processes.start(ROOT, artifact=Path(mv.artifact_path), sha256=mv.sha256)
+        processes.start(
+            settings, builtin_release(tmp_path), artifact=Path(mv.artifact_path), sha256=mv.sha256
+        )

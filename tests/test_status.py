@@ -18,6 +18,7 @@ from config.settings import Settings
 from pipelines.config import ConfigError, RepoConfig, StatusConfig, parse_server_config
 from store.db import Database
 from store.models import Run
+from store.schedule import Due
 from tests.conftest import make_settings
 from workers import status
 from workers.relay import relay_once
@@ -254,7 +255,7 @@ class Recorder:
 
     def intake(self, delivery_ids: list[str]) -> None: ...
 
-    def stages(self, run_id: int, stages: list[str]) -> None: ...
+    def stage(self, due: Due) -> None: ...
 
     def prepare(self, run_id: int) -> None: ...
 

@@ -77,6 +77,19 @@ def test_traffic_per_release_and_application(seeded: tuple[FlaskClient, dict[str
         assert answer.status_code == 400 and answer.get_json()["error"] == "bad_parameter"
 
 
+def test_data_batches_with_drift_per_feature(seeded: tuple[FlaskClient, dict[str, Any]]) -> None:
+    client, ids = seeded
+    data = client.get("/api/models/iris-classifier/data").get_json()
+    assert data["repository"] == "iris-demo"
+    [batch] = data["batches"]
+    assert batch["run_id"] == ids["data"] and batch["drift_limit"] == 3.0
+    assert batch["files"][0]["drift"]["petal_length"] == 3.62 and batch["files"][0]["drifted"] == [
+        "petal_length"
+    ]
+    assert client.get("/api/models/fraud-detector/data").get_json()["batches"] == []
+    assert client.get("/api/models/nope/data").status_code == 404
+
+
 def test_trial_point_compares_the_window_only() -> None:
     stable_before = telemetry.ReleaseStats(requests=1000, errors=10, buckets={"0.01": 1000}, apps={"a": 1000})
     stable_now = telemetry.ReleaseStats(

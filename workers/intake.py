@@ -27,6 +27,7 @@ from pipelines.errors import LooplineError
 from pipelines.events import TRIGGERS, DataObject, Event, sequencer_order
 from store import deliveries, objects, runs
 from store.db import Database
+from store.lifecycle import TERMINAL, end_run, move_run, move_stage
 from store.models import Delivery, Run, Stage, utcnow
 from workers.explain import explain, locate
 from workers.fetch import FetchError, fetch_all
@@ -46,6 +47,11 @@ class Prepared:
 
 class IntakeError(LooplineError, RuntimeError):
     pass
+
+
+class Busy(LooplineError, RuntimeError):
+    """Another intake of the repository holds its lock: this one goes back to the outbox rather
+    than hold a worker slot (a Git host that hangs delays its own repository only)."""
 
 
 def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Prepared:
@@ -74,7 +80,9 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
         # or superseded objects.
         deliveries.finish(db, delivery_ids, run_id=None)
         return Prepared(None)
-    with file_lock(lock_path(settings.home, f"intake-{repo.name}")):
+    with file_lock(lock_path(settings.home, f"intake-{repo.name}"), wait=False) as mine:
+        if not mine:
+            raise Busy(repo.name)
         return _plan(settings, db, repo, delivery_ids, events, wanted)
 
 
@@ -102,23 +110,19 @@ def _plan(
         project = project_at(settings, repo, commit)
     except ConfigError as exc:  # a failed `config` stage with the message, not a crash
         now = utcnow()
-        run.status, run.reason, run.finished_at, run.plan = "failed", str(exc), now, ["config"]
-        run.dedupe_key = f"{repo.name}|{ref}|{commit}|config"
-        run.stages = [
-            Stage(
-                name="config",
-                position=0,
-                status="failed",
-                started_at=now,
-                finished_at=now,
-                exit_code=1,
-                log=f"{exc}\n",
-            )
-        ]
+        run.plan, run.dedupe_key = ["config"], f"{repo.name}|{ref}|{commit}|config"
+        config = Stage(
+            name="config", position=0, status="queued", started_at=now, exit_code=1, log=f"{exc}\n"
+        )
+        run.stages = [config]
+        move_stage(config, "failed", now=now)
+        move_run(run, "failed", reason=str(exc), now=now)
         return _insert(db, run, delivery_ids)
     explained = explain(mirror_, repo, project, events, ref, commit, objects=wanted, since=since)
     classification, stages = explained.classification, explained.plan.stages
     run.before, run.reason = explained.base, explained.plan.reason
+    if first.type != "data":
+        run.message, run.author = mirror_.message(commit).strip()[:2000], mirror_.author(commit)[:200]
     if first.type == "data":
         run.reason = f"{len(classification.files)} new data file(s)"
         batch = hashlib.sha256(",".join(sorted(delivery_ids)).encode()).hexdigest()
@@ -135,13 +139,13 @@ def _plan(
         classification.to_dict(),
     )
     run.stages = [Stage(name=name, position=i, status="queued") for i, name in enumerate(stages)]
-    if not stages:
-        run.status, run.finished_at = "skipped", utcnow()
     tip = mirror_.resolve(ref) if first.type == "push" else commit
     if tip != commit:  # a newer push of this branch was fetched already: this one came late
         _late(db, run, repo.name, ref, tip)
+    elif not stages:
+        move_run(run, "skipped")
     prepared = _insert(db, run, delivery_ids)
-    if prepared.run_id != run.id or run.status in ("cancelled", "skipped", "failed"):
+    if prepared.run_id != run.id or run.status in TERMINAL:
         return prepared
     if first.type in ("push", "manual"):  # automatic triggers never cancel anybody's run
         runs.supersede(db, run.id)
@@ -159,7 +163,7 @@ def _last_built(db: Database, mirror_: Mirror, repository: str, ref: str, commit
                 Run.repository == repository,
                 Run.ref == ref,
                 Run.trigger == "push",
-                Run.status.in_(("succeeded", "failed", "gate_failed", "skipped")),
+                Run.status.in_(TERMINAL - {"cancelled"}),
             )
             .order_by(Run.id.desc())
             .limit(1)
@@ -182,9 +186,8 @@ def _late(db: Database, run: Run, repository: str, ref: str, tip: str | None) ->
         run.reason = f"{ref} no longer exists"
     else:
         run.reason = f"superseded: {ref} is now at {tip[:12]}"
-    run.status, run.finished_at, run.superseded_by = "cancelled", utcnow(), newer
-    for stage in run.stages:
-        stage.status = "cancelled"
+    end_run(run, "cancelled", reason=run.reason, rest="cancelled")
+    run.superseded_by = newer
 
 
 def wanted_objects(db: Database, events: list[Event]) -> list[DataObject]:
@@ -254,9 +257,7 @@ def _fail(db: Database, run_id: int, reason: str) -> None:
     with db.session() as s:
         run = s.get(Run, run_id)
         assert run is not None
-        run.status, run.reason, run.finished_at = "failed", reason, utcnow()
-        for stage in run.stages:
-            stage.status = "skipped"
+        end_run(run, "failed", reason=reason)
         ids = [d.id for d in run.deliveries]
     deliveries.finish(db, ids, run_id=run_id)
 

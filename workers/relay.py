@@ -1,4 +1,5 @@
-"""The outbox relay: publishes stored deliveries to the broker, debouncing data drops.
+"""The outbox relay: publishes stored deliveries and due stages to the broker, debouncing data
+drops, and reconciles every few seconds (:mod:`workers.reconcile`).
 
 Each ``default`` worker starts one beside itself (a Celery bootstep); an atomic claim in the
 store makes several relays safe. The web process never talks to the broker.
@@ -23,10 +24,12 @@ from celery import Celery, bootsteps
 
 from config.settings import Settings
 from pipelines.config import ConfigError
-from store import deliveries, runs
+from store import deliveries, runs, schedule
 from store.db import Database
 from store.models import Delivery, as_utc, utcnow
+from store.schedule import Due
 from workers.gitops import GitError
+from workers.locks import file_lock, lock_path
 from workers.process import terminate
 from workers.projects import mirror, project_at
 
@@ -60,7 +63,7 @@ def debounce_for(settings: Settings, repo_name: str) -> float:
 class Publisher(Protocol):
     def intake(self, delivery_ids: list[str]) -> None: ...
 
-    def stages(self, run_id: int, stages: list[str]) -> None: ...
+    def stage(self, due: Due) -> None: ...
 
     def prepare(self, run_id: int) -> None: ...
 
@@ -88,6 +91,8 @@ def relay_once(settings: Settings, db: Database, publish: Publisher, now: dateti
             batches.append(rows)
     for batch in batches:
         ids = [r.id for r in batch]
+        if intake_busy(settings, batch[0].repository):  # one intake per repository at a time
+            continue
         if not deliveries.claim(db, ids):
             continue
         try:
@@ -96,16 +101,14 @@ def relay_once(settings: Settings, db: Database, publish: Publisher, now: dateti
         except Exception:
             log.exception("relay: publish failed; deliveries go back to pending")
             deliveries.release(db, ids)
-    for run_id, stages, ready in runs.take_resumable(db):
+    for run_id in runs.take_resumable(db):  # a retry: a worker makes its worktree first
         try:
-            if ready:
-                publish.stages(run_id, stages)
-            else:  # a retry: a worker makes its worktree, then publishes its stages
-                publish.prepare(run_id)
+            publish.prepare(run_id)
             sent += 1
         except Exception:
             log.exception("relay: publish failed; run %s stays due", run_id)
             runs.request_resume(db, run_id)
+    sent += publish_due(db, publish)
     reporting = [r.name for r in settings.repositories if r.status is not None]
     for run_id in runs.take_unreported(db, reporting, since=now - REPORT_WINDOW):
         try:
@@ -115,6 +118,25 @@ def relay_once(settings: Settings, db: Database, publish: Publisher, now: dateti
             log.exception("relay: publish failed; run %s's commit status goes next pass", run_id)
             runs.unreport(db, run_id)
     return sent
+
+
+def publish_due(db: Database, publish: Publisher, run_id: int | None = None) -> int:
+    """Publish the stages that are due (of ``run_id``, or of every run); returns how many."""
+    sent = 0
+    for due in schedule.take_due(db, run_id):
+        try:
+            publish.stage(due)
+            sent += 1
+        except Exception:
+            log.exception("relay: publish failed; stage %s of run %s stays due", due.stage, due.run_id)
+            schedule.forget_publication(db, due.task_id)
+    return sent
+
+
+def intake_busy(settings: Settings, repository: str) -> bool:
+    """Whether an intake of ``repository`` runs now (it holds the repository's intake lock)."""
+    with file_lock(lock_path(settings.home, f"intake-{repository}"), wait=False) as free:
+        return not free
 
 
 class RelayStep(bootsteps.StartStopStep):
@@ -148,17 +170,22 @@ def install(app: Celery) -> None:
 
 def main(parent: int | None = None) -> None:
     """Relay until stopped, or until the worker that started it is gone."""
+    from workers import reconcile
     from workers.context import current
-    from workers.tasks import CeleryPublisher
+    from workers.tasks import CeleryPublisher, app
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/Relay] %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     settings, db = current()
     log.info("relay: publishing the outbox every %.1fs", POLL_SECONDS)
+    reconciled = 0.0
     while not stop.is_set() and (parent is None or os.getppid() == parent):
         try:
             relay_once(settings, db, CeleryPublisher())
+            if time.monotonic() - reconciled >= reconcile.every(settings):
+                reconciled = time.monotonic()
+                reconcile.reconcile(settings, db, reconcile.waiting_ids(app))
         except Exception:  # the relay must outlive a store or broker hiccup
             log.exception("relay: pass failed")
         stop.wait(POLL_SECONDS)

@@ -23,6 +23,7 @@ from store.db import Database
 from store.models import LIVE_RELEASES, Deployment, ModelVersion
 from store.releases import ReleaseError
 from workers import serving
+from workers.environments import EnvironmentBuildError, box_for
 from workers.projects import mirror, project_in
 from workers.steps.ml import sha256_file
 
@@ -34,9 +35,12 @@ def release_dir(settings: Settings, model: str, version: int, label: str) -> Pat
     return settings.home / "releases" / model / f"v{version}-{label}"
 
 
-def start(directory: Path, *, artifact: Path, sha256: str, address: str = "127.0.0.1") -> serving.Server:
+def start(
+    settings: Settings, directory: Path, *, artifact: Path, sha256: str, address: str = "127.0.0.1"
+) -> serving.Server:
     """Start the release in ``directory`` (its own ``loopline.yml`` says how) on a free port,
-    registered under ``address`` (``LOOPLINE_SERVING_ADDRESS``) for the gateway to reach.
+    registered under ``address`` (``LOOPLINE_SERVING_ADDRESS``) for the gateway to reach, in the
+    sandbox with the project's environment (built into ``environment.log`` if missing).
 
     The artifact is checked against the registry's sha256 here as well as by the server: a
     release is never started on an artifact that changed since it was registered.
@@ -44,6 +48,11 @@ def start(directory: Path, *, artifact: Path, sha256: str, address: str = "127.0
     if sha256_file(artifact) != sha256:
         raise ReleaseError(f"refusing to start {directory}: {artifact} does not match its registered sha256")
     project = project_in(directory)
+    try:
+        with (directory / "environment.log").open("ab") as log:
+            box = box_for(settings.home, project, directory, log, network=True)
+    except EnvironmentBuildError as exc:
+        raise serving.ServeError(f"the release's environment: {exc}") from exc
     return serving.start(
         cwd=directory,
         command=project.deploy.command,
@@ -52,6 +61,7 @@ def start(directory: Path, *, artifact: Path, sha256: str, address: str = "127.0
         log_file=directory / "server.log",
         health_path=project.deploy.health_path,
         address=address,
+        box=box,
     )
 
 
@@ -84,7 +94,11 @@ def ensure_running(settings: Settings, db: Database, dep_id: int, say: Say) -> N
     if dep.pid and serving.alive(dep.pid):
         serving.stop(dep.pid, grace=2)
     server = start(
-        directory, artifact=Path(mv.artifact_path), sha256=mv.sha256, address=settings.serving_address
+        settings,
+        directory,
+        artifact=Path(mv.artifact_path),
+        sha256=mv.sha256,
+        address=settings.serving_address,
     )
     with db.session() as s:
         row = s.get(Deployment, dep_id)
@@ -119,7 +133,11 @@ def promote(
         directory, row_id = _release_for(settings, db, mv, say)
         say(f"starting {model} v{version} from {directory}")
         server = start(
-            directory, artifact=Path(mv.artifact_path), sha256=mv.sha256, address=settings.serving_address
+            settings,
+            directory,
+            artifact=Path(mv.artifact_path),
+            sha256=mv.sha256,
+            address=settings.serving_address,
         )
         with db.session() as s:  # one transaction: a started process is never seen as retired
             row = s.get(Deployment, row_id) if row_id else None
@@ -153,6 +171,19 @@ def rollback(
             raise ReleaseError(f"release #{dep.id} became {dep.status} meanwhile; look again and retry")
         states.rollback(s, dep, actor=actor, reason=reason)
     reap(db)
+
+
+def abort_canary_of(db: Database, run_id: int) -> bool:
+    """Roll back the canary ``run_id``'s deploy left on trial (its run ended without a verdict:
+    the worker judging it died for good). The caller reaps its process."""
+    with db.session() as s:
+        dep = s.scalars(
+            select(Deployment).where(Deployment.run_id == run_id, Deployment.status == "canary")
+        ).one_or_none()
+        if dep is None:
+            return False
+        states.abort_canary(s, dep)
+        return True
 
 
 def restore(settings: Settings, db: Database, say: Say) -> None:

@@ -3,16 +3,21 @@
 A stage that does not succeed ends the run (later stages become ``skipped``); the last stage
 to succeed ends it ``succeeded``. Either way the worktree is removed. While a step's command
 runs, the run's status is watched: a cancelled (or superseded) run stops it, except a deploy,
-which is never interrupted.
+which is never interrupted. A stage runs under a lease its heartbeat renews (:mod:`store.schedule`):
+a worker that dies is noticed when its lease runs out, and the stage runs again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
+import time
 import traceback
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,18 +26,24 @@ from sqlalchemy import select
 from config.settings import Settings
 from pipelines.config import ConfigError
 from pipelines.events import DataObject, Event
+from store import schedule
 from store.db import Database, StoreUnavailable
-from store.models import Delivery, Run, Stage, as_utc, utcnow
+from store.lifecycle import RUNNABLE, TERMINAL, end_run, move_run, move_stage
+from store.models import Delivery, Run, Stage, utcnow
 from store.runs import forget_workspace, lock_run, origin
+from workers.heartbeat import beating
+from workers.livelog import streaming
 from workers.locks import file_lock, lock_path
-from workers.process import stoppable
+from workers.process import kill_group, reporting, stoppable
 from workers.projects import log_path, mirror, project_in
 from workers.steps import StepContext, StepError, StepResult, registry
 
 log = logging.getLogger(__name__)
 #: What :func:`execute` answers for a second message of a stage another worker is running.
 ALREADY_RUNNING = "already_running"
-TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "gate_failed"}
+#: ... and for a message that is not the stage's current one (it was published again since).
+STALE = "stale"
+LEASE_LOST = "the lease on this stage was lost: another attempt runs it"
 MAX_LOG = 2 * 1024 * 1024
 #: Stages that must never run twice at once in one worktree (DVC keeps state in it).
 EXCLUSIVE = {"retrain"}
@@ -52,8 +63,13 @@ class _Facts:
     classification: dict[str, Any]
 
 
-def execute(settings: Settings, db: Database, run_id: int, name: str) -> str:
-    """Run stage ``name`` of run ``run_id``; returns the stage's final status."""
+def execute(settings: Settings, db: Database, run_id: int, name: str, task_id: str | None = None) -> str:
+    """Run stage ``name`` of run ``run_id`` for the message ``task_id``; returns the stage's final
+    status, :data:`ALREADY_RUNNING` or :data:`STALE` (the message is not the stage's current one).
+
+    The stage starts under this process's lease, renewed by a heartbeat while the step runs. A
+    stage found running under a lease whose holder died is taken over (:func:`take_over`).
+    """
     with db.session() as s:
         lock_run(s, run_id)  # a supersession or cancel either happens before this, or sees it
         run = s.get(Run, run_id)
@@ -62,47 +78,116 @@ def execute(settings: Settings, db: Database, run_id: int, name: str) -> str:
             return "skipped"
         if stage.status in TERMINAL:  # a redelivered message for a stage already done
             return stage.status
-        if run.status not in ("queued", "running"):  # cancelled or superseded: right before
+        if run.status not in RUNNABLE:  # cancelled or superseded: right before
             return "cancelled"  # a deploy too, so an older run never deploys over a newer one
-        if (
-            stage.status == "running"
-            and stage.started_at
-            and as_utc(stage.started_at) > utcnow() - timedelta(seconds=settings.stage_timeout)
-        ):
-            return ALREADY_RUNNING  # a duplicate message while another worker runs it (not a lost one)
-        stage.status, stage.started_at = "running", utcnow()
-        run.status = "running"
-        run.started_at = run.started_at or stage.started_at
-        deliveries = s.scalars(select(Delivery).where(Delivery.run_id == origin(s, run).id))
-        facts = _Facts(
-            repository=run.repository,
-            commit=run.commit or "",
-            ref=run.ref,
-            worktree=Path(run.workspace or ""),
-            classification=run.classification or {},
-            objects=[o for d in deliveries for o in Event.from_dict(d.event).objects],
-        )
+        if task_id is not None and stage.task_id != task_id:
+            return STALE  # republished since (the broker lost it, or its worker died): not this one
+        if stage.status == "running":
+            if schedule.lease_alive(stage):
+                return ALREADY_RUNNING  # a duplicate message while another worker runs it
+            dead = True
+        else:
+            dead = False
+            if stage.status != "queued":  # awaiting approval: a stale message
+                return stage.status
+            schedule.start(stage, settings.lease_seconds)
+            if run.status == "queued":
+                move_run(run, "running", now=stage.started_at)
+            lease = _Lease(stage.id, stage.lease_owner or "", stage.attempt)
+            deliveries = s.scalars(select(Delivery).where(Delivery.run_id == origin(s, run).id))
+            facts = _Facts(
+                repository=run.repository,
+                commit=run.commit or "",
+                ref=run.ref,
+                worktree=Path(run.workspace or ""),
+                classification=run.classification or {},
+                objects=[o for d in deliveries for o in Event.from_dict(d.event).objects],
+            )
+    if dead:  # its worker died (this message came back with it): run it again, or fail it
+        take_over(settings, db, run_id, name, why="its worker died")
+        return STALE
     path = log_path(settings, run_id, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as fh, _alone(settings, run_id, name) as alone:
-        if not alone:  # the database's guard was fooled (e.g. a start time taken for stale)
-            fh.write(b"[loopline] another worker is running this stage in this worktree; not again\n")
-            return ALREADY_RUNNING
+    with (
+        path.open("ab") as fh,
+        beating(
+            settings.lease_seconds / 3,
+            lambda: schedule.renew(db, lease.stage_id, lease.owner, lease.attempt, settings.lease_seconds),
+        ) as beat,
+        reporting(lambda pgid: schedule.record_pgid(db, lease.stage_id, lease.owner, pgid)),
+        _alone(settings, run_id, name),
+        streaming(db, run_id, name, path, MAX_LOG),  # the web process reads it from the store
+    ):
+        if lease.attempt > 1:
+            fh.write(f"[loopline] attempt {lease.attempt}: the previous one's worker died\n".encode())
         if name in UNINTERRUPTIBLE:
             result = _call(settings, db, run_id, name, facts, fh)
         else:
-            with stoppable(lambda: cancelled(db, run_id)):
+            with stoppable(lambda: cancelled(db, run_id) or (LEASE_LOST if beat.lost else None)):
                 result = _call(settings, db, run_id, name, facts, fh)
     text = path.read_bytes()[-MAX_LOG:].decode("utf-8", errors="replace")
-    return _record(settings, db, run_id, name, result, text)
+    return _record(settings, db, run_id, name, result, text, lease)
+
+
+@dataclass(frozen=True)
+class _Lease:
+    stage_id: int
+    owner: str
+    attempt: int
+
+
+def take_over(
+    settings: Settings, db: Database, run_id: int, name: str, *, why: str, now: datetime | None = None
+) -> str | None:
+    """A running stage whose lease holder is gone: kill what its command left running, then
+    queue it again as a new attempt, or fail it (and its run) after ``max_attempts``. Returns
+    the stage's new status, or None when its lease is alive after all."""
+    with db.session() as s:
+        lock_run(s, run_id)
+        run = s.get(Run, run_id)
+        stage = s.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
+        if run is None or stage is None or stage.status != "running" or schedule.lease_alive(stage, now):
+            return None
+        orphan = schedule.take_over(s, run, stage, max_attempts=settings.max_attempts, why=why, now=now)
+        status, ended, workspace, repo = stage.status, run.status in TERMINAL, run.workspace, run.repository
+    if orphan is not None and orphan.host == socket.gethostname():
+        kill_group(orphan.pgid, signal.SIGKILL)  # e.g. the `dvc repro` of a worker the OOM killer took
+        _wait_gone(orphan.pgid)  # before the next attempt starts: DVC's lock must be free again
+    log.warning(
+        "run %s: stage %s %s; %s", run_id, name, why, "failed" if status == "failed" else "queued again"
+    )
+    if ended:
+        recover_release(settings, db, run_id)
+        cleanup(settings, db, run_id, repo, workspace)
+    return status
+
+
+def _wait_gone(pgid: int, timeout: float = 5.0) -> None:
+    """Wait (bounded) until the process group is gone (an unreaped zombie keeps it until then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+
+
+def recover_release(settings: Settings, db: Database, run_id: int) -> None:
+    """A run that ended while its deploy's canary was on trial: the canary is rolled back."""
+    from workers import releases
+
+    if releases.abort_canary_of(db, run_id):
+        log.warning("run %s ended during its canary: rolled back", run_id)
+        releases.reap(db)
 
 
 def _alone(settings: Settings, run_id: int, name: str) -> AbstractContextManager[bool]:
-    """DVC keeps state in the worktree: one retrain per worktree at a time, whatever the
-    store says; yields False when another process holds it."""
+    """DVC keeps state in the worktree: one retrain per worktree at a time, whatever the store
+    says (an attempt whose lease was lost may still be stopping its command: wait for it)."""
     if name not in EXCLUSIVE:
         return nullcontext(True)
-    return file_lock(lock_path(settings.home, f"workspace-{run_id}"), wait=False)
+    return file_lock(lock_path(settings.home, f"workspace-{run_id}"))
 
 
 def cancelled(db: Database, run_id: int) -> str | None:
@@ -148,36 +233,44 @@ def _call(
         return StepResult(status="failed", exit_code=1, detail={"error": f"internal error: {exc}"})
 
 
-def _record(settings: Settings, db: Database, run_id: int, name: str, result: StepResult, text: str) -> str:
-    """Store the stage's outcome, move the run on, and return the stage's final status."""
+def _record(
+    settings: Settings, db: Database, run_id: int, name: str, result: StepResult, text: str, lease: _Lease
+) -> str:
+    """Store the stage's outcome, move the run on, and return the stage's final status; an
+    attempt that lost its lease meanwhile records nothing (the attempt that holds it will)."""
     now = utcnow()
     status = result.status
     with db.session() as s:
         lock_run(s, run_id)
         run = s.get(Run, run_id)
         assert run is not None
+        stage = next(st for st in run.stages if st.name == name)
+        if (stage.status, stage.lease_owner, stage.attempt) != ("running", lease.owner, lease.attempt):
+            log.warning(
+                "run %s: stage %s attempt %s lost its lease; its outcome is dropped",
+                run_id,
+                name,
+                lease.attempt,
+            )
+            return STALE
         if run.status == "cancelled" and status != "succeeded":  # stopped (or moot): say why
             status = "cancelled"
             text += f"[loopline] stage cancelled: {run.reason or 'the run was cancelled'}\n"
-        stage = next(st for st in run.stages if st.name == name)
-        stage.status, stage.exit_code, stage.log, stage.detail = status, result.exit_code, text, result.detail
-        if status != "awaiting_approval":
-            stage.finished_at = now
+        stage.lease_owner = stage.lease_expires_at = stage.pgid = None
+        move_stage(stage, status, now=now)
+        stage.exit_code, stage.log, stage.detail = result.exit_code, text, result.detail
         later = [st for st in run.stages if st.position > stage.position]
         if run.status == "cancelled":  # cancelled while this stage ran: record it, move nothing on
             pass
         elif status == "succeeded":
             if later:
                 return status
-            run.status, run.finished_at = "succeeded", now
+            move_run(run, "succeeded", now=now)
         elif status == "awaiting_approval":
-            run.status = "awaiting_approval"
+            move_run(run, "awaiting_approval", now=now)
             return status
         else:
-            run.status, run.finished_at = result.status, now
-            run.reason = f"stage {name} {result.status.replace('_', ' ')}"
-            for st in later:
-                st.status = "skipped"
+            end_run(run, status, reason=f"stage {name} {status.replace('_', ' ')}", now=now)
         workspace, repo_name = run.workspace, run.repository
     cleanup(settings, db, run_id, repo_name, workspace)
     return status

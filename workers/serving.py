@@ -9,15 +9,18 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
 
 from pipelines.errors import LooplineError
+from workers import model_server, sandbox
 from workers.process import argv_for, kill_group, project_env
 
 BUILTIN_SERVER = [sys.executable, "-m", "workers.model_server"]
+#: The built-in server as a script (stdlib only), for a sandbox that sees this one file of Loopline.
+BUILTIN_SCRIPT = Path(model_server.__file__).resolve()
 
 
 class ServeError(LooplineError, RuntimeError):
@@ -58,24 +61,35 @@ def start(
     health_path: str = "/healthz",
     timeout: float = 60,
     address: str = "127.0.0.1",
+    box: sandbox.Box | None = None,
 ) -> Server:
     """Start a server for ``model_path`` on a free port and wait until it answers healthy.
 
     The process gets its own session so that it outlives the worker that started it. Its URL
     names ``address`` (:func:`advertised`); a server registered under any other address than
-    127.0.0.1 listens on every interface (``HOST=0.0.0.0``), so other hosts reach it.
+    127.0.0.1 listens on every interface (``HOST=0.0.0.0``), so other hosts reach it. With
+    ``box`` it runs in the sandbox (the artifact bound read-only, the host's network shared).
     """
     port = free_port()
     host = advertised(address)
-    argv = argv_for(command) if command else list(BUILTIN_SERVER)
-    env = project_env(
-        {
-            "PORT": str(port),
-            "HOST": host if host in ("127.0.0.1", "localhost") else "0.0.0.0",  # noqa: S104
-            "LOOPLINE_MODEL_PATH": str(model_path),
-            "LOOPLINE_MODEL_SHA256": sha256,
-        }
-    )
+    extra = {
+        "PORT": str(port),
+        "HOST": host if host in ("127.0.0.1", "localhost") else "0.0.0.0",  # noqa: S104
+        "LOOPLINE_MODEL_PATH": str(model_path),
+        "LOOPLINE_MODEL_SHA256": sha256,
+    }
+    if box is None:
+        argv = argv_for(command) if command else list(BUILTIN_SERVER)
+        env = project_env(extra)
+    else:
+        box = replace(box, read=(*box.read, model_path, BUILTIN_SCRIPT), network=True, detached=True)
+        env = sandbox.environment(box, extra)
+        try:
+            argv = sandbox.resolve(argv_for(command or ["python", str(BUILTIN_SCRIPT)], python=None), env)
+        except FileNotFoundError as exc:
+            raise ServeError(str(exc)) from exc
+        sandbox.prepare(box)
+        argv = sandbox.wrap(argv, box, cwd=cwd)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         proc = subprocess.Popen(

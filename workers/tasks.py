@@ -1,55 +1,47 @@
 """Thin Celery tasks: each loads its inputs and calls a plain function.
 
-Order comes from a canvas chain built once per run; no task ever waits on another.
+The store decides what runs next (:mod:`store.schedule`): a stage that ends makes the next one
+due, and it is published from the store, one message per stage. So the broker holds nothing the
+store does not know: a message it loses is published again by the reconciler.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from datetime import timedelta
+from typing import Any
 
-from celery import chain
 from celery.exceptions import Ignore
 
+from config.settings import Settings
 from pipelines.plan import CANONICAL, queue_for
-from store import deliveries, runs
-from workers import runner, status
+from store import deliveries
+from store.schedule import Due
+from workers import notify, relay, runner, status, triggers
+from workers import reconcile as reconciler
 from workers.celery_app import app
 from workers.context import current
-from workers.intake import prepare_retry, prepare_run
+from workers.intake import Busy, prepare_retry, prepare_run
 
 log = logging.getLogger(__name__)
 
 
 class StageFailed(Exception):
-    """Raised to stop a run's chain after a stage did not succeed (shown in Flower)."""
-
-
-def publish_stages(run_id: int, stages: tuple[str, ...] | list[str]) -> None:
-    """Send the run's stages as one chain, each on its queue (training stages on ``training``).
-
-    Each stage is its own task name (``loopline.stage.retrain``) and task id
-    (``loopline-run<id>-<stage>``), so Flower lists them by name and the dashboard links to them.
-    """
-    if stages:
-        chain(
-            *(
-                STAGE_TASKS.get(s, run_stage)
-                .si(run_id, s)
-                .set(queue=queue_for(s), task_id=f"loopline-run{run_id}-{s}")
-                for s in stages
-            )
-        ).apply_async()
+    """Raised after a stage did not succeed, so Flower shows the task failed."""
 
 
 class CeleryPublisher:
-    """What the relay publishes with: intake tasks, and the rest of an approved run."""
+    """What the relay publishes with: intakes, stages that are due, retries, commit statuses."""
 
     def intake(self, delivery_ids: list[str]) -> None:
-        intake.apply_async(args=[delivery_ids], queue="default")
+        intake.apply_async(
+            args=[delivery_ids], queue="default", task_id=reconciler.intake_task_id(delivery_ids)
+        )
 
-    def stages(self, run_id: int, stages: list[str]) -> None:
-        publish_stages(run_id, stages)
+    def stage(self, due: Due) -> None:
+        STAGE_TASKS.get(due.stage, run_stage).apply_async(
+            args=[due.run_id, due.stage, due.task_id], queue=queue_for(due.stage), task_id=due.task_id
+        )
 
     def prepare(self, run_id: int) -> None:
         prepare.apply_async(args=[run_id], queue="default")
@@ -63,21 +55,27 @@ class CeleryPublisher:
 @app.task(name="loopline.intake", acks_late=True, reject_on_worker_lost=True)
 def intake(delivery_ids: list[str]) -> int | None:
     settings, db = current()
-    prepared = prepare_run(settings, db, delivery_ids)
-    if prepared.stages:
-        assert prepared.run_id is not None
-        publish_stages(prepared.run_id, prepared.stages)
-    if prepared.run_id is not None:  # only once the chain is out (a superseded run has none)
+    try:
+        with reconciler.intake_heartbeat(settings, db, delivery_ids):
+            prepared = prepare_run(settings, db, delivery_ids)
+    except Busy:  # another intake of the repository runs: this one goes back, no slot is held
+        deliveries.postpone(db, delivery_ids)
+        return None
+    except reconciler.Poisoned as exc:
+        log.error("intake of %s: %s", delivery_ids, exc)
+        return None
+    if prepared.run_id is not None:
+        relay.publish_due(db, CeleryPublisher(), prepared.run_id)
         deliveries.finish(db, delivery_ids, run_id=prepared.run_id)
     return prepared.run_id
 
 
-# A retry: its worktree at the commit, then its stages. Idempotent like intake.
+# A retry: its worktree at the commit, then its first stage is due. Idempotent like intake.
 @app.task(name="loopline.prepare", acks_late=True, reject_on_worker_lost=True)
 def prepare(run_id: int) -> None:
     settings, db = current()
-    prepared = prepare_retry(settings, db, run_id)
-    publish_stages(run_id, prepared.stages)
+    prepare_retry(settings, db, run_id)
+    relay.publish_due(db, CeleryPublisher(), run_id)
 
 
 # Tells the Git host the run's current status (never the web process). Idempotent: a repeat
@@ -88,22 +86,24 @@ def commit_status(run_id: int) -> None:
     status.report(settings, db, run_id)
 
 
-# Stages run for minutes (retrain: up to the stage timeout). acks_late + reject_on_worker_lost:
-# a worker killed mid-stage gives the message back and the stage runs again; the broker's
-# visibility timeout (celery_app) is set above the longest stage so it is never handed out twice.
+# Stages run for minutes (retrain: up to the stage timeout) under a lease their heartbeat renews.
+# acks_late + reject_on_worker_lost: a worker process killed mid-stage gives the message back at
+# once, and the next worker takes the stage over (its lease holder is dead). A message that is
+# not the stage's current one (``task_id``) is stale and dropped.
 @app.task(name="loopline.stage", acks_late=True, reject_on_worker_lost=True, throws=(StageFailed,))
-def run_stage(run_id: int, stage: str) -> str:
+def run_stage(run_id: int, stage: str, task_id: str | None = None) -> str:
     settings, db = current()
-    outcome = runner.execute(settings, db, run_id, stage)
-    if outcome in ("awaiting_approval", "cancelled", runner.ALREADY_RUNNING):
-        raise Ignore()  # the chain stops here; an approval (or the other worker's chain) goes on
+    outcome = runner.execute(settings, db, run_id, stage, task_id)
+    relay.publish_due(db, CeleryPublisher(), run_id)  # the next stage, at once (else the relay's pass)
+    if outcome in ("awaiting_approval", "cancelled", runner.ALREADY_RUNNING, runner.STALE):
+        raise Ignore()
     if outcome != "succeeded":
         raise StageFailed(f"run {run_id}: stage {stage} {outcome}")
     return outcome
 
 
-#: One task per stage, named after it (the body is ``run_stage``'s); ``loopline.stage`` stays for
-#: messages published before.
+#: One task per stage, named after it (the body is ``run_stage``'s), so Flower lists them by name;
+#: ``loopline.stage`` stays for messages published before.
 STAGE_TASKS = {
     name: app.task(
         name=f"loopline.stage.{name}", acks_late=True, reject_on_worker_lost=True, throws=(StageFailed,)
@@ -112,15 +112,52 @@ STAGE_TASKS = {
 }
 
 
-# Periodic and idempotent: acks early is fine, a lost tick is redone 30 s later.
+# Periodic and idempotent: acks early is fine, a lost tick is redone 10 s later. The relay beside
+# each default worker reconciles too, so a default queue full of slow intakes never delays it.
 @app.task(name="loopline.reconcile")
 def reconcile() -> int:
     settings, db = current()
-    moved = deliveries.requeue_stuck(db, older_than=timedelta(minutes=5))
-    if moved:
-        log.warning("reconcile: %d deliveries were dispatched but never processed; re-queued", moved)
-    for run_id in runs.expire_approvals(db):
-        log.warning("reconcile: run %d waited for approval too long; cancelled", run_id)
-    for run_id, repo, workspace in runs.finished_workspaces(db):
-        runner.cleanup(settings, db, run_id, repo, workspace)
-    return moved
+    return reconciler.reconcile(settings, db, reconciler.waiting_ids(app))
+
+
+# Periodic (beat) and idempotent: each fire is a delivery whose id names what it is about, so a
+# tick lost or run twice changes nothing.
+@app.task(name="loopline.triggers")
+def check_triggers() -> int:
+    settings, db = current()
+    fired = triggers.check(settings, db)
+    for notice in fired:
+        publish_notice(settings, notice)
+    return len(fired)
+
+
+def publish_notice(settings: Settings, notice: notify.Notice) -> None:
+    """One task per target, so a receiver that is down delays only its own notices."""
+    for target in notify.wanted(settings, notice):
+        send_notice.apply_async(
+            args=[dataclasses.asdict(target), dataclasses.asdict(notice)], queue="default"
+        )
+
+
+# Runs whose status is worth a notice; the claim in the store makes each one go out once.
+@app.task(name="loopline.notify_sweep")
+def notify_sweep() -> int:
+    settings, db = current()
+    due = notify.due(settings, db)
+    for notice in due:
+        publish_notice(settings, notice)
+    return len(due)
+
+
+# The receiver's URL is read from the environment inside: a task's arguments hold no secret.
+# Quick retries inside (urllib3), then Celery's own with backoff for a receiver that is down.
+@app.task(
+    name="loopline.notify",
+    autoretry_for=(notify.NotifyFailed,),
+    retry_backoff=30,
+    retry_backoff_max=900,
+    max_retries=8,
+    retry_jitter=True,
+)
+def send_notice(target: dict[str, Any], notice: dict[str, Any]) -> None:
+    notify.send(notify.NotifyTarget(**target), notify.Notice(**notice))

@@ -283,37 +283,35 @@ class Buildbot:
         return measure("buildbot", sent, finished, text, ok=ok)
 
 
+def loopline_env(root: Path, remote: Path) -> dict[str, str]:
+    """Loopline's environment with its own home under ``root`` and the peer project registered
+    (SQLite, the embedded broker: the same footing as Buildbot's defaults)."""
+    root.mkdir(exist_ok=True)
+    config = root / "loopline.yaml"
+    repo = {
+        "name": "peer",
+        "provider": "github",
+        "match": FULL_NAME,
+        "url": str(remote),
+        "secret_env": "PEER_HOOK_SECRET",
+        "branches": ["main"],
+    }
+    config.write_text(json.dumps({"repositories": [repo]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env.update(
+        LOOPLINE_HOME=str(root / "home"),
+        LOOPLINE_CONFIG=str(config),
+        PEER_HOOK_SECRET=SECRET,
+        PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    return env
+
+
 class Loopline:
     def __init__(self, root: Path, remote: Path) -> None:
-        root.mkdir()
-        config = root / "loopline.yaml"
-        config.write_text(
-            json.dumps(
-                {
-                    "repositories": [
-                        {
-                            "name": "peer",
-                            "provider": "github",
-                            "match": FULL_NAME,
-                            "url": str(remote),
-                            "secret_env": "PEER_HOOK_SECRET",
-                            "branches": ["main"],
-                        }
-                    ]
-                }
-            )
-        )
-        env = {
-            **os.environ,
-            "LOOPLINE_HOME": str(root / "home"),
-            "LOOPLINE_CONFIG": str(config),
-            "PEER_HOOK_SECRET": SECRET,
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        }
-        for name in ("LOOPLINE_DATABASE_URL", "LOOPLINE_BROKER_URL", "LOOPLINE_STORAGE_URL"):
-            env.pop(name, None)
-        self.env = env
-        self.stack = Stack(env, ack.free_port())
+        self.env = loopline_env(root, remote)
+        self.stack = Stack(self.env, ack.free_port())
         self.url = self.stack.url
 
     def run(self, body: bytes, timeout: float) -> dict[str, Any]:
@@ -372,27 +370,7 @@ def acknowledgement(
     body_path, script = root / "ack-body.json", root / "ack.lua"
     body_path.write_bytes(body)
     script.write_text(ack.WRK_SCRIPT)
-    config = root / "ack-loopline.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "repositories": [
-                    {
-                        "name": "peer",
-                        "provider": "github",
-                        "match": FULL_NAME,
-                        "url": str(remote),
-                        "secret_env": "PEER_HOOK_SECRET",
-                    }
-                ]
-            }
-        )
-    )
-    env = {**os.environ, "LOOPLINE_HOME": str(root / "ack-home"), "LOOPLINE_CONFIG": str(config)}
-    env["PEER_HOOK_SECRET"] = SECRET
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    for name in ("LOOPLINE_DATABASE_URL", "LOOPLINE_BROKER_URL", "LOOPLINE_STORAGE_URL"):
-        env.pop(name, None)
+    env = loopline_env(root / "ack", remote)
     gargs = argparse.Namespace(workers=2, worker_class="gthread", threads=4)
     proc, port = ack.start_gunicorn(
         "loopline-ack",

@@ -35,29 +35,32 @@ function sweep() {
  * @param {string} [o.xLabel]
  * @param {(v: number) => string} [o.format]  how y values read
  * @param {string} [o.id]  the chart box's id (tests and links find it by that)
+ * @param {string[]} [o.names]  a bar chart: x is 0…n-1, labelled with these names
  */
-export function lineChart({ title, x, series, thresholds = [], time = false, xLabel = "", format = num, id = null, height = 200, integerX = false, zero = true }) {
+export function lineChart({ title, x, series, thresholds = [], time = false, xLabel = "", format = num, id = null, height = 200, integerX = false, zero = true, names = null }) {
   sweep();
   const box = h("div", { class: "uchart", id, role: "img", "aria-label": title });
   const lines = [
-    ...series.map((s, i) => ({ label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: 2, dash: s.dash ? [6, 4] : undefined, points: { size: 5 }, spanGaps: false, value: (_u, v) => (v == null ? "—" : format(v)) })),
+    ...series.map((s, i) => ({ label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: names ? 1 : 2,
+      ...(names ? { fill: `${s.color || COLORS[i % COLORS.length]}99`, paths: uPlot.paths.bars({ size: [0.6, 48] }), points: { show: false } } : {}), dash: s.dash ? [6, 4] : undefined, points: { size: 5 }, spanGaps: false, value: (_u, v) => (v == null ? "—" : format(v)) })),
     ...thresholds.map((t) => ({ label: t.label, stroke: t.color || THRESHOLD, width: 1.5, dash: [4, 4], points: { show: false }, value: () => format(t.value) })),
   ];
   const data = [x, ...series.map((s) => s.values), ...thresholds.map((t) => x.map(() => t.value))];
   const opts = {
     width: 600, height,
-    scales: { x: { time }, y: { range: (_u, lo, hi) => yRange(lo, hi, thresholds, zero) } },
+    scales: { x: names ? { time: false, range: [-0.5, names.length - 0.5] } : { time }, y: { range: (_u, lo, hi) => yRange(lo, hi, thresholds, zero) } },
     axes: [
       { label: xLabel || undefined, stroke: "#5d6877", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#e2e6ec" },
-        incrs: integerX ? [1, 2, 5, 10, 20, 50, 100] : undefined, values: time ? undefined : (_u, ticks) => ticks.map((v) => num(v)) },
+        incrs: names ? [1] : integerX ? [1, 2, 5, 10, 20, 50, 100] : undefined,
+        values: names ? (_u, ticks) => ticks.map((v) => names[v] ?? "") : time ? undefined : (_u, ticks) => ticks.map((v) => num(v)) },
       { stroke: "#5d6877", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#e2e6ec" }, size: 56, values: (_u, ticks) => ticks.map((v) => format(v)) },
     ],
-    series: [{ label: time ? "time" : (xLabel || "x"), value: time ? undefined : (_u, v) => (v == null ? "—" : num(v)) }, ...lines],
+    series: [{ label: time ? "time" : (xLabel || "x"), value: time ? undefined : (_u, v) => (v == null ? "—" : names ? (names[v] ?? "—") : num(v)) }, ...lines],
     legend: { live: true },
     cursor: { drag: { x: false, y: false } },
   };
   const figure = h("figure", { class: "chart-figure" }, h("figcaption", { class: "chart-title" }, title), box,
-    numbersTable(title, x, series, time, format));
+    numbersTable(title, names || x, series, time, format));
   requestAnimationFrame(() => {
     if (!box.isConnected) return;
     opts.width = Math.max(240, Math.floor(box.clientWidth || 600));
@@ -79,7 +82,7 @@ function yRange(lo, hi, thresholds, zero) {
 }
 
 function numbersTable(title, x, series, time, format) {
-  const label = (v) => (time ? new Date(v * 1000).toLocaleTimeString() : num(v));
+  const label = (v) => (time ? new Date(v * 1000).toLocaleTimeString() : typeof v === "string" ? v : num(v));
   return h("div", { class: "sr-only" }, h("table", {},
     h("caption", {}, `${title}: the numbers`),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, time ? "time" : "x"), series.map((s) => h("th", { scope: "col" }, s.label)))),

@@ -2,7 +2,7 @@
 // Everything from the API is rendered as text (see dom.js); the page state lives in the URL hash.
 import { ApiError, getJSON, getLog, seg } from "./api.js";
 import {
-  metricKeys, renderAliases, renderConsumers, renderMetricChart, renderServingSummary, renderTimeline, renderTraffic,
+  metricKeys, renderAliases, renderConsumers, renderData, renderMetricChart, renderServingSummary, renderTimeline, renderTraffic,
 } from "./releases.js";
 import * as session from "./session.js";
 import { h, renderIfChanged, replace } from "./dom.js";
@@ -19,7 +19,7 @@ const state = {
   run: null, runError: null,
   log: null, logError: null, logKey: null,
   models: null, modelsError: null,
-  timeline: null, modelState: null, traffic: null, attention: null,
+  timeline: null, modelState: null, traffic: null, data: null, attention: null,
   lineage: null, lineageError: null,
   lastOk: null, offline: false,
 };
@@ -371,12 +371,13 @@ function gateDetail(d) {
         h("td", {}, k), h("td", { class: "num" }, f.num(v)), prod ? h("td", { class: "num" }, f.num(prod[k])) : null))))) : null);
 }
 
-/** The stage's Celery task in Flower (``LOOPLINE_FLOWER_URL``); task ids are
- * ``loopline-run<id>-<stage>`` (workers/tasks.py). */
+/** The stage's Celery task in Flower (``LOOPLINE_FLOWER_URL``): the id of its last message
+ * (store/schedule.py; the first is ``loopline-run<id>-<stage>``). */
 function flowerLink(run, stage) {
   const base = document.body.dataset.flowerUrl;
-  if (!base || stage.status === "queued" || stage.status === "skipped") return null;
-  return h("a", { href: `${base}/task/loopline-run${run.id}-${encodeURIComponent(stage.name)}`, rel: "noopener noreferrer", target: "_blank", id: "flower-link" }, "task in Flower ↗");
+  if (!base || stage.status === "skipped") return null;
+  const id = typeof stage.task_id === "string" && stage.task_id ? stage.task_id : `loopline-run${run.id}-${stage.name}`;
+  return h("a", { href: `${base}/task/${encodeURIComponent(id)}`, rel: "noopener noreferrer", target: "_blank", id: "flower-link" }, "task in Flower ↗");
 }
 
 function renderStagePanel(run, stage) {
@@ -608,6 +609,8 @@ function renderModels() {
   renderIfChanged($("traffic"), JSON.stringify(traffic?.releases ?? null), () => renderTraffic($("traffic"), traffic));
   renderIfChanged($("consumers"), JSON.stringify(traffic?.applications ?? null), () => renderConsumers($("consumers"), traffic));
   renderIfChanged($("aliases"), JSON.stringify(state.modelState), () => renderAliases($("aliases"), state.modelState));
+  const data = state.data && state.data.name === name ? state.data : null;
+  renderIfChanged($("data"), JSON.stringify(data), () => renderData($("data"), data));
   if (!tl) return;
   const keys = metricKeys(tl.versions);
   const metric = chosenMetric(keys);
@@ -695,15 +698,16 @@ async function loadModels() {
   state.modelsError = err;
   const name = selectedModel();
   if (!name) return err;
-  const [tErr, lErr, mErr, trErr] = await Promise.all([
+  const [tErr, lErr, mErr, trErr, dErr] = await Promise.all([
     attempt(async () => { state.timeline = await getJSON(`models/${seg(name)}/timeline`); }),
     attempt(async () => { state.lineage = await getJSON("deployments/current", { model: name }); }),
     attempt(async () => { state.modelState = await getJSON(`models/${seg(name)}`); }),
     attempt(async () => { state.traffic = await getJSON(`models/${seg(name)}/traffic`, { minutes: $("traffic-range").value }); }),
+    attempt(async () => { state.data = await getJSON(`models/${seg(name)}/data`); }),
   ]);
   state.lineageError = lErr;
   if (lErr) state.lineage = null;
-  err = err || [tErr, lErr, mErr, trErr].find((e) => e && e.status !== 404) || null;
+  err = err || [tErr, lErr, mErr, trErr, dErr].find((e) => e && e.status !== 404) || null;
   return err;
 }
 

@@ -281,3 +281,37 @@ function timelineRow(v, handlers) {
     approvalLine(v),
     v.releases.map((r) => releaseBlock(v, r, handlers)));
 }
+
+// ---------------------------------------------------------------- data batches and drift
+
+export function renderData(el, data) {
+  const batches = data?.batches || [];
+  if (!batches.length) {
+    replace(el, h("p", { class: "muted" }, "No data batches checked yet: files dropped into the data lake are validated and profiled by the validate_data stage."));
+    return;
+  }
+  const latest = batches.flatMap((b) => b.files.map((file) => ({ b, file }))).find(({ file }) => file.drift && Object.keys(file.drift).length);
+  let chart = null;
+  if (latest) {
+    const entries = Object.entries(latest.file.drift).sort((a, b) => b[1] - a[1]).slice(0, 24);
+    const limit = latest.b.drift_limit;
+    chart = lineChart({
+      id: "chart-drift", title: `Drift per feature: ${latest.file.file} (run #${latest.b.run_id}) against the data before it`,
+      x: entries.map((_e, i) => i), names: entries.map(([k]) => k), xLabel: "feature", height: 220,
+      series: [{ label: "standardized mean shift", values: entries.map(([, v]) => v), color: "#7048e8" }],
+      thresholds: f.isNumber(limit) ? [{ label: "drift limit", value: limit }] : [],
+    });
+  }
+  replace(el, chart,
+    h("div", { class: "table-wrap" }, h("table", { class: "compact", id: "data-batches" },
+      h("caption", {}, "Data batches, newest first"),
+      h("thead", {}, h("tr", {}, ["Run", "When", "File", "Rows", "Columns", "Drifted features", "Problems"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, batches.flatMap((b) => b.files.map((file) => h("tr", {},
+        h("td", {}, link({ run: b.run_id, stage: "validate_data" }, {}, `#${b.run_id}`)),
+        h("td", {}, time(b.created_at)),
+        h("td", {}, h("code", { class: "path" }, String(file.file ?? "—"))),
+        h("td", { class: "num" }, f.num(file.rows)),
+        h("td", { class: "num" }, f.num(file.columns)),
+        h("td", {}, file.drifted?.length ? h("span", { class: "gate-fail" }, file.drifted.join(", ")) : h("span", { class: "gate-pass" }, "none")),
+        h("td", { class: "small" }, file.problems?.length ? h("span", { class: "failure" }, file.problems.join("; ")) : h("span", { class: "muted" }, "none")))))))));
+}

@@ -52,9 +52,10 @@ Step = Callable[[StepContext], StepResult]
 
 
 def registry() -> dict[str, Step]:
-    from workers.steps import approval, commands, data, deploy, gate, ml
+    from workers.steps import approval, commands, data, deploy, environment, gate, ml
 
     return {
+        "environment": environment.environment,
         "validate_data": data.validate_data,
         "unit_tests": commands.unit_tests,
         "retrain": ml.retrain,

@@ -1,23 +1,74 @@
-"""Test stages: the project's own commands, run in the run's worktree."""
+"""The project's own commands, each in the sandbox with the project's environment (every
+step runs them through :func:`run_project`); the test stages."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+
 from store import aliases
 from workers import serving
+from workers.environments import EnvironmentBuildError, box_for
 from workers.process import run_logged
+from workers.sandbox import Box
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.release import model_for_run
 
 TEST_TIMEOUT = 1800.0
 
 
-def _command(ctx: StepContext, stage: str, env: dict[str, str] | None = None) -> StepResult:
-    code = run_logged(
-        ctx.project.stages[stage],
-        cwd=ctx.worktree,
+def run_project(
+    ctx: StepContext,
+    command: str,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    read: tuple[Path, ...] = (),
+    write: tuple[Path, ...] = (),
+    timeout: float | None = None,
+    network: bool | None = None,
+) -> int:
+    """Run one of the project's commands in its sandbox: the worktree (and ``write``) writable,
+    ``read`` read-only, the repository's mapped secrets in its environment and masked in the
+    log; its exit status."""
+    secrets = dict(ctx.settings.pipeline_secrets.get(ctx.repo.name, {}))
+    box = project_box(ctx, read=read, write=write, network=network)
+    return run_logged(
+        command,
+        cwd=cwd or ctx.worktree,
         log=ctx.log,
-        timeout=min(ctx.settings.stage_timeout, TEST_TIMEOUT),
+        timeout=timeout or ctx.settings.stage_timeout,
+        env={**secrets, **(env or {})},
+        box=box,
+        mask=secrets.values(),
+    )
+
+
+def project_box(
+    ctx: StepContext,
+    *,
+    read: tuple[Path, ...] = (),
+    write: tuple[Path, ...] = (),
+    network: bool | None = None,
+) -> Box:
+    """The sandbox for the run's project commands, its environment ready (built if missing)."""
+    try:
+        return box_for(
+            ctx.settings.home, ctx.project, ctx.worktree, ctx.log, read=read, write=write, network=network
+        )
+    except EnvironmentBuildError as exc:
+        raise StepError(str(exc)) from exc
+
+
+def _command(
+    ctx: StepContext, stage: str, env: dict[str, str] | None = None, *, network: bool | None = None
+) -> StepResult:
+    code = run_project(
+        ctx,
+        ctx.project.stages[stage],
         env=env,
+        timeout=min(ctx.settings.stage_timeout, TEST_TIMEOUT),
+        network=network,
     )
     return StepResult(status="succeeded" if code == 0 else "failed", exit_code=code)
 
@@ -40,6 +91,7 @@ def integration_tests(ctx: StepContext) -> StepResult:
             sha256=model.sha256,
             log_file=ctx.worktree.parent / f"{ctx.run_id}-candidate.log",
             health_path=ctx.project.deploy.health_path,
+            box=project_box(ctx, network=True),
         )
     except serving.ServeError as exc:
         raise StepError(f"candidate did not start: {exc}") from exc
@@ -49,6 +101,7 @@ def integration_tests(ctx: StepContext) -> StepResult:
             ctx,
             "integration_tests",
             {"LOOPLINE_SERVE_URL": server.url, "LOOPLINE_MODEL_SHA256": model.sha256},
+            network=True,  # the candidate is reached on 127.0.0.1, whatever sandbox.network says
         )
     finally:
         serving.stop(server.pid)

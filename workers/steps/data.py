@@ -83,7 +83,11 @@ def validate_data(ctx: StepContext) -> StepResult:
         ref_header = ref_header or ref.header
         for name, values in ref.columns.items():
             ref_columns.setdefault(name, []).extend(values)
-    report: dict[str, Any] = {"files": [], "reference_files": [p.name for p in reference]}
+    report: dict[str, Any] = {
+        "files": [],
+        "reference_files": [p.name for p in reference],
+        "drift_limit": DRIFT_LIMIT,
+    }
     failed = False
     for path in new:
         found = profile(path)

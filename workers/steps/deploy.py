@@ -5,15 +5,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sqlalchemy import select
+
 from pipelines.canary import Verdict, judge
-from store import aliases, telemetry
+from store import aliases, registry, telemetry
 from store import releases as states
 from store.models import Deployment
 from workers import releases, serving
-from workers.process import run_logged
 from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.approval import check_approval
+from workers.steps.commands import run_project
 from workers.steps.release import ModelRef, model_for_run
 
 #: Seconds between two looks at the canary's numbers, and between two progress lines.
@@ -25,6 +27,12 @@ def deploy(ctx: StepContext) -> StepResult:
     if model is None:
         raise StepError("no registered model to deploy")
     check_approval(ctx, model)
+    with ctx.db.session() as s:  # an earlier attempt whose worker died may have released already
+        earlier = s.scalars(
+            select(Deployment).where(Deployment.run_id == ctx.run_id).order_by(Deployment.id.desc()).limit(1)
+        ).one_or_none()
+    if earlier is not None:
+        return _resume(ctx, earlier)
     if ctx.project.deploy.target == "command":
         return _deploy_command(ctx, model)
     directory = releases.release_dir(ctx.settings, model.name, model.version, f"run{ctx.run_id}")
@@ -32,7 +40,11 @@ def deploy(ctx: StepContext) -> StepResult:
     ctx.say(f"starting {model.name} v{model.version} from {directory}")
     try:
         server = releases.start(
-            directory, artifact=model.artifact_path, sha256=model.sha256, address=ctx.settings.serving_address
+            ctx.settings,
+            directory,
+            artifact=model.artifact_path,
+            sha256=model.sha256,
+            address=ctx.settings.serving_address,
         )
     except (serving.ServeError, states.ReleaseError) as exc:
         raise StepError(f"release did not start: {exc}") from exc
@@ -75,6 +87,39 @@ def deploy(ctx: StepContext) -> StepResult:
     )
     releases.reap(ctx.db)
     return StepResult(detail=detail)
+
+
+def _resume(ctx: StepContext, dep: Deployment) -> StepResult:
+    """This run released ``dep`` in an attempt whose worker died: never a second release. A
+    canary still on trial is judged on (rolled back if its process died too); a release that
+    was promoted or rolled back meanwhile is the outcome."""
+    detail: dict[str, Any] = {
+        "model": dep.model_name,
+        "version": dep.version,
+        "url": dep.url,
+        "release": dep.id,
+    }
+    ctx.say(f"release #{dep.id} ({dep.model_name} v{dep.version}) was started by an earlier attempt")
+    if dep.status == "canary":
+        with ctx.db.session() as s:
+            mv = registry.model_version(s, dep.model_name, dep.version)
+        if mv is not None and releases.healthy(dep, mv.sha256):
+            ctx.say("its canary is still on trial: judging it on")
+            return _trial(ctx, dep.id, detail)
+        with ctx.db.session() as s:
+            row = s.get(Deployment, dep.id)
+            assert row is not None
+            if row.status == "canary":
+                states.abort_canary(s, row)
+        releases.reap(ctx.db)
+        reason = "the canary's process died with the worker judging it; rolled back"
+        ctx.say(reason)
+        return StepResult(status="failed", exit_code=1, detail=detail | {"error": reason})
+    if dep.status in ("active", "standby", "retired"):
+        return StepResult(detail=detail | {"verdict": "promote"})
+    return StepResult(
+        status="failed", exit_code=1, detail=detail | {"error": f"release #{dep.id} is {dep.status}"}
+    )
 
 
 def _trial(ctx: StepContext, dep_id: int, detail: dict[str, Any]) -> StepResult:
@@ -140,11 +185,10 @@ def _deploy_command(ctx: StepContext, model: ModelRef) -> StepResult:
         raise StepError("stages.deploy.command is required for target 'command'")
     with ctx.db.session() as s:
         previous = aliases.version_of(s, model.name, "production")
-    code = run_logged(
+    code = run_project(
+        ctx,
         command,
-        cwd=ctx.worktree,
-        log=ctx.log,
-        timeout=ctx.settings.stage_timeout,
+        read=(model.artifact_path,),
         env={
             "LOOPLINE_MODEL_NAME": model.name,
             "LOOPLINE_MODEL_VERSION": str(model.version),

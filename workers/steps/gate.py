@@ -20,8 +20,8 @@ import yaml
 
 from pipelines.gate import judge
 from pipelines.project import ProjectConfig
-from workers.process import run_logged
 from workers.steps import StepContext, StepError, StepResult
+from workers.steps.commands import run_project
 from workers.steps.ml import read_metrics, sha256_file
 from workers.steps.release import ModelRef, production
 
@@ -96,12 +96,12 @@ def production_on_this_data(ctx: StepContext, champion: ModelRef) -> tuple[dict[
             "verified) on this run's held-out data"
         )
         out = Path(tmp) / "production-metrics.json"
-        code = run_logged(
+        code = run_project(
+            ctx,
             command,
             cwd=cwd,
-            log=ctx.log,
-            timeout=ctx.settings.stage_timeout,
             env={"LOOPLINE_MODEL_PATH": str(model_path), "LOOPLINE_METRICS_OUT": str(out)},
+            write=(Path(tmp),),
         )
         if code != 0:
             raise StepError(f"scoring production v{champion.version} on this run's data failed (exit {code})")

@@ -13,9 +13,9 @@ from sqlalchemy.exc import IntegrityError
 
 from store import aliases
 from store.models import Delivery, ModelVersion, Run, Stage
-from workers.process import run_logged
 from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
+from workers.steps.commands import run_project
 
 
 def dvc_env(ctx: StepContext) -> dict[str, str]:
@@ -31,13 +31,10 @@ def retrain(ctx: StepContext) -> StepResult:
     dvc_dir = ctx.worktree / ".dvc"
     if dvc_dir.is_dir():
         (dvc_dir / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
-    code = run_logged(
-        ctx.project.stages["retrain"],
-        cwd=ctx.worktree,
-        log=ctx.log,
-        timeout=ctx.settings.stage_timeout,
-        env=dvc_env(ctx),
-    )
+    env = dvc_env(ctx)
+    site = Path(env["DVC_SITE_CACHE_DIR"])
+    site.mkdir(parents=True, exist_ok=True)
+    code = run_project(ctx, ctx.project.stages["retrain"], env=env, write=(cache, site))
     if code == 0 and not (ctx.worktree / ctx.project.artifact).is_file():
         raise StepError(f"retrain succeeded but produced no {ctx.project.artifact}")
     return StepResult(status="succeeded" if code == 0 else "failed", exit_code=code)
@@ -115,6 +112,8 @@ def _gate_and_delivery(ctx: StepContext) -> tuple[dict[str, Any] | None, str | N
 
 
 def register(ctx: StepContext) -> StepResult:
+    if (earlier := _registered(ctx)) is not None:  # by an attempt whose worker died: never twice
+        return earlier
     source = ctx.worktree / ctx.project.artifact
     if not source.is_file():
         raise StepError(f"artifact {ctx.project.artifact} does not exist")
@@ -177,3 +176,16 @@ def register(ctx: StepContext) -> StepResult:
             "gate": gate["verdict"] if gate else None,
         }
     )
+
+
+def _registered(ctx: StepContext) -> StepResult | None:
+    """What this run registered in an earlier attempt, if it did (its alias set again)."""
+    with ctx.db.session() as s:
+        mv = s.scalars(select(ModelVersion).where(ModelVersion.run_id == ctx.run_id)).first()
+    if mv is None:
+        return None
+    ctx.say(f"{mv.name} v{mv.version} was registered by an earlier attempt of this stage")
+    aliases.set_alias(
+        ctx.db, mv.name, "candidate", mv.version, actor=f"run:{ctx.run_id}", reason="registered"
+    )
+    return StepResult(detail={"model": mv.name, "version": mv.version, "sha256": mv.sha256})
