@@ -237,9 +237,11 @@ class Mirror:
         return self._out("log", "-1", "--format=%B", commit, "--").decode(errors="replace")
 
     def author(self, commit: str) -> str:
-        return git("log", "-1", "--format=%an", commit, "--", git_dir=self.path).stdout.decode(
-            errors="replace"
-        ).strip()
+        return (
+            git("log", "-1", "--format=%an", commit, "--", git_dir=self.path)
+            .stdout.decode(errors="replace")
+            .strip()
+        )
 
     def add_worktree(self, path: Path, commit: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
