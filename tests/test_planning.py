@@ -65,7 +65,15 @@ def test_deploy_branch_is_the_first_holding_the_commit(holding: set[str], found:
 
 def test_data_and_triggers() -> None:
     data = planning.for_data(REPO, GUARDED)  # the default branch, main, needs no approval
-    assert data.stages[:3] == ("validate_data", "environment", "retrain") and data.stages[-1] == "deploy"
+    assert data.stages == (
+        "validate_data",
+        "environment",
+        "retrain",
+        "evaluate",
+        "register",
+        "integration_tests",
+        "deploy",
+    )
     nightly = planning.for_trigger("schedule", None, branch="release", config=REPO, project=GUARDED)
     assert nightly.stages[-2:] == ("approval", "deploy") and "schedule trigger" in nightly.reason
     elsewhere = planning.for_trigger("manual", "retry", branch="feature", config=REPO, project=PROJECT)

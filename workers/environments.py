@@ -10,6 +10,7 @@ ready environment has a marker file; the least recently used beyond :data:`KEEP`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -103,6 +104,7 @@ def interpreter(version: str | None) -> tuple[Path, str]:
     )
 
 
+@functools.cache  # asked once per process: a cache hit then costs no subprocess at all
 def _version_of(python: Path) -> str | None:
     try:
         out = subprocess.run(
@@ -140,17 +142,13 @@ def uv_binary() -> Path:
 
 
 def uv_version() -> str:
-    return _cached_uv_version(str(uv_binary()))
+    return _version_line(str(uv_binary()))
 
 
-_uv_versions: dict[str, str] = {}
-
-
-def _cached_uv_version(binary: str) -> str:
-    if binary not in _uv_versions:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False)
-        _uv_versions[binary] = out.stdout.strip()
-    return _uv_versions[binary]
+@functools.cache
+def _version_line(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    return out.stdout.strip()
 
 
 def ensure(
