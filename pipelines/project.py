@@ -86,9 +86,13 @@ class ApprovalConfig:
         return raw
 
 
+#: Where ``deploy`` ships a model: one module each in ``workers/steps/targets/``.
+DEPLOY_TARGETS = ("local", "command")
+
+
 @dataclass(frozen=True, config=STRICT)
 class DeployConfig:
-    target: Annotated[str, one_of(("local", "command"))] = "local"
+    target: Annotated[str, one_of(DEPLOY_TARGETS)] = "local"
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     command: NonEmpty | None = None
     health_path: NonEmpty = Field(default="/healthz", alias="health")

@@ -575,7 +575,7 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
 
 
 def canary_trial(release: int) -> dict[str, Any]:
-    """What the deploy stage records of a healthy 10-second canary trial (``workers/steps/deploy.py``)."""
+    """What the deploy stage records of a healthy 10-second canary trial (``steps/targets/local.py``)."""
     series = []
     for t in range(11):
         canary, stable = 6 * t, 54 * t

@@ -26,6 +26,7 @@ def test_every_registry_is_complete_and_they_agree() -> None:
     from store.deliveries import DATA_PROVIDERS
     from tests import webhooks
     from workers.steps import registry
+    from workers.steps.targets import targets
 
     # Git providers: the one list; the config, the routes and the tests' signed senders (the fuzz
     # tests run every host) follow it; a host with a status API maps every run status.
@@ -48,3 +49,5 @@ def test_every_registry_is_complete_and_they_agree() -> None:
     # a command in loopline.yml is one of them.
     assert set(registry()) == set(plan.CANONICAL)
     assert set(project.DEFAULT_STAGES) <= set(plan.CANONICAL)
+    # Deploy targets: what loopline.yml may name is what the workers can ship.
+    assert set(targets()) == set(project.DEPLOY_TARGETS)

@@ -11,7 +11,7 @@ from pipelines.project import parse_project_config
 REPO = RepoConfig(name="churn", provider="git", match="churn", url="/x", branches=("main", "release"))
 PROJECT = parse_project_config({"release": {"tags": ["v*"]}})
 GUARDED = parse_project_config({"stages": {"deploy": {"approval": {"branches": ["release"]}}}})
-TRAIN = ("unit_tests", "retrain", "evaluate", "register", "integration_tests")
+TRAIN = ("environment", "unit_tests", "retrain", "evaluate", "register", "integration_tests")
 
 
 @pytest.mark.parametrize(
@@ -43,11 +43,11 @@ def test_push(branch: str, changed: bool, message: str, project: object, stages:
 @pytest.mark.parametrize(
     ("tag", "branch", "project", "stages", "reason"),
     [
-        ("v1.2", "main", PROJECT, ("deploy",), "re-deploys the model registered"),
+        ("v1.2", "main", PROJECT, ("environment", "deploy"), "re-deploys the model registered"),
         ("v1.2", None, PROJECT, (), "on no deploy branch"),
         ("nightly", "main", PROJECT, (), "tag nightly does not match release.tags (v*)"),
-        ("anything", "release", GUARDED, ("approval", "deploy"), "re-deploys"),
-        ("anything", "main", GUARDED, ("deploy",), "re-deploys"),
+        ("anything", "release", GUARDED, ("environment", "approval", "deploy"), "re-deploys"),
+        ("anything", "main", GUARDED, ("environment", "deploy"), "re-deploys"),
     ],
 )
 def test_tag(tag: str, branch: str | None, project: object, stages: tuple, reason: str) -> None:
@@ -65,7 +65,15 @@ def test_deploy_branch_is_the_first_holding_the_commit(holding: set[str], found:
 
 def test_data_and_triggers() -> None:
     data = planning.for_data(REPO, GUARDED)  # the default branch, main, needs no approval
-    assert data.stages == ("validate_data", "retrain", "evaluate", "register", "integration_tests", "deploy")
+    assert data.stages == (
+        "validate_data",
+        "environment",
+        "retrain",
+        "evaluate",
+        "register",
+        "integration_tests",
+        "deploy",
+    )
     nightly = planning.for_trigger("schedule", None, branch="release", config=REPO, project=GUARDED)
     assert nightly.stages[-2:] == ("approval", "deploy") and "schedule trigger" in nightly.reason
     elsewhere = planning.for_trigger("manual", "retry", branch="feature", config=REPO, project=PROJECT)

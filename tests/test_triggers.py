@@ -141,7 +141,15 @@ def test_manual_run_is_a_delivery_that_becomes_a_superseding_run(
     run = run_of(db, prepared.run_id)
     assert (run.trigger, run.ref, run.commit) == ("manual", "refs/heads/main", project.head())
     assert run.reason == "manual run by ada: new feature store snapshot"
-    assert run.plan == ["unit_tests", "retrain", "evaluate", "register", "integration_tests", "deploy"]
+    assert run.plan == [
+        "environment",
+        "unit_tests",
+        "retrain",
+        "evaluate",
+        "register",
+        "integration_tests",
+        "deploy",
+    ]
     assert prepared.stages == tuple(run.plan) and run.workspace
     # like a push, the newest manual run of a branch supersedes the older one
     assert run_of(db, earlier.run_id).status == "cancelled"
@@ -276,7 +284,7 @@ def test_schedule_fires_one_run_per_tick_and_none_while_one_is_active(
     run = run_of(db, prepare_run(settings, db, [event]).run_id)
     assert (run.trigger, run.ref, run.commit) == ("schedule", "refs/heads/main", project.head())
     assert run.reason == "schedule '0 * * * *': tick 2026-03-02 10:00 UTC"
-    assert run.plan[:2] == ["unit_tests", "retrain"]
+    assert run.plan[:3] == ["environment", "unit_tests", "retrain"]
     # the next tick finds run still queued: skipped (and remembered as handled), no second run
     assert check_schedule(db, repo, HOURLY, T0 + timedelta(minutes=91)) is None
     assert f"skipped: the previous scheduled run {run.id} is active" in (

@@ -1,8 +1,10 @@
-"""Git plumbing: a bare mirror per repository, diffs and worktrees.
+"""Git plumbing: a bare mirror per repository, diffs and worktrees, on GitPython.
 
-Always argv lists, never a shell; refs and SHAs were validated when the event was parsed, and
-``--`` separates options from revisions wherever git accepts it. Submodules are never fetched,
-checked out or recursed into: a changed submodule is one changed path (its pointer).
+A mirror is a ``git.Repo``; its plumbing calls are ``repo.git.<command>(…)``, which run the same
+git binary with an argv list, never a shell. Refs and SHAs were validated when the event was
+parsed, and ``--`` separates options from revisions wherever git accepts it. Submodules are never
+fetched, checked out or recursed into: a changed submodule is one changed path (its pointer).
+Clones and fetches go through :func:`network`, bounded in time (see below).
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import subprocess
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+
+from git import GitCommandError, Repo
 
 from pipelines.classify import Change
 from pipelines.errors import LooplineError
@@ -102,6 +107,36 @@ class Mirror:
     path: Path
     url: str
 
+    @cached_property
+    def repo(self) -> Repo:
+        """The mirror as a ``git.Repo``: git's own environment rules, never submodules."""
+        repo = Repo(self.path)
+        repo.git.update_environment(**_GIT_ENV)
+        repo.git.set_persistent_git_options(c="submodule.recurse=false")
+        return repo
+
+    def _run(self, command: str, *args: str) -> tuple[int, bytes]:
+        """``git <command> <args>`` in the mirror: its exit status and output, never raising."""
+        status, out, _ = getattr(self.repo.git, command)(
+            *args,
+            with_extended_output=True,
+            with_exceptions=False,
+            stdout_as_string=False,
+            strip_newline_in_stdout=False,
+        )
+        return status, out
+
+    def _out(self, command: str, *args: str) -> bytes:
+        """``git <command> <args>``'s output; :class:`GitError` (one line) when it fails."""
+        try:
+            out: bytes = getattr(self.repo.git, command)(
+                *args, stdout_as_string=False, strip_newline_in_stdout=False
+            )
+        except GitCommandError as exc:
+            lines = [line.strip() for line in str(exc.stderr).splitlines() if line.strip()]
+            raise GitError(f"git {command} failed: {'; '.join(lines)[:2000]}") from None
+        return out
+
     def update(self) -> None:
         """Clone or fetch from the configured URL, retried with backoff (see FETCH_ATTEMPTS)."""
         for attempt in retrying(GitError, attempts=FETCH_ATTEMPTS, first_wait=1.0):
@@ -119,28 +154,18 @@ class Mirror:
                     network("fetch", "--prune", "--no-recurse-submodules", "origin", git_dir=self.path)
 
     def has_commit(self, sha: str) -> bool:
-        return git("cat-file", "-e", f"{sha}^{{commit}}", git_dir=self.path, check=False).returncode == 0
+        return self._run("cat_file", "-e", f"{sha}^{{commit}}")[0] == 0
 
     def resolve(self, ref: str) -> str | None:
-        proc = git(
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            "--end-of-options",
-            f"{ref}^{{commit}}",
-            git_dir=self.path,
-            check=False,
-        )
-        return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+        status, out = self._run("rev_parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+        return out.decode().strip() or None if status == 0 else None
 
     def is_ancestor(self, older: str, newer: str) -> bool:
-        return (
-            git("merge-base", "--is-ancestor", older, newer, git_dir=self.path, check=False).returncode == 0
-        )
+        return self._run("merge_base", "--is-ancestor", older, newer)[0] == 0
 
     def merge_base(self, a: str, b: str) -> str | None:
-        proc = git("merge-base", a, b, git_dir=self.path, check=False)
-        return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+        status, out = self._run("merge_base", a, b)
+        return out.decode().strip() or None if status == 0 else None
 
     def base_for(self, before: str, after: str, default_ref: str) -> str:
         """What to diff ``after`` (a commit) against for a branch push.
@@ -169,14 +194,13 @@ class Mirror:
         parent = self.resolve(f"{commit}^")
         if parent is None:
             return EMPTY_TREE
-        out = git(
-            "for-each-ref",
+        out = self._out(
+            "for_each_ref",
             f"--merged={parent}",
             "--sort=-creatordate",
             "--format=%(refname:strip=2)%00%(objectname)",
             "refs/tags/",
-            git_dir=self.path,
-        ).stdout.decode(errors="replace")
+        ).decode(errors="replace")
         for line in out.splitlines():
             name, _, sha = line.partition("\0")
             if releases(name):
@@ -185,7 +209,7 @@ class Mirror:
 
     def changed_files(self, base: str, after: str) -> list[Change]:
         """``git diff`` between two commits, never a payload's (truncated) file lists."""
-        out = git(
+        out = self._out(
             "diff",
             "-z",
             "--name-status",
@@ -197,40 +221,39 @@ class Mirror:
             base,
             after,
             "--",
-            git_dir=self.path,
-        ).stdout.decode("utf-8", errors="backslashreplace")
+        ).decode("utf-8", errors="backslashreplace")
         return parse_name_status(out)
 
     def files(self, commit: str) -> list[str]:
         """Every path in the tree of ``commit``."""
-        out = git("ls-tree", "-r", "-z", "--name-only", commit, "--", git_dir=self.path).stdout
+        out = self._out("ls_tree", "-r", "-z", "--name-only", commit, "--")
         return [p for p in out.decode("utf-8", errors="backslashreplace").split("\0") if p]
 
     def show(self, commit: str, path: str) -> bytes | None:
-        proc = git("show", f"{commit}:{path}", git_dir=self.path, check=False)
-        return proc.stdout if proc.returncode == 0 else None
+        status, out = self._run("show", f"{commit}:{path}")
+        return out if status == 0 else None
 
     def message(self, commit: str) -> str:
-        return git("log", "-1", "--format=%B", commit, "--", git_dir=self.path).stdout.decode(
-            errors="replace"
-        )
+        return self._out("log", "-1", "--format=%B", commit, "--").decode(errors="replace")
 
     def author(self, commit: str) -> str:
-        return git("log", "-1", "--format=%an", commit, "--", git_dir=self.path).stdout.decode(
-            errors="replace"
-        ).strip()
+        return (
+            git("log", "-1", "--format=%an", commit, "--", git_dir=self.path)
+            .stdout.decode(errors="replace")
+            .strip()
+        )
 
     def add_worktree(self, path: Path, commit: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        git("worktree", "add", "--detach", "--force", str(path), commit, git_dir=self.path)
+        self._out("worktree", "add", "--detach", "--force", str(path), commit)
 
     def remove_worktree(self, path: Path) -> None:
-        git("worktree", "remove", "--force", str(path), git_dir=self.path, check=False)
-        git("worktree", "prune", git_dir=self.path, check=False)
+        self._run("worktree", "remove", "--force", str(path))
+        self._run("worktree", "prune")
 
     def export(self, commit: str, dest: Path) -> None:
         """Write the tree of ``commit`` to ``dest`` (a release directory), without .git."""
-        data = git("archive", "--format=tar", commit, git_dir=self.path).stdout
+        data = self._out("archive", "--format=tar", commit)
         dest.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(dest, filter="data")

@@ -7,6 +7,7 @@ State transitions are :mod:`store.releases`; this module adds the processes arou
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +26,6 @@ from store.releases import ReleaseError
 from workers import serving
 from workers.environments import EnvironmentBuildError, box_for
 from workers.projects import mirror, project_in
-from workers.steps.ml import sha256_file
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -45,7 +45,9 @@ def start(
     The artifact is checked against the registry's sha256 here as well as by the server: a
     release is never started on an artifact that changed since it was registered.
     """
-    if sha256_file(artifact) != sha256:
+    with artifact.open("rb") as fh:  # hashlib reads it in blocks
+        actual = hashlib.file_digest(fh, "sha256").hexdigest()
+    if actual != sha256:
         raise ReleaseError(f"refusing to start {directory}: {artifact} does not match its registered sha256")
     project = project_in(directory)
     try:
