@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
-from sqlalchemy import select
 
+from config.settings import Settings
 from pipelines import ledger
 from store import datasets, views
-from store.models import DatasetVersion
 
 
-def _settings() -> Any:
-    from loopline.cli import _settings as settings
-
-    return settings()
+def _settings() -> Settings:
+    return Settings.from_env()  # a ConfigError is one line: the CLI's group turns it into one
 
 
 def _size(n: int) -> str:
@@ -40,14 +36,7 @@ def data_list(repo: str, as_json: bool) -> None:
     from loopline.report import open_store
 
     with open_store(_settings()).session() as s:
-        rows = [
-            views.dataset_dict(v)
-            for v in s.scalars(
-                select(DatasetVersion)
-                .where(DatasetVersion.repository == repo)
-                .order_by(DatasetVersion.number.desc())
-            )
-        ]
+        rows = views.dataset_versions(s, repo)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

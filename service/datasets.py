@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipelines import ledger
@@ -25,16 +24,8 @@ def versions(repo: str) -> Response:
     """Every version, newest first (version 0, nothing landed, is implicit)."""
     _known(repo)
     with loopline().db.session() as s:
-        rows = s.scalars(
-            select(DatasetVersion)
-            .where(DatasetVersion.repository == repo)
-            .order_by(DatasetVersion.number.desc())
-        ).all()
-        return jsonify(
-            repository=repo,
-            current=rows[0].number if rows else 0,
-            versions=[views.dataset_dict(v) for v in rows],
-        )
+        rows = views.dataset_versions(s, repo)
+    return jsonify(repository=repo, current=rows[0]["version"] if rows else 0, versions=rows)
 
 
 def _version(s: Session, repo: str, number: int) -> DatasetVersion:

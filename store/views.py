@@ -241,6 +241,16 @@ def dataset_dict(version: DatasetVersion) -> dict[str, Any]:
     }
 
 
+def dataset_versions(session: Session, repository: str) -> list[dict[str, Any]]:
+    """Every dataset version of ``repository`` in brief, newest first."""
+    query = (
+        select(DatasetVersion)
+        .where(DatasetVersion.repository == repository)
+        .order_by(DatasetVersion.number.desc())
+    )
+    return [dataset_dict(v) for v in session.scalars(query)]
+
+
 def dataset_detail(session: Session, version: DatasetVersion) -> dict[str, Any]:
     """A version with its manifest, the validation report of the run it landed for, the model
     versions trained on it and the profile of the newest one's training data."""
