@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from store import aliases, telemetry
 from store.models import LIVE_RELEASES, Delivery, Deployment, ModelVersion, Run, Stage
-from store.views import approval_record, iso
+from store.views import approval_record, dataset_versions, iso
 
 #: Releases whose traffic the dashboard charts: the live ones and the newest others.
 TRAFFIC_RELEASES = 6
@@ -203,9 +203,9 @@ def traffic(session: Session, model: str, minutes: int) -> dict[str, Any]:
 
 
 def data(session: Session, model: str, limit: int = 20) -> dict[str, Any]:
-    """The data batches that reached the model's repository, newest first: what each run's
-    ``validate_data`` stage found per file — rows, columns, problems, and drift per feature
-    against the data already there (``workers/steps/data.py``)."""
+    """The model's repository's dataset versions and the data batches that reached it, newest
+    first: what each run's ``validate_data`` stage found per file — rows, columns, problems, and
+    drift per feature against the serving model's training data (``workers/steps/data.py``)."""
     repository = session.scalar(select(ModelVersion.repository).where(ModelVersion.name == model).limit(1))
     stages = session.execute(
         select(Run, Stage)
@@ -217,6 +217,8 @@ def data(session: Session, model: str, limit: int = 20) -> dict[str, Any]:
     return {
         "name": model,
         "repository": repository,
+        #: The repository's data ledger: every version, its size and what changed (store/datasets.py).
+        "datasets": dataset_versions(session, repository)[:limit] if repository else [],
         "batches": [
             {
                 "run_id": run.id,

@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 from config.settings import Settings
 from pipelines.gate import judge
 from pipelines.project import GateConfig
-from store import aliases, telemetry, users
+from store import aliases, datasets, telemetry, users
 from store.db import Database
 from store.models import Delivery, Deployment, ModelVersion, Run, Stage
 
@@ -569,6 +569,9 @@ def seed(db: Database, release_url: str = DEPLOY_URL) -> dict[str, Any]:
             "all": [r.id for r in runs],
         }
     serve_traffic(db, ids_of["v5"], ids_of["v3"], now)
+    # The data ledger: the dropped batch that retrained v3 landed as dataset version 1.
+    batch = {"path": "iris-2024-06.csv", "sha256": sha("iris-2024-06"), "size": 4506, "rows": 150}
+    datasets.land(db, repo, [batch], [], trigger={"kind": "data"}, run_id=ids["data"])
     for role, name in USERS.items():
         ids[role] = users.add(db, name, role)
     return ids

@@ -193,6 +193,9 @@ def test_one_pane_answers_what_serves_from_what_and_how_it_does(
     assert "drift limit" in b.text("#chart-drift")
     batches = b.text("#data-batches")
     assert "iris-2024-06.csv" in batches and "petal_length" in batches and "150" in batches
+    # ... and the data ledger's versions, with their size and what changed.
+    versions = b.text("#data-versions")
+    assert "v1" in versions and "4.4 KB" in versions and "data: +1 file" in versions
 
     # Signed out: nothing to click that would act.
     assert not b.driver.find_elements("css selector", "[data-action]")

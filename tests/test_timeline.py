@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from service import create_app
 from service.state import loopline
-from store import telemetry
+from store import datasets, telemetry
 from tests.conftest import make_settings
 from tests.dashboard_fixtures import seed, sha
 
@@ -88,6 +88,25 @@ def test_data_batches_with_drift_per_feature(seeded: tuple[FlaskClient, dict[str
     ]
     assert client.get("/api/models/fraud-detector/data").get_json()["batches"] == []
     assert client.get("/api/models/nope/data").status_code == 404
+
+
+def test_data_names_the_dataset_versions_with_sizes_and_changes(
+    seeded: tuple[FlaskClient, dict[str, Any]],
+) -> None:
+    client, ids = seeded
+    [v1] = client.get("/api/models/iris-classifier/data").get_json()["datasets"]
+    assert (v1["version"], v1["files"], v1["bytes"], v1["rows"]) == (1, 1, 4506, 150)
+    assert v1["run_id"] == ids["data"] and v1["trigger"]["added"] == ["iris-2024-06.csv"]
+    entry = {"path": "batch-2.csv", "sha256": "b" * 64, "size": 2048, "rows": 50}
+    with client.application.app_context():
+        db = loopline().db
+        datasets.land(db, "iris-demo", [entry], [], trigger={"kind": "data"})
+        datasets.land(db, "iris-demo", [], ["iris-2024-06.csv"], trigger={"kind": "removal"})
+    v3, v2, _ = client.get("/api/models/iris-classifier/data").get_json()["datasets"]
+    assert (v2["files"], v2["bytes"], v2["rows"], v2["trigger"]["added"]) == (2, 6554, 200, ["batch-2.csv"])
+    assert v3["files"] == 1 and v3["run_id"] is None
+    assert (v3["trigger"]["kind"], v3["trigger"]["removed"]) == ("removal", ["iris-2024-06.csv"])
+    assert client.get("/api/models/fraud-detector/data").get_json()["datasets"] == []
 
 
 def test_trial_point_compares_the_window_only() -> None:

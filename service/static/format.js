@@ -63,6 +63,15 @@ export function dateTime(iso) {
 
 export const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
 
+/** A size in bytes as a person reads it: "812 B", "3.4 MB". */
+export function bytes(value) {
+  if (!isNumber(value)) return "—";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let n = value, i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
+}
+
 export function num(value) {
   if (!isNumber(value)) return value === null || value === undefined ? "—" : String(value);
   if (Number.isInteger(value)) return String(value);

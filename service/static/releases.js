@@ -284,10 +284,29 @@ function timelineRow(v, handlers) {
 
 // ---------------------------------------------------------------- data batches and drift
 
+function renderDatasets(versions) {
+  if (!versions.length) return h("p", { class: "muted" }, "Nothing has landed yet: runs train on the repository's own files (dataset version 0).");
+  const change = (v) => [["added", "+"], ["replaced", "~"], ["removed", "−"]]
+    .filter(([key]) => Array.isArray(v.trigger?.[key]) && v.trigger[key].length)
+    .map(([key, sign]) => `${sign}${v.trigger[key].length} ${v.trigger[key].length === 1 ? "file" : "files"}`).join(" ") || "no change";
+  return h("div", { class: "table-wrap" }, h("table", { class: "compact", id: "data-versions" },
+    h("caption", {}, "Dataset versions (the data ledger), newest first"),
+    h("thead", {}, h("tr", {}, ["Version", "Landed", "Files", "Size", "Rows", "Change", "Run"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, versions.map((v) => h("tr", {},
+      h("td", {}, h("strong", {}, `v${v.version}`), " ", h("code", { class: "muted", title: `manifest sha256 ${v.manifest_sha256}` }, String(v.manifest_sha256 ?? "").slice(0, 10))),
+      h("td", {}, time(v.created_at)),
+      h("td", { class: "num" }, f.num(v.files)),
+      h("td", { class: "num" }, f.bytes(v.bytes)),
+      h("td", { class: "num" }, f.num(v.rows)),
+      h("td", {}, `${v.trigger?.kind ?? "data"}: ${change(v)}`),
+      h("td", {}, v.run_id ? link({ run: v.run_id }, {}, `#${v.run_id}`) : h("span", { class: "muted" }, "—")))))));
+}
+
 export function renderData(el, data) {
   const batches = data?.batches || [];
+  const datasets = renderDatasets(Array.isArray(data?.datasets) ? data.datasets : []);
   if (!batches.length) {
-    replace(el, h("p", { class: "muted" }, "No data batches checked yet: files dropped into the data lake are validated and profiled by the validate_data stage."));
+    replace(el, datasets, h("p", { class: "muted" }, "No data batches checked yet: files dropped into the data lake are validated and profiled by the validate_data stage."));
     return;
   }
   const latest = batches.flatMap((b) => b.files.map((file) => ({ b, file }))).find(({ file }) => file.drift && Object.keys(file.drift).length);
@@ -298,11 +317,11 @@ export function renderData(el, data) {
     chart = lineChart({
       id: "chart-drift", title: `Drift per feature: ${latest.file.file} (run #${latest.b.run_id}) against the data before it`,
       x: entries.map((_e, i) => i), names: entries.map(([k]) => k), xLabel: "feature", height: 220,
-      series: [{ label: "standardized mean shift", values: entries.map(([, v]) => v), color: "#7048e8" }],
+      series: [{ label: "PSI", values: entries.map(([, v]) => v), color: "#7048e8" }],
       thresholds: f.isNumber(limit) ? [{ label: "drift limit", value: limit }] : [],
     });
   }
-  replace(el, chart,
+  replace(el, datasets, chart,
     h("div", { class: "table-wrap" }, h("table", { class: "compact", id: "data-batches" },
       h("caption", {}, "Data batches, newest first"),
       h("thead", {}, h("tr", {}, ["Run", "When", "File", "Rows", "Columns", "Drifted features", "Problems"].map((t) => h("th", { scope: "col" }, t)))),
