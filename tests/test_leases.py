@@ -62,6 +62,11 @@ def planned(db: Database, names: tuple[str, ...] = ("unit_tests", "deploy")) -> 
         return run.id
 
 
+def retrain_of(db: Database, run_id: int) -> Stage:
+    """The run's retrain stage (the environment and unit tests come before it)."""
+    return next(st for st in run_of(db, run_id).stages if st.name == "retrain")
+
+
 def test_stages_are_published_from_the_store_once_and_in_order(db: Database) -> None:
     run_id = planned(db)
     (first,) = schedule.take_due(db)
@@ -145,9 +150,9 @@ def test_a_stage_whose_lease_ran_out_is_taken_over_and_runs_once(tmp_path: Path,
     first.start()
     log = log_path(settings, prepared.run_id, "retrain")
     deadline = time.monotonic() + 60
-    while not run_of(db, prepared.run_id).stages[1].pgid and time.monotonic() < deadline:
+    while not retrain_of(db, prepared.run_id).pgid and time.monotonic() < deadline:
         time.sleep(0.1)
-    pgid = run_of(db, prepared.run_id).stages[1].pgid
+    pgid = retrain_of(db, prepared.run_id).pgid
     assert pgid and "$ " in log.read_text()
     with db.session() as s:  # its heartbeat is late: the lease ran out
         s.execute(update(Stage).where(Stage.pgid == pgid).values(lease_expires_at=utcnow()))
@@ -157,7 +162,7 @@ def test_a_stage_whose_lease_ran_out_is_taken_over_and_runs_once(tmp_path: Path,
     assert results.get(timeout=5) == runner.STALE  # its outcome is not recorded
     (worktree / "release").write_text("go")
     assert runner.execute(settings, db, prepared.run_id, "retrain") == "succeeded"
-    stage = run_of(db, prepared.run_id).stages[1]
+    stage = retrain_of(db, prepared.run_id)
     assert stage.attempt == 2 and stage.lease_owner is None
     assert stage.log.count("$ ") == 2 and "attempt 2" in stage.log
     assert (worktree / "models/model.pkl").is_file()
