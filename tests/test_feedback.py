@@ -108,12 +108,19 @@ def test_online_accuracy_adds_up_across_two_gunicorn_workers(tmp_path: Path, liv
                     for _ in range(n)
                 ]
 
-        with ThreadPoolExecutor(6) as pool:  # six clients at once: both workers answer some
-            ids = [rid for chunk in pool.map(send, [20] * 6) for rid in chunk]
-        pids = {line.split()[0] for line in access.read_text().splitlines() if "/serve/m/predict" in line}
-        assert len(ids) == len(set(ids)) == 120 and len(pids) == 2, pids
-        # v1 always predicts 0: the first 90 true labels agree, the last 30 do not
-        truths = [{"request_id": rid, "label": 0 if i < 90 else 1} for i, rid in enumerate(ids)]
+        ids: list[str] = []
+        pids: set[str] = set()
+        for _ in range(5):  # six clients at once, until both workers answered some (the kernel
+            with ThreadPoolExecutor(6) as pool:  # picks which one accepts; a busy machine may favour one)
+                ids += [rid for chunk in pool.map(send, [20] * 6) for rid in chunk]
+            lines = access.read_text().splitlines()
+            pids = {line.split()[0] for line in lines if "/serve/m/predict" in line}
+            if len(pids) == 2:
+                break
+        n = len(ids)
+        assert n == len(set(ids)) and n % 120 == 0 and len(pids) == 2, pids
+        # v1 always predicts 0: three in four true labels agree, the rest do not
+        truths = [{"request_id": rid, "label": 0 if i < n * 3 // 4 else 1} for i, rid in enumerate(ids)]
         recorded, deadline = 0, time.monotonic() + 10
         while truths and time.monotonic() < deadline:  # a worker stores its answers about once a second
             with ThreadPoolExecutor(4) as pool:
@@ -129,8 +136,8 @@ def test_online_accuracy_adds_up_across_two_gunicorn_workers(tmp_path: Path, liv
             unknown = {rid for a in answers for rid in a.json()["unknown"]}
             truths = [t for t in truths if t["request_id"] in unknown]
             time.sleep(0.3)
-        assert recorded == 120 and not truths
+        assert recorded == n and not truths
         numbers = requests.get(f"{url}/api/models/m/telemetry", timeout=5).json()["releases"]
         v1 = next(r for r in numbers if r["version"] == 1)["telemetry"]["online_accuracy"]
-        assert v1 == {"labelled": 120, "correct": 90, "accuracy": 0.75}
-        assert outcomes.window_accuracy(live.db, live.ids[1], 1000) == (90, 120)
+        assert v1 == {"labelled": n, "correct": n * 3 // 4, "accuracy": 0.75}
+        assert outcomes.window_accuracy(live.db, live.ids[1], 1000) == (n * 3 // 4, n)
