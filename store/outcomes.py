@@ -7,6 +7,7 @@ model (:data:`MAX_PREDICTIONS`, :data:`MAX_SAMPLES`): the oldest rows go first.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -120,7 +121,7 @@ def feedback(db: Database, model: str, truths: dict[str, tuple[str, ...]]) -> Fe
                 select(Prediction).where(Prediction.model_name == model, Prediction.request_id.in_(truths))
             )
         }
-        for request_id, truth in truths.items():
+        for request_id, truth in sorted(truths.items()):  # one lock order for every feedback
             row = rows.get(request_id)
             if row is None:
                 result.unknown.append(request_id)
@@ -143,7 +144,7 @@ def feedback(db: Database, model: str, truths: dict[str, tuple[str, ...]]) -> Fe
                 deltas[row.deployment_id, "outcomes", key] = (
                     deltas.get((row.deployment_id, "outcomes", key), 0) + amount
                 )
-    telemetry.add(db, deltas)
+        telemetry.add_in(s, deltas, time.time())
     return result
 
 

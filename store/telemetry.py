@@ -61,16 +61,24 @@ def add(db: Database, deltas: Deltas, now: float | None = None) -> None:
     if not deltas:
         return
     now = time.time() if now is None else now
-    at = int(now) // SAMPLE_SECONDS * SAMPLE_SECONDS
-    rows = [{"deployment_id": d, "series": se, "key": k, "value": v} for (d, se, k), v in deltas.items()]
     with db.session() as s:
-        s.execute(_ADD, rows)
-        sampled = [r | {"at": at} for r in rows if r["series"] in SAMPLED]
-        if sampled:  # feedback adds only ``outcomes``, which has no time series
-            s.execute(_SAMPLE, sampled)
+        add_in(s, deltas, now)
         if now - _pruned_at > 3600:
             _pruned_at = now
             s.execute(delete(ReleaseSample).where(ReleaseSample.at < now - RETENTION_SECONDS))
+
+
+def add_in(s: Session, deltas: Deltas, now: float) -> None:
+    """:func:`add` inside the caller's transaction (feedback: the claim and its counts commit
+    together, so a failed commit leaves neither)."""
+    at = int(now) // SAMPLE_SECONDS * SAMPLE_SECONDS
+    rows = [{"deployment_id": d, "series": se, "key": k, "value": v} for (d, se, k), v in deltas.items()]
+    if not rows:
+        return
+    s.execute(_ADD, rows)
+    sampled = [r | {"at": at} for r in rows if r["series"] in SAMPLED]
+    if sampled:  # feedback adds only ``outcomes``, which has no time series
+        s.execute(_SAMPLE, sampled)
 
 
 @dataclass
