@@ -17,10 +17,13 @@ from sqlalchemy.orm import Session
 
 from pipelines import ledger
 from pipelines.ledger import Entry
+from pipelines.retry import retrying
 from store.db import Database
 from store.models import DatasetVersion, utcnow
 
 EMPTY_SHA256 = ledger.manifest_sha256([])
+#: Landings that may race for the next number before one gives up (each loses to a commit).
+LAND_ATTEMPTS = 20
 
 
 def latest(session: Session, repository: str) -> DatasetVersion | None:
@@ -75,34 +78,48 @@ def land(
 ) -> int:
     """A new version: the newest one with ``removed`` paths taken out and ``landed`` put in.
     Returns its number, or the newest one's when nothing changes. Two landings at once: the
-    unique ``(repository, number)`` makes the second apply itself on top of the first."""
-    for _attempt in range(20):
-        with db.session() as s:
-            prior = latest(s, repository)
-            change = ledger.apply(prior.manifest if prior else [], landed, removed)
-            number = prior.number if prior else 0
-            if not change.changed:
-                return number
-        try:
-            with db.session() as s:
-                s.add(
-                    DatasetVersion(
-                        repository=repository,
-                        number=number + 1,
-                        parent=number,
-                        manifest=change.manifest,
-                        manifest_sha256=ledger.manifest_sha256(change.manifest),
-                        trigger={
-                            **trigger,
-                            "added": change.added,
-                            "replaced": change.replaced,
-                            "removed": change.removed,
-                        },
-                        run_id=run_id,
-                        created_at=utcnow(),
-                    )
-                )
-            return number + 1
-        except IntegrityError:
-            continue
-    raise RuntimeError(f"could not record a dataset version of {repository}: too many at once")
+    unique ``(repository, number)`` makes the second apply itself on top of the first (the one
+    retry policy, quick waits: the winner has committed by then)."""
+    try:
+        for attempt in retrying(IntegrityError, attempts=LAND_ATTEMPTS, first_wait=0.01):
+            with attempt:
+                return _land_once(db, repository, landed, removed, trigger=trigger, run_id=run_id)
+    except IntegrityError as exc:
+        raise RuntimeError(f"could not record a dataset version of {repository}: too many at once") from exc
+    raise AssertionError("unreachable: retrying either returns or raises")
+
+
+def _land_once(
+    db: Database,
+    repository: str,
+    landed: list[Entry],
+    removed: list[str],
+    *,
+    trigger: dict[str, Any],
+    run_id: int | None,
+) -> int:
+    with db.session() as s:
+        prior = latest(s, repository)
+        change = ledger.apply(prior.manifest if prior else [], landed, removed)
+        number = prior.number if prior else 0
+        if not change.changed:
+            return number
+    with db.session() as s:  # IntegrityError: another landing took number + 1 meanwhile
+        s.add(
+            DatasetVersion(
+                repository=repository,
+                number=number + 1,
+                parent=number,
+                manifest=change.manifest,
+                manifest_sha256=ledger.manifest_sha256(change.manifest),
+                trigger={
+                    **trigger,
+                    "added": change.added,
+                    "replaced": change.replaced,
+                    "removed": change.removed,
+                },
+                run_id=run_id,
+                created_at=utcnow(),
+            )
+        )
+    return number + 1

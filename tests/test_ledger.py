@@ -287,3 +287,26 @@ def test_a_file_deleted_from_the_drop_folder_makes_a_version_without_it(
     assert datasets.current_number(db, "churn") == 2
     manifest, _sha = datasets.manifest(db, "churn", 2)
     assert [e["path"] for e in manifest] == ["keep.csv"]
+
+
+def test_landings_at_once_each_make_a_version_on_top_of_the_other(db: Database) -> None:
+    """Eight threads land a file each: the unique version number makes the losers retry (the one
+    retry policy) on top of the winner, so versions 1..8 hold 1..8 files and none is lost."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from store import datasets
+
+    start = Barrier(8)
+
+    def land(i: int) -> int:
+        start.wait()
+        entry = {"path": f"f{i}.csv", "sha256": f"{i}" * 64, "size": 1, "rows": 1}
+        return datasets.land(db, "churn", [entry], [], trigger={"kind": "data"})
+
+    with ThreadPoolExecutor(8) as pool:
+        numbers = sorted(pool.map(land, range(8)))
+    assert numbers == list(range(1, 9))
+    manifest, _sha = datasets.manifest(db, "churn", 8)
+    assert sorted(e["path"] for e in manifest) == [f"f{i}.csv" for i in range(8)]
+    assert datasets.land(db, "churn", [manifest[0]], [], trigger={"kind": "data"}) == 8  # no change
