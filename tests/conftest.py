@@ -57,7 +57,10 @@ def shared_environments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     """One directory of project environments (and one uv cache) for the whole session: each
     environment is built once, not once per test's LOOPLINE_HOME. Workers the tests start
     inherit it through the environment."""
-    base = tmp_path_factory.getbasetemp() / "environments"
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist: one directory for all its workers
+        root = root.parent  # (the environment cache locks each build, so they share it safely)
+    base = root / "environments"
     saved = {k: os.environ.get(k) for k in ("LOOPLINE_ENVIRONMENTS", "UV_CACHE_DIR")}
     os.environ["LOOPLINE_ENVIRONMENTS"] = str(base)
     os.environ["UV_CACHE_DIR"] = str(base / ".uv-cache")

@@ -121,12 +121,13 @@ def test_old_environments_are_evicted_but_not_recent_or_locked_ones(
         os.utime(ready, (now - 100_000 + i, now - 100_000 + i))  # e4 is the most recently used
     os.utime(tmp_path / "envs" / "e0" / environments.READY)  # e0 used just now
     building = tmp_path / "envs" / "e1"
-    from workers.locks import file_lock, lock_path
+    from workers.locks import file_lock
 
-    with file_lock(lock_path(tmp_path, "environment-e1")):  # e1 is being rebuilt by someone
-        removed = environments.evict(tmp_path, keep=2)
+    # e1 is being rebuilt by someone (whose lock lies beside the environments: any home shares it)
+    with file_lock(tmp_path / "envs" / ".locks" / "e1.lock"):
+        removed = environments.evict(tmp_path / "another-home", keep=2)
     assert sorted(p.name for p in removed) == ["e2", "e3"]  # kept: the two most recent, and e1
-    assert sorted(p.name for p in (tmp_path / "envs").iterdir()) == ["e0", "e1", "e4"]
+    assert sorted(p.name for p in (tmp_path / "envs").iterdir()) == [".locks", "e0", "e1", "e4"]
     assert building.is_dir()
 
 

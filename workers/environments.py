@@ -27,7 +27,7 @@ from pipelines.environment import EnvironmentConfig
 from pipelines.errors import LooplineError
 from pipelines.project import ProjectConfig
 from workers import sandbox
-from workers.locks import file_lock, lock_path
+from workers.locks import file_lock
 from workers.process import run_logged
 
 #: Environments kept; older ones (by last use) are removed after a build, but never one used
@@ -167,7 +167,7 @@ def ensure(
     if _ready(prefix):
         _touch(prefix)
         return env
-    with file_lock(lock_path(home, f"environment-{key}")):
+    with file_lock(_lock(home, key)):
         if _ready(prefix):  # built by whoever held the lock before us
             _touch(prefix)
             return env
@@ -175,6 +175,12 @@ def ensure(
         (prefix / READY).write_text(json.dumps({"key": key, "kind": config.kind, "python": full}) + "\n")
     evict(home, keep=KEEP, spare=prefix)
     return env
+
+
+def _lock(home: Path, key: str) -> Path:
+    """Beside the environments, not under ``home``: processes with homes of their own may share
+    one ``LOOPLINE_ENVIRONMENTS`` directory, and must share its locks too."""
+    return root(home) / ".locks" / f"{key}.lock"
 
 
 def _ready(prefix: Path) -> bool:
@@ -273,7 +279,7 @@ def evict(
     for old in ready[keep:]:
         if old == spare or (old / READY).stat().st_mtime > time.time() - in_use_seconds:
             continue
-        with file_lock(lock_path(home, f"environment-{old.name}"), wait=False) as free:
+        with file_lock(_lock(home, old.name), wait=False) as free:
             if free:
                 (old / READY).unlink(missing_ok=True)
                 shutil.rmtree(old, ignore_errors=True)
