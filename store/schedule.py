@@ -115,9 +115,7 @@ def forget_publication(db: Database, task_id: str) -> None:
     """The message is gone (its publish failed, or the broker lost it): the stage is due again."""
     with db.session() as s:
         s.execute(
-            update(Stage)
-            .where(Stage.task_id == task_id, Stage.status == "queued")
-            .values(published_at=None)
+            update(Stage).where(Stage.task_id == task_id, Stage.status == "queued").values(published_at=None)
         )
 
 
