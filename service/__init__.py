@@ -23,10 +23,32 @@ STORE_ID_MAX = 2**31 - 1
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment; ``test_config`` may pass ``settings``."""
-    from service import actions, api, dashboard, datasets, events, feedback, health, hooks, triggers
+    from service import (
+        actions,
+        api,
+        dashboard,
+        datasets,
+        events,
+        feedback,
+        health,
+        hooks,
+        reproductions,
+        triggers,
+    )
 
     app, settings = _base(test_config)
-    for module in (hooks, events, api, actions, triggers, feedback, datasets, health, dashboard):
+    for module in (
+        hooks,
+        events,
+        api,
+        actions,
+        triggers,
+        reproductions,
+        feedback,
+        datasets,
+        health,
+        dashboard,
+    ):
         app.register_blueprint(module.bp)
     log = logging.getLogger(__name__)
     for repo in settings.repositories:

@@ -1,4 +1,5 @@
-"""The run and stage lifecycle: statuses, the moves between them, and the only code that writes them.
+"""The run, stage and reproduction lifecycles: statuses, the moves between them, and the only
+code that writes them.
 
 Every status change of a run or a stage goes through :func:`move_run` or :func:`move_stage`, which
 refuse a move the tables below do not allow (:class:`IllegalMove`). So a terminal run never comes
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from store.models import Run, Stage, utcnow
+from store.models import Reproduction, Run, Stage, utcnow
 
 #: Every status of a run or a stage (SPEC §5).
 STATUSES = (
@@ -107,3 +108,36 @@ def end_run(
     for stage in run.stages:
         if stage.status == "queued":
             move_stage(stage, rest, now=now)
+
+
+#: A reproduction (``POST /api/models/<name>/versions/<v>/reproduce``): ``succeeded`` when the
+#: rebuild's artifact sha256, metrics and data all matched the registry's, else ``failed`` with
+#: the reason (a difference, an error, or its worker dying).
+REPRODUCTION_STATUSES = ("queued", "running", "succeeded", "failed")
+REPRODUCTION_TERMINAL = frozenset({"succeeded", "failed"})
+REPRODUCTION_MOVES: dict[str, frozenset[str]] = {
+    # failed: its lineage cannot be rebuilt after all (the repository was unregistered)
+    "queued": frozenset({"running", "failed"}),
+    # failed also when its worker died: a rebuild that killed its worker is not tried again
+    "running": REPRODUCTION_TERMINAL,
+}
+
+
+def move_reproduction(
+    rep: Reproduction, to: str, *, reason: str | None = None, now: datetime | None = None
+) -> None:
+    """Move ``rep`` to ``to``; ``running`` stamps ``started_at``, an end ``finished_at`` and
+    drops the lease."""
+    if rep.status is None:
+        rep.status = "queued"
+    if not allowed(REPRODUCTION_MOVES, rep.status, to):
+        raise IllegalMove(f"reproduction {rep.id}: {rep.status} → {to} is not a move a reproduction makes")
+    now = now or utcnow()
+    rep.status = to
+    if reason is not None:
+        rep.reason = reason
+    if to == "running":
+        rep.started_at = now
+    if to in REPRODUCTION_TERMINAL:
+        rep.finished_at = now
+        rep.lease_owner = rep.lease_expires_at = None

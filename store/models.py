@@ -353,3 +353,35 @@ class Probe(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Reproduction(Base):
+    """One request to rebuild a model version from its lineage (``POST …/reproduce``): the
+    outbox row the relay publishes to the training queue, then the worker's lease and result
+    (``store/reproductions.py``; statuses in ``store/lifecycle.py``)."""
+
+    __tablename__ = "reproductions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    model_name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    #: One line: why it failed, or what matched.
+    reason: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(100))
+    #: The request's ``Idempotency-Key``: a repeat answers this reproduction again.
+    idempotency_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    #: The message that may run it, and when it was published (None: the relay publishes it).
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    published_at: Mapped[datetime | None]
+    #: ``host:pid`` of the worker rebuilding it, renewed by its heartbeat until it expires.
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
+    #: matches, expected vs got sha256 and metrics, the dataset check, exit code, seconds.
+    result: Mapped[dict[str, Any] | None]
+    #: The tail of the rebuild's log.
+    log: Mapped[str] = mapped_column(Text, default="")
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

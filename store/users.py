@@ -31,6 +31,7 @@ NEEDS = {
     "retry": "approver",
     "cancel": "approver",
     "run": "approver",  # a manual run (POST /api/repos/<name>/runs, service/triggers.py)
+    "reproduce": "approver",  # a rebuild on the trainer (service/reproductions.py)
     "promote": "admin",
     "rollback": "admin",
     "users": "admin",

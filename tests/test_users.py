@@ -43,7 +43,11 @@ def test_roles_decide_who_may_act_and_actions_record_the_person(client: FlaskCli
     assert stored["ann"] == users.digest(approver) and approver not in stored.values()
 
     me = client.get("/api/me", headers=bearer(approver)).get_json()
-    assert me == {"name": "ann", "role": "approver", "may": ["approve", "cancel", "reject", "retry", "run"]}
+    assert me == {
+        "name": "ann",
+        "role": "approver",
+        "may": ["approve", "cancel", "reject", "reproduce", "retry", "run"],
+    }
     assert client.get("/api/me", headers=bearer("llu_nope")).status_code == 401
     assert client.get("/api/me", headers=bearer("boot")).get_json()["role"] == "admin"
 

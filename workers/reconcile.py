@@ -4,6 +4,8 @@
   command is killed and it runs again, or fails after ``max_attempts`` with the reason;
 - a stage or an intake whose message is neither waiting in the broker nor being worked on (the
   broker restarted empty, or the worker holding it died) is published again;
+- a reproduction whose lease ran out fails (its worker died: it is not rebuilt again), one whose
+  message the broker lost is published again;
 - approvals that waited too long expire, worktrees of runs that ended without a worker go, and a
   canary whose run ended without a verdict is rolled back.
 
@@ -24,7 +26,7 @@ from sqlalchemy import select
 
 from config.settings import Settings
 from pipelines.errors import LooplineError
-from store import deliveries, runs, schedule
+from store import deliveries, reproductions, runs, schedule
 from store.db import Database, StoreUnavailable
 from store.lifecycle import TERMINAL
 from store.models import Deployment, Run, Stage, utcnow
@@ -111,6 +113,10 @@ def reconcile(settings: Settings, db: Database, waiting: set[str] | None, now: d
             if task_id not in waiting:
                 schedule.forget_publication(db, task_id)
                 moved += 1
+        for task_id in reproductions.published_before(db, now - lost_after):
+            if task_id not in waiting:
+                reproductions.forget_publication(db, task_id)
+                moved += 1
         # an intake alive renews its deliveries every third of a lease: silent for a whole one, gone
         for batch in deliveries.dispatched_before(db, now - timedelta(seconds=settings.lease_seconds)):
             if intake_task_id(batch) not in waiting:
@@ -120,6 +126,8 @@ def reconcile(settings: Settings, db: Database, waiting: set[str] | None, now: d
         log.warning(
             "reconcile: %d stage(s) or intake(s) were lost (a worker or the broker); sent again", moved
         )
+    for reproduction_id in reproductions.fail_expired(db, now):
+        log.warning("reconcile: reproduction %d's worker stopped renewing its lease; failed", reproduction_id)
     for run_id in runs.expire_approvals(db, now):
         log.warning("reconcile: run %d waited for approval too long; cancelled", run_id)
     for run_id, repo, workspace in runs.finished_workspaces(db):

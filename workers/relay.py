@@ -1,4 +1,4 @@
-"""The outbox relay: publishes stored deliveries and due stages to the broker, debouncing data
+"""The outbox relay: publishes stored deliveries, due stages and reproductions to the broker, debouncing data
 drops, and reconciles every few seconds (:mod:`workers.reconcile`).
 
 Each ``default`` worker starts one beside itself (a Celery bootstep); an atomic claim in the
@@ -24,7 +24,7 @@ from celery import Celery, bootsteps
 
 from config.settings import Settings
 from pipelines.config import ConfigError
-from store import deliveries, runs, schedule
+from store import deliveries, reproductions, runs, schedule
 from store.db import Database
 from store.models import Delivery, as_utc, utcnow
 from store.schedule import Due
@@ -69,6 +69,8 @@ class Publisher(Protocol):
 
     def commit_status(self, run_id: int) -> None: ...
 
+    def reproduction(self, reproduction_id: int, task_id: str) -> None: ...
+
 
 def relay_once(settings: Settings, db: Database, publish: Publisher, now: datetime | None = None) -> int:
     """Publish what is due (deliveries, approved runs, retries, commit statuses to report);
@@ -109,6 +111,13 @@ def relay_once(settings: Settings, db: Database, publish: Publisher, now: dateti
             log.exception("relay: publish failed; run %s stays due", run_id)
             runs.request_resume(db, run_id)
     sent += publish_due(db, publish)
+    for reproduction_id, task_id in reproductions.take_unpublished(db):
+        try:
+            publish.reproduction(reproduction_id, task_id)
+            sent += 1
+        except Exception:
+            log.exception("relay: publish failed; reproduction %s stays due", reproduction_id)
+            reproductions.forget_publication(db, task_id)
     reporting = [r.name for r in settings.repositories if r.status is not None]
     for run_id in runs.take_unreported(db, reporting, since=now - REPORT_WINDOW):
         try:

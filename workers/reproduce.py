@@ -8,21 +8,27 @@ sha256 and the metrics compared with the registry's.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from config.settings import Settings
 from pipelines.errors import LooplineError
+from store import reproductions
 from store.blobs import hash_file
 from store.db import Database
 from store.registry import model_version
 from workers import datasets as ledger
 from workers.environments import box_for
+from workers.heartbeat import beating
 from workers.process import run_logged
 from workers.projects import mirror, project_in
 from workers.steps.ml import read_metrics
+
+log = logging.getLogger(__name__)
 
 
 class ReproduceError(LooplineError, RuntimeError):
@@ -117,3 +123,75 @@ def format_report(report: dict[str, Any]) -> str:
             f"  log         {report['log']}",
         ]
     )
+
+
+def run_requested(settings: Settings, db: Database, reproduction_id: int, task_id: str | None = None) -> str:
+    """Run a stored reproduction (``POST …/reproduce``) with :func:`reproduce`, the function the
+    CLI calls, under a lease its heartbeat renews; returns its final status, or why this message
+    has nothing to do (:data:`store.reproductions.STALE`, …)."""
+    claim = reproductions.start(db, reproduction_id, task_id, settings.lease_seconds)
+    if isinstance(claim, str):
+        return claim
+    said: list[str] = []
+    report: dict[str, Any] | None = None
+    with beating(settings.lease_seconds / 3, lambda: reproductions.renew(db, claim, settings.lease_seconds)):
+        try:
+            report = reproduce(settings, db, claim.name, claim.version, say=said.append)
+            status, reason = verdict(report)
+        except LooplineError as exc:  # ReproduceError, a git or config error: one line
+            status, reason = "failed", str(exc)
+        except Exception as exc:  # recorded too, so it ends: a reproduction never stays running
+            log.exception("reproduction %d of %s v%d", claim.id, claim.name, claim.version)
+            status, reason = "failed", f"{type(exc).__name__}: {exc}"
+    text = "".join(f"[loopline] {line}\n" for line in said)
+    if report is not None:
+        text += _tail(Path(report["log"]))
+    reproductions.finish(db, claim, status, reason=reason, result=report and result_of(report), log=text)
+    return status
+
+
+def verdict(report: dict[str, Any]) -> tuple[str, str]:
+    """``succeeded`` when the rebuild matched in every respect, else ``failed`` with the first
+    difference, in one line."""
+    if report["reproduced"]:
+        return "succeeded", f"artifact sha256 {report['sha256']} and metrics match"
+    if report["exit_code"] != 0:
+        return "failed", f"the retrain command exited {report['exit_code']}"
+    if not report["data_matches"]:
+        return "failed", f"the files of dataset version {report['dataset_version']} differ from the lineage's"
+    if not report["sha256_matches"]:
+        return "failed", f"artifact sha256 {report['sha256']}, expected {report['expected_sha256']}"
+    return "failed", f"metrics {report['metrics']}, expected {report['expected_metrics']}"
+
+
+def result_of(report: dict[str, Any]) -> dict[str, Any]:
+    """What a reproduction record keeps: whether it matched, and expected vs got."""
+    return {
+        "matches": report["reproduced"],
+        "commit": report["commit"],
+        "dataset_version": report["dataset_version"],
+        "manifest_sha256": report["manifest_sha256"],
+        "params": report["params"],
+        "data_matches": report["data_matches"],
+        "exit_code": report["exit_code"],
+        "sha256": {
+            "expected": report["expected_sha256"],
+            "got": report["sha256"],
+            "matches": report["sha256_matches"],
+        },
+        "metrics": {
+            "expected": report["expected_metrics"],
+            "got": report["metrics"],
+            "matches": report["metrics_match"],
+        },
+        "seconds": report["seconds"],
+    }
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - reproductions.LOG_TAIL))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""

@@ -19,6 +19,7 @@ from store import deliveries
 from store.schedule import Due
 from workers import notify, relay, runner, status, triggers
 from workers import reconcile as reconciler
+from workers import reproduce as rebuild
 from workers.celery_app import app
 from workers.context import current
 from workers.intake import Busy, prepare_retry, prepare_run
@@ -48,6 +49,9 @@ class CeleryPublisher:
 
     def commit_status(self, run_id: int) -> None:
         commit_status.apply_async(args=[run_id], queue="default")
+
+    def reproduction(self, reproduction_id: int, task_id: str) -> None:
+        reproduce.apply_async(args=[reproduction_id, task_id], queue="training", task_id=task_id)
 
 
 # Intake does git fetches and diffs: acks_late + reject_on_worker_lost so a crash mid-intake
@@ -110,6 +114,18 @@ STAGE_TASKS = {
     )(run_stage.run)
     for name in CANONICAL
 }
+
+
+# A reproduction rebuilds a model as long as a retrain does, so it runs on the trainer's queue
+# (one at a time, beside retrains, never ahead of an app-code run's stages on the default queue).
+# acks_late + reject_on_worker_lost: a worker process killed mid-rebuild gives the message back at
+# once, and its next delivery finds the lease holder dead and ends the reproduction failed (a
+# rebuild that killed its worker is not tried again; ask again). A whole host lost: the
+# reconciler fails it when its lease runs out. A message that is not its current one is dropped.
+@app.task(name="loopline.reproduce", acks_late=True, reject_on_worker_lost=True)
+def reproduce(reproduction_id: int, task_id: str | None = None) -> str:
+    settings, db = current()
+    return rebuild.run_requested(settings, db, reproduction_id, task_id)
 
 
 # Periodic and idempotent: acks early is fine, a lost tick is redone 10 s later. The relay beside

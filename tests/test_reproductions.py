@@ -1,0 +1,225 @@
+"""``POST /api/models/<name>/versions/<v>/reproduce`` on both databases: who may ask, what a bad
+request gets, idempotency, and the record's life without a rebuild: published once by the relay,
+started under a lease, ended by its worker, by a redelivery after its worker died, or by the
+reconciler when its lease ran out. The rebuild itself through a real Celery worker is in
+``tests/test_e2e.py``; ``reproduce`` against the store in ``tests/test_ledger.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from pipelines.config import RepoConfig
+from service import create_app
+from service.state import loopline
+from store import reproductions, users
+from store.db import Database
+from store.lifecycle import IllegalMove, move_reproduction
+from store.models import ModelVersion, Reproduction, Run, utcnow
+from tests.conftest import make_settings
+from tests.test_actions_relay import Recorder
+from workers import reconcile, relay
+from workers.reproduce import run_requested
+
+TOKEN = {"Authorization": "Bearer boot", "X-Loopline-User": "ada"}
+
+
+@pytest.fixture
+def client(tmp_path: Path, db_url: str) -> Iterator[FlaskClient]:
+    repo = RepoConfig(name="churn", provider="git", match="churn", url=str(tmp_path / "remote.git"))
+    settings = make_settings(tmp_path, (repo,), db_url=db_url, api_token="boot")
+    app = create_app({"settings": settings, "TESTING": True})
+    with app.app_context():
+        db = loopline().db
+    _register(db, 1, repository="churn", dataset={"version": 0, "manifest_sha256": "0" * 64, "files": []})
+    _register(db, 2, repository="churn", dataset=None)  # registered before the data ledger
+    _register(db, 3, repository="gone", dataset={"version": 1, "manifest_sha256": "1" * 64, "files": []})
+    yield app.test_client()
+    with app.app_context():
+        loopline().db.dispose()
+
+
+def _register(db: Database, version: int, *, repository: str, dataset: dict[str, Any] | None) -> None:
+    with db.session() as s:
+        run = Run(repository=repository, commit="c" * 40, trigger="push", dedupe_key=f"r{version}")
+        s.add(run)
+        s.flush()
+        s.add(
+            ModelVersion(
+                name="churn",
+                version=version,
+                run_id=run.id,
+                repository=repository,
+                commit="c" * 40,
+                data_version={},
+                params={},
+                metrics={"accuracy": 0.9},
+                artifact_path="-",
+                sha256="a" * 64,
+                dataset=dataset,
+            )
+        )
+
+
+def _db(client: FlaskClient) -> Database:
+    with client.application.app_context():
+        return loopline().db
+
+
+def _settings(client: FlaskClient) -> Any:
+    with client.application.app_context():
+        return loopline().settings
+
+
+def test_asking_for_a_reproduction(client: FlaskClient) -> None:
+    url = "/api/models/churn/versions/1/reproduce"
+    assert client.post(url).status_code == 401
+    assert client.post(url, headers={"Authorization": "Bearer nope"}).json["error"] == "bad_token"
+    viewer = users.add(_db(client), "vic", "viewer")
+    denied = client.post(url, headers={"Authorization": f"Bearer {viewer}"})
+    assert denied.status_code == 403 and "approver" in denied.json["message"]
+
+    answer = client.post(url, headers=TOKEN)
+    assert answer.status_code == 202, answer.json
+    record = answer.json
+    assert answer.headers["Location"] == record["url"] == f"/api/reproductions/{record['id']}"
+    assert (record["model"], record["version"], record["status"], record["requested_by"]) == (
+        "churn",
+        1,
+        "queued",
+        "ada",
+    )
+    assert client.get(record["url"]).json == record
+    approver = users.add(_db(client), "ann", "approver")
+    second = client.post(url, headers={"Authorization": f"Bearer {approver}"}, json={})
+    assert second.status_code == 202 and second.json["id"] != record["id"]
+    listed = client.get("/api/models/churn/versions/1/reproductions").json
+    assert [r["id"] for r in listed["reproductions"]] == [second.json["id"], record["id"]]
+    assert client.get("/api/models/churn/versions/2/reproductions").json["reproductions"] == []
+
+
+def test_bad_requests_get_a_documented_4xx(client: FlaskClient) -> None:
+    def post(path: str, **kwargs: Any) -> tuple[int, str]:
+        answer = client.post(path, headers={**TOKEN, **kwargs.pop("headers", {})}, **kwargs)
+        return answer.status_code, answer.json["error"]
+
+    assert post("/api/models/nope/versions/1/reproduce") == (404, "not_found")
+    assert post("/api/models/churn/versions/9/reproduce") == (404, "not_found")
+    assert post(f"/api/models/churn/versions/{2**63}/reproduce") == (404, "not_found")
+    assert post("/api/models/churn/versions/-1/reproduce") == (404, "not_found")
+    assert post("/api/models/churn/versions/2/reproduce") == (409, "no_lineage")  # before the ledger
+    assert post("/api/models/churn/versions/3/reproduce") == (409, "no_lineage")  # unregistered repo
+    assert post("/api/models/churn/versions/1/reproduce", json={"x": 1}) == (400, "bad_body")
+    assert post("/api/models/churn/versions/1/reproduce", data="{", content_type="application/json") == (
+        400,
+        "bad_body",
+    )
+    long_key = {"Idempotency-Key": "k" * 101}
+    assert post("/api/models/churn/versions/1/reproduce", headers=long_key) == (400, "bad_header")
+    for path in (f"/api/reproductions/{2**63}", "/api/reproductions/999", "/api/reproductions/x"):
+        answer = client.get(path)
+        assert answer.status_code == 404 and answer.json["error"] == "not_found", path
+    assert client.get(f"/api/models/churn/versions/{2**63}/reproductions").status_code == 404
+    assert client.get("/api/models/churn/versions/9/reproductions").json["error"] == "not_found"
+    with _db(client).session() as s:
+        assert s.query(Reproduction).count() == 0
+
+
+def test_an_idempotency_key_answers_the_same_reproduction(client: FlaskClient) -> None:
+    url, key = "/api/models/churn/versions/1/reproduce", {**TOKEN, "Idempotency-Key": "k-1"}
+    first = client.post(url, headers=key)
+    again = client.post(url, headers=key)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json == first.json and again.headers["Location"] == first.headers["Location"]
+    other = client.post("/api/models/churn/versions/3/reproduce", headers=key)
+    assert other.status_code == 409 and other.json["error"] == "idempotency_conflict"
+    with _db(client).session() as s:
+        assert s.query(Reproduction).count() == 1
+
+
+class Published(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reproductions: list[tuple[int, str]] = []
+
+    def reproduction(self, reproduction_id: int, task_id: str) -> None:
+        self.reproductions.append((reproduction_id, task_id))
+
+
+class Down(Published):
+    def reproduction(self, reproduction_id: int, task_id: str) -> None:
+        raise ConnectionError("broker down")
+
+
+def test_the_relay_publishes_it_and_every_reproduction_ends(client: FlaskClient) -> None:
+    db, settings = _db(client), _settings(client)
+    rep_id = client.post("/api/models/churn/versions/1/reproduce", headers=TOKEN).json["id"]
+    assert relay.relay_once(settings, db, Down()) == 0  # a failed publish: due again
+    sent = Published()
+    assert relay.relay_once(settings, db, sent) == 1
+    assert relay.relay_once(settings, db, sent) == 0  # claimed once
+    [(published_id, task_id)] = sent.reproductions
+    assert published_id == rep_id and task_id.startswith(f"loopline-reproduction{rep_id}-")  # 2nd try
+
+    # The broker lost it (neither waiting nor started): the reconciler has it published again.
+    later = utcnow() + timedelta(minutes=1)
+    assert reconcile.reconcile(settings, db, {task_id}, now=later) == 0  # still waiting: kept
+    assert reconcile.reconcile(settings, db, set(), now=later) == 1
+    relay.relay_once(settings, db, sent)
+    new_task = sent.reproductions[-1][1]
+    assert new_task != task_id and new_task.startswith(f"loopline-reproduction{rep_id}-")
+    assert run_requested(settings, db, rep_id, task_id) == reproductions.STALE  # the lost one, late
+
+    # Started under a lease; a duplicate message while it runs does nothing.
+    claim = reproductions.start(db, rep_id, new_task, settings.lease_seconds)
+    assert isinstance(claim, reproductions.Claim) and claim.owner == reproductions.owner()
+    assert run_requested(settings, db, rep_id, new_task) == reproductions.ALREADY_RUNNING
+    assert reproductions.renew(db, claim, settings.lease_seconds)
+
+    # Its lease runs out (its host died): the reconciler ends it, failed, and the worker's late
+    # result is dropped.
+    expired = utcnow() + timedelta(seconds=settings.lease_seconds + 1)
+    reconcile.reconcile(settings, db, None, now=expired)
+    record = client.get(f"/api/reproductions/{rep_id}").json
+    assert record["status"] == "failed" and "stopped renewing its lease" in record["reason"]
+    assert record["finished_at"] and record["started_at"]
+    assert not reproductions.renew(db, claim, settings.lease_seconds)
+    assert not reproductions.finish(db, claim, "succeeded", reason="late", result={}, log="")
+    assert run_requested(settings, db, rep_id, new_task) == "failed"  # a redelivery after its end
+
+    # A worker process killed mid-rebuild: its message comes back (acks_late) and finds the lease
+    # holder dead on this host, so the reproduction ends failed rather than running again.
+    other = client.post("/api/models/churn/versions/1/reproduce", headers=TOKEN).json["id"]
+    relay.relay_once(settings, db, sent)
+    other_task = sent.reproductions[-1][1]
+    claimed = reproductions.start(db, other, other_task, settings.lease_seconds)
+    assert isinstance(claimed, reproductions.Claim)
+    with db.session() as s:
+        s.get(Reproduction, other).lease_owner = f"{claimed.owner.rpartition(':')[0]}:{2**22 + 7}"
+    assert run_requested(settings, db, other, other_task) == "failed"
+    assert "worker died" in client.get(f"/api/reproductions/{other}").json["reason"]
+
+    # Its repository unregistered meanwhile: the worker records why it cannot rebuild it.
+    third = client.post("/api/models/churn/versions/1/reproduce", headers=TOKEN).json["id"]
+    settings_without = make_settings(settings.home.parent, (), db_url=db.url)
+    assert run_requested(settings_without, db, third) == "failed"
+    record = client.get(f"/api/reproductions/{third}").json
+    assert record["status"] == "failed" and "no longer registered" in record["reason"]
+    assert record["result"] is None
+
+
+def test_the_lifecycle_is_declared_once() -> None:
+    rep = Reproduction(status="succeeded")
+    with pytest.raises(IllegalMove):
+        move_reproduction(rep, "running")
+    rep = Reproduction(status="queued")
+    with pytest.raises(IllegalMove):
+        move_reproduction(rep, "succeeded")  # never without running
+    move_reproduction(rep, "running")
+    move_reproduction(rep, "failed", reason="x")
+    assert rep.finished_at is not None and rep.lease_owner is None
