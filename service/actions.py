@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import hmac
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import select
 
 from service.errors import ApiError, Conflict, NotFound, Unauthorized
 from service.state import loopline
 from store import registry, releases, runs, users, views
-from store.models import Deployment, Run, User
+
+if TYPE_CHECKING:
+    from store.models import Deployment
 
 bp = Blueprint("actions", __name__, url_prefix="/api")
 
@@ -49,7 +50,7 @@ def _authenticate() -> users.Actor:
         return users.Actor((request.headers.get("X-Loopline-User") or "api")[:100], "admin")
     with loopline().db.session() as s:
         actor = users.authenticate(s, given) if given else None
-        if actor is None and not bootstrap and s.scalar(select(User.id).limit(1)) is None:
+        if actor is None and not bootstrap and not users.any_user(s):
             raise Forbidden("human actions are disabled: set LOOPLINE_API_TOKEN or add users on the server")
     if actor is not None:
         return actor
@@ -101,9 +102,9 @@ def _act(action: str, run_id: int) -> Response:
     except runs.InvalidAction as exc:
         raise Conflict(str(exc), "invalid_state") from exc
     with db.session() as s:
-        run = s.get(Run, run_id)
-        assert run is not None
-        response = jsonify(views.run_dict(run))
+        found = views.run(s, run_id)
+    assert found is not None
+    response = jsonify(found)
     if action == "retry":
         response.status_code = 201
         response.headers["Location"] = f"/api/runs/{run_id}"

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import select
 
 from service.errors import ApiError, NotFound
 from service.state import loopline
 from store import registry, releases, telemetry, views
-from store.models import Delivery, Deployment, ModelVersion, Run, Stage
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -29,38 +26,34 @@ def _int_arg(name: str, default: int, maximum: int) -> int:
 @bp.get("/events/<event_id>")
 def event(event_id: str) -> Response:
     with loopline().db.session() as s:
-        delivery = s.get(Delivery, event_id[:64])
-        if delivery is None:
-            raise NotFound(f"no event {event_id[:64]!r}")
-        return jsonify(views.delivery_dict(s, delivery))
+        found = views.event(s, event_id[:64])
+    if found is None:
+        raise NotFound(f"no event {event_id[:64]!r}")
+    return jsonify(found)
 
 
 @bp.get("/runs")
 def runs() -> Response:
-    query = select(Run).order_by(Run.id.desc()).limit(_int_arg("limit", 50, 500))
-    if repo := request.args.get("repo"):
-        query = query.where(Run.repository == repo)
-    if branch := request.args.get("branch"):
-        query = query.where(Run.ref == f"refs/heads/{branch}")
-    if status := request.args.get("status"):
-        query = query.where(Run.status == status)
-    if trigger := request.args.get("trigger"):
-        query = query.where(Run.trigger == trigger)
+    args, limit = request.args, _int_arg("limit", 50, 500)
     with loopline().db.session() as s:
-        return jsonify(runs=[views.run_dict(r) for r in s.scalars(query)])
-
-
-def _run(s: Any, run_id: int) -> Run:
-    run = s.get(Run, run_id)
-    if run is None:
-        raise NotFound(f"no run {run_id}")
-    return run
+        found = views.runs(
+            s,
+            repository=args.get("repo"),
+            branch=args.get("branch"),
+            status=args.get("status"),
+            trigger=args.get("trigger"),
+            limit=limit,
+        )
+    return jsonify(runs=found)
 
 
 @bp.get("/runs/<int:run_id>")
 def run(run_id: int) -> Response:
     with loopline().db.session() as s:
-        return jsonify(views.run_dict(_run(s, run_id)))
+        found = views.run(s, run_id)
+    if found is None:
+        raise NotFound(f"no run {run_id}")
+    return jsonify(found)
 
 
 @bp.get("/runs/<int:run_id>/stages/<name>/log")
@@ -85,13 +78,13 @@ def _log(run_id: int, name: str) -> tuple[bytes, bool]:
     tail of its log into the store about once a second (hosts share no disk); the file is read
     only when this host has it and the store has nothing yet."""
     with loopline().db.session() as s:
-        stage = s.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
-        if stage is None:
-            raise NotFound(f"run {run_id} has no stage {name[:40]!r}")
-        text, status, stage_name = stage.log, stage.status, stage.name
+        found = views.stage_log(s, run_id, name)
+    if found is None:
+        raise NotFound(f"run {run_id} has no stage {name[:40]!r}")
+    text, status = found
     if text:
         return text.encode(), status in ("queued", "running")
-    live = Path(loopline().settings.home) / "logs" / str(run_id) / f"{stage_name}.log"
+    live = Path(loopline().settings.home) / "logs" / str(run_id) / f"{name}.log"
     return (live.read_bytes() if live.exists() else b""), status in ("queued", "running")
 
 
@@ -105,7 +98,7 @@ def models() -> Response:
 def model(name: str) -> Response:
     """Aliases, live releases with their traffic and telemetry, and the history of alias moves."""
     with loopline().db.session() as s:
-        if s.scalar(select(ModelVersion.id).where(ModelVersion.name == name).limit(1)) is None:
+        if not registry.known(s, name):
             raise NotFound(f"no model {name[:64]!r}")
         return jsonify(releases.state(s, name))
 
@@ -114,9 +107,7 @@ def model(name: str) -> Response:
 def model_telemetry(name: str) -> Response:
     """What the serving gateway measured for the model's ten newest releases."""
     with loopline().db.session() as s:
-        deps = s.scalars(
-            select(Deployment).where(Deployment.model_name == name).order_by(Deployment.id.desc()).limit(10)
-        ).all()
+        deps = registry.deployments(s, name, limit=10)
         if not deps:
             raise NotFound(f"model {name[:64]!r} was never deployed")
         numbers = telemetry.stats(s, [d.id for d in deps])
@@ -126,12 +117,10 @@ def model_telemetry(name: str) -> Response:
 @bp.get("/models/<name>/versions")
 def versions(name: str) -> Response:
     with loopline().db.session() as s:
-        rows = s.scalars(
-            select(ModelVersion).where(ModelVersion.name == name).order_by(ModelVersion.version.desc())
-        ).all()
-        if not rows:
-            raise NotFound(f"no model {name[:64]!r}")
-        return jsonify(versions=[views.model_dict(mv) for mv in rows])
+        rows = views.model_versions(s, name)
+    if not rows:
+        raise NotFound(f"no model {name[:64]!r}")
+    return jsonify(versions=rows)
 
 
 @bp.get("/models/<name>/versions/<int:version>")

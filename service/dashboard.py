@@ -3,14 +3,16 @@ needs: a model's release timeline and its traffic over time."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Blueprint, Response, jsonify, render_template, request
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from service.errors import ApiError, NotFound
 from service.state import loopline
-from store import timeline
-from store.models import ModelVersion
+from store import registry, timeline
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 bp = Blueprint(
     "dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
@@ -23,7 +25,7 @@ def index() -> str:
 
 
 def _known(s: Session, name: str) -> None:
-    if s.scalar(select(ModelVersion.id).where(ModelVersion.name == name).limit(1)) is None:
+    if not registry.known(s, name):
         raise NotFound(f"no model {name[:64]!r}")
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Blueprint, Response, jsonify
-from sqlalchemy.orm import Session
 
 from pipelines import ledger
 from service.errors import NotFound
 from service.state import loopline
 from store import datasets, views
-from store.models import DatasetVersion
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from store.models import DatasetVersion
 
 bp = Blueprint("datasets", __name__, url_prefix="/api/datasets")
 

@@ -11,12 +11,10 @@ import re
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import select
 
 from service.errors import ApiError, NotFound
 from service.state import loopline
-from store import outcomes
-from store.models import Deployment
+from store import outcomes, registry
 
 bp = Blueprint("feedback", __name__, url_prefix="/api")
 
@@ -60,6 +58,6 @@ def feedback(name: str) -> Response:
     truths = _truths(request.get_json(silent=True))
     db = loopline().db
     with db.session() as s:
-        if s.scalar(select(Deployment.id).where(Deployment.model_name == name).limit(1)) is None:
+        if not registry.deployments(s, name, limit=1):
             raise NotFound(f"model {name[:64]!r} was never deployed")
     return jsonify(outcomes.feedback(db, name, truths).to_dict())

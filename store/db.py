@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pipelines.errors import LooplineError
 from pipelines.retry import retrying
+from store.models import Probe, utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -67,6 +68,11 @@ class Database:
             raise
         finally:
             session.close()
+
+    def probe(self, name: str) -> None:
+        """Prove the store takes a write (a full disk reads fine and writes nothing)."""
+        with self.session() as s:
+            s.merge(Probe(name=name, at=utcnow()))
 
     @cached_property
     def _autocommit(self) -> Engine:

@@ -32,3 +32,14 @@ def latest_deployment(session: Session, name: str, version: int) -> Deployment |
         .order_by(Deployment.id.desc())
         .limit(1)
     ).one_or_none()
+
+
+def known(session: Session, name: str) -> bool:
+    """Whether any version of model ``name`` was registered."""
+    return session.scalar(select(ModelVersion.id).where(ModelVersion.name == name).limit(1)) is not None
+
+
+def deployments(session: Session, name: str, limit: int) -> list[Deployment]:
+    """The model's newest ``limit`` releases, whatever their status (none: never deployed)."""
+    query = select(Deployment).where(Deployment.model_name == name).order_by(Deployment.id.desc())
+    return list(session.scalars(query.limit(limit)))

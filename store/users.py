@@ -95,6 +95,11 @@ def listing(db: Database) -> list[dict[str, Any]]:
         ]
 
 
+def any_user(session: Session) -> bool:
+    """Whether anyone was added: without users or a bootstrap token, human actions are off."""
+    return session.scalar(select(User.id).limit(1)) is not None
+
+
 def authenticate(session: Session, token: str) -> Actor | None:
     """The user whose token this is (noting when it was last used), or ``None``."""
     if not token.startswith(TOKEN_PREFIX):

@@ -279,14 +279,24 @@ def dataset_detail(session: Session, version: DatasetVersion) -> dict[str, Any]:
 
 
 def runs(
-    session: Session, *, repository: str | None = None, status: str | None = None, limit: int = 20
+    session: Session,
+    *,
+    repository: str | None = None,
+    status: str | None = None,
+    branch: str | None = None,
+    trigger: str | None = None,
+    limit: int = 20,
 ) -> list[dict[str, Any]]:
-    """The newest runs first, optionally of one repository and in one status."""
+    """The newest runs first, optionally of one repository, branch, trigger and status."""
     query = select(Run).order_by(Run.id.desc()).limit(limit)
     if repository:
         query = query.where(Run.repository == repository)
+    if branch:
+        query = query.where(Run.ref == f"refs/heads/{branch}")
     if status:
         query = query.where(Run.status == status)
+    if trigger:
+        query = query.where(Run.trigger == trigger)
     return [run_dict(r) for r in session.scalars(query)]
 
 
@@ -299,6 +309,12 @@ def model_versions(session: Session, name: str) -> list[dict[str, Any]]:
     """Every version of model ``name``, the newest first."""
     query = select(ModelVersion).where(ModelVersion.name == name).order_by(ModelVersion.version.desc())
     return [model_dict(mv) for mv in session.scalars(query)]
+
+
+def stage_log(session: Session, run_id: int, name: str) -> tuple[str | None, str] | None:
+    """A stage's log as its worker last copied it into the store, and the stage's status."""
+    found = session.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
+    return None if found is None else (found.log, found.status)
 
 
 def event(session: Session, event_id: str) -> dict[str, Any] | None:
