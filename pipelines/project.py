@@ -224,6 +224,10 @@ class DriftTrigger:
     cooldown: Duration = 6 * 3600.0
     #: The newest sampled instances compared (at most).
     window: Annotated[StrictInt, _span(1, 10**6), _whole(1, 10**6)] = 2000
+    #: The training data's label column (what the model predicts): compared with the predicted
+    #: labels, and left out when list instances are matched to the columns by position. Unset:
+    #: the one column the instances lack (the last one, for list instances).
+    label: NonEmpty | None = None
 
 
 @dataclass(frozen=True, config=STRICT)

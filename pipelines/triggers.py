@@ -13,9 +13,11 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
+from pipelines import ledger
 from pipelines.events import TRIGGERS
+from pipelines.ledger import Entry
 from pipelines.plan import Plan, plan
-from pipelines.project import PerformanceTrigger, ScheduleTrigger
+from pipelines.project import PerformanceTrigger, ScheduleTrigger, VolumeTrigger
 
 #: Triggers that retrain on their own (every one but ``manual``): they never supersede a run.
 AUTOMATIC = tuple(t for t in TRIGGERS if t != "manual")
@@ -95,4 +97,24 @@ def underperforms(performance: PerformanceTrigger, version: int, correct: int, l
     return (
         f"online accuracy of v{version} fell to {accuracy:.3f} < {performance.min:g} "
         f"over the last {labelled:,} labelled predictions"
+    )
+
+
+def new_rows(before: list[Entry], now: list[Entry]) -> int:
+    """Rows that landed from manifest ``before`` to ``now``: every row of an added file, and what
+    a replaced file grew by (a file appended to is counted for its new rows only)."""
+    change = ledger.diff(before, now)
+    added = sum(e["rows"] or 0 for e in change["added"])
+    grown = sum(max(0, (r["to"]["rows"] or 0) - (r["from"]["rows"] or 0)) for r in change["replaced"])
+    return int(added + grown)
+
+
+def volume_due(volume: VolumeTrigger, rows: int, version: int, since: int, current: int) -> str | None:
+    """Why enough new data landed to retrain model version ``version`` (trained on dataset
+    version ``since``; ``current`` is the newest), or None while it waits for more."""
+    if rows < volume.min_new_rows:
+        return None
+    return (
+        f"{rows:,} new rows landed since v{version}'s dataset v{since} (dataset v{current} now)"
+        f" ≥ {volume.min_new_rows:,}"
     )

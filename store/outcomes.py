@@ -183,6 +183,30 @@ def samples(db: Database, model: str, release: int, since: datetime, limit: int)
     return rows[::-1]
 
 
+def window(db: Database, release: int, instances: int) -> tuple[list[Any], list[str | None], int | None]:
+    """The release's newest sampled instances (at most ``instances``, oldest first), the label
+    predicted for each (None where the answer had not one per instance), and the newest sample's
+    id (None: nothing sampled)."""
+    found: list[Any] = []
+    labels: list[str | None] = []
+    newest: int | None = None
+    with db.session() as s:
+        rows = s.execute(
+            select(InputSample.id, InputSample.instances, InputSample.labels)
+            .where(InputSample.deployment_id == release)
+            .order_by(InputSample.id.desc())
+            .limit(instances)  # a sample holds at least one instance
+        )
+        for sample_id, kept, predicted in rows:
+            newest = sample_id if newest is None else newest
+            kept = list(kept or [])[: instances - len(found)]
+            aligned = predicted if predicted and len(predicted) >= len(kept) else [None] * len(kept)
+            found[:0], labels[:0] = kept, list(aligned[: len(kept)])
+            if len(found) >= instances:
+                break
+    return found, labels, newest
+
+
 def set_rates(db: Database, rates: dict[str, float]) -> None:
     """Each model's sample rate (0 stops sampling); models not named keep theirs."""
     if not rates:

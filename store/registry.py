@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from store.db import Database
 from store.models import Deployment, ModelVersion
 
 
@@ -43,3 +47,26 @@ def deployments(session: Session, name: str, limit: int) -> list[Deployment]:
     """The model's newest ``limit`` releases, whatever their status (none: never deployed)."""
     query = select(Deployment).where(Deployment.model_name == name).order_by(Deployment.id.desc())
     return list(session.scalars(query.limit(limit)))
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What serves a model now, as the triggers compare against it."""
+
+    release: int
+    version: int
+    #: The profile of its training data (None: registered before profiles, or no tables).
+    profile: dict[str, Any] | None
+    #: The dataset version it was trained on (0: nothing had landed).
+    dataset_version: int
+
+
+def serving(db: Database, model: str) -> Serving | None:
+    """The release serving ``model`` now, with its version's training profile and dataset version."""
+    with db.session() as s:
+        dep = current_deployment(s, model)
+        if dep is None:
+            return None
+        mv = model_version(s, model, dep.version)
+        dataset = (mv.dataset if mv else None) or {}
+        return Serving(dep.id, dep.version, mv.profile if mv else None, int(dataset.get("version") or 0))

@@ -125,6 +125,8 @@ def _plan(
         move_stage(config, "failed", now=now)
         move_run(run, "failed", reason=str(exc), now=now)
         return _insert(db, run, delivery_ids)
+    if first.type == "data" and project.triggers.volume is not None:
+        return _land_for_volume(settings, db, repo, delivery_ids, events)
     explained = explain(mirror_, repo, project, events, ref, commit, objects=wanted, since=since)
     classification, stages = explained.classification, explained.plan.stages
     run.before, run.reason = explained.base, explained.plan.reason
@@ -157,6 +159,21 @@ def _plan(
     if first.type in ("push", "manual"):  # automatic triggers never cancel anybody's run
         runs.supersede(db, run.id)
     return _ready(settings, db, run.id, events, mirror_)
+
+
+def _land_for_volume(
+    settings: Settings, db: Database, repo: RepoConfig, delivery_ids: list[str], events: list[Event]
+) -> Prepared:
+    """With ``triggers.volume`` a landing only makes a dataset version: the volume check (beat)
+    retrains once enough rows have landed since the serving model's version."""
+    try:
+        number = ledger.land(settings, db, repo, batch_objects(db, events), deliveries=delivery_ids)
+    except (FetchError, BlobError, OSError) as exc:
+        deliveries.finish(db, delivery_ids, run_id=None, error=f"landing: {exc}")
+        return Prepared(None)
+    log.info("intake: %s: dataset v%d landed; triggers.volume decides when to retrain", repo.name, number)
+    deliveries.finish(db, delivery_ids, run_id=None)
+    return Prepared(None)
 
 
 def _last_built(db: Database, mirror_: Mirror, repository: str, ref: str, commit: str) -> str | None:

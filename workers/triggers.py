@@ -11,10 +11,18 @@ import logging
 from datetime import datetime, timedelta
 
 from config.settings import Settings
+from pipelines import drift as drifts
 from pipelines.config import ConfigError, RepoConfig
-from pipelines.project import PerformanceTrigger, ProjectConfig, ScheduleTrigger
-from pipelines.triggers import cooled_down, schedule_decision, underperforms
-from store import outcomes, registry, triggers
+from pipelines.project import (
+    DriftLimits,
+    DriftTrigger,
+    PerformanceTrigger,
+    ProjectConfig,
+    ScheduleTrigger,
+    VolumeTrigger,
+)
+from pipelines.triggers import cooled_down, new_rows, schedule_decision, underperforms, volume_due
+from store import datasets, outcomes, registry, triggers
 from store.db import Database
 from store.models import Deployment, utcnow
 from workers.gitops import GitError
@@ -38,6 +46,8 @@ def check(settings: Settings, db: Database, now: datetime | None = None) -> list
         events = [
             found.schedule and check_schedule(db, repo, found.schedule, now),
             found.performance and check_performance(db, repo, project.model_name, found.performance, now),
+            drift and check_drift(db, repo, project.model_name, drift, project.data_validate.drift, now),
+            found.volume and check_volume(db, repo, project.model_name, found.volume, now),
         ]
         fired += [_notice(settings, db, event) for event in events if event]
     return fired
@@ -125,3 +135,46 @@ def check_schedule(db: Database, repo: RepoConfig, schedule: ScheduleTrigger, no
     event = _fire(db, repo, "schedule", decision.reason, decision.tick.isoformat(), now)
     triggers.remember(db, repo.name, "schedule", tick=decision.tick, reason=decision.reason)
     return event
+
+
+def check_drift(
+    db: Database, repo: RepoConfig, model: str, drift: DriftTrigger, limits: DriftLimits, now: datetime
+) -> str | None:
+    """Retrain when the serving release's newest sampled inputs (or the labels it predicted for
+    them) drifted from its training data; then quiet for the cooldown: one episode, one run.
+    What each check saw is kept as the trigger's state (``trigger_state.reason``)."""
+    serving = registry.serving(db, model)
+    if serving is None or not serving.profile:
+        return None
+    instances, labels, newest = outcomes.window(db, serving.release, drift.window)
+    found = drifts.check(drift, limits, serving.profile, drifts.Window(instances, labels), serving.version)
+    quiet = found.reason and _quiet(db, repo.name, "drift", drift.cooldown, now)
+    if found.reason is None or quiet:
+        note = f"{found.reason} (not fired: {quiet})" if quiet else found.note
+        triggers.remember(db, repo.name, "drift", reason=note)
+        return None
+    # one delivery per (release, newest sample): two checkers that saw the same window fire once
+    return _fire(db, repo, "drift", found.reason, f"{serving.release}:{newest}", now)
+
+
+def check_volume(
+    db: Database, repo: RepoConfig, model: str, volume: VolumeTrigger, now: datetime
+) -> str | None:
+    """Retrain once at least ``min_new_rows`` rows landed since the serving model's dataset
+    version (landings below it start no run: intake only records them), on the newest version."""
+    serving = registry.serving(db, model)
+    if serving is None:
+        return None
+    current = datasets.current_number(db, repo.name)
+    if current <= serving.dataset_version or triggers.active(db, repo.name, "volume"):
+        return None
+    before, _ = datasets.manifest(db, repo.name, serving.dataset_version)
+    after, _ = datasets.manifest(db, repo.name, current)
+    rows = new_rows(before, after)
+    reason = volume_due(volume, rows, serving.version, serving.dataset_version, current)
+    if reason is None:
+        note = f"{rows:,} of {volume.min_new_rows:,} new rows since v{serving.version}'s dataset"
+        triggers.remember(db, repo.name, "volume", reason=note)
+        return None
+    # the dataset version is the key: it fires once, however often it is checked
+    return _fire(db, repo, "volume", reason, f"{repo.name}:v{current}", now)
