@@ -51,3 +51,15 @@ def test_every_registry_is_complete_and_they_agree() -> None:
     assert set(project.DEFAULT_STAGES) <= set(plan.CANONICAL)
     # Deploy targets: what loopline.yml may name is what the workers can ship.
     assert set(targets()) == set(project.DEPLOY_TARGETS)
+
+
+def test_every_name_the_relay_publishes_is_a_task() -> None:
+    """The relay publishes by task name (it does not import the tasks): each name it can send
+    must be a task the workers registered, on the queue the planner gives its stage."""
+    from pipelines.plan import CANONICAL
+    from workers import publish, tasks
+
+    sent = {publish.INTAKE, publish.PREPARE, publish.COMMIT_STATUS, publish.REPRODUCE, publish.STAGE}
+    sent |= {publish.stage_task(stage) for stage in CANONICAL}
+    assert sent <= set(tasks.app.tasks)
+    assert publish.stage_task("no-such-stage") == publish.STAGE

@@ -1,11 +1,19 @@
-"""The Celery app: broker from the settings, two queues, reliability settings with reasons."""
+"""The Celery app: broker from the settings, two queues, reliability settings with reasons,
+and the relay process each ``default`` worker runs beside itself."""
 
 from __future__ import annotations
 
-from celery import Celery
+import os
+import subprocess
+import sys
+from typing import Any
+
+import click
+from celery import Celery, bootsteps
 from kombu import Queue
 
 from config.settings import Settings
+from workers.process import terminate
 
 settings = Settings.from_env()
 
@@ -36,6 +44,30 @@ app.conf.update(
     },
 )
 
-from workers import relay  # noqa: E402  (registers the relay bootstep on this app)
 
-relay.install(app)
+class RelayStep(bootsteps.StartStopStep):
+    """Runs the relay (:mod:`workers.relay`) beside the worker for its lifetime (``--relay/--no-relay``).
+
+    A separate process, not a thread: the prefork pool forks children at any time, and a
+    fork taken while a thread holds an import or logging lock deadlocks the child.
+    """
+
+    def __init__(self, parent: Any, relay: bool = True, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.enabled = relay
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, parent: Any) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.relay", "--parent", str(os.getpid())], stdin=subprocess.DEVNULL
+        )
+
+    def stop(self, parent: Any) -> None:
+        if self.proc:
+            terminate(self.proc)
+
+
+app.user_options["worker"].add(
+    click.Option(["--relay/--no-relay"], default=True, help="Publish Loopline's outbox from this worker.")
+)
+app.steps["worker"].add(RelayStep)

@@ -1,8 +1,8 @@
 """The outbox relay: publishes stored deliveries, due stages and reproductions to the broker, debouncing data
 drops, and reconciles every few seconds (:mod:`workers.reconcile`).
 
-Each ``default`` worker starts one beside itself (a Celery bootstep); an atomic claim in the
-store makes several relays safe. The web process never talks to the broker.
+Each ``default`` worker starts one beside itself (a Celery bootstep, :mod:`workers.celery_app`);
+an atomic claim in the store makes several relays safe. The web process never talks to the broker.
 """
 
 from __future__ import annotations
@@ -11,16 +11,11 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Any, Protocol
-
-import click
-from celery import Celery, bootsteps
+from typing import Protocol
 
 from config.settings import Settings
 from pipelines.config import ConfigError
@@ -30,7 +25,6 @@ from store.models import Delivery, as_utc, utcnow
 from store.schedule import Due
 from workers.gitops import GitError
 from workers.locks import file_lock, lock_path
-from workers.process import terminate
 from workers.projects import mirror, project_at
 
 log = logging.getLogger(__name__)
@@ -148,40 +142,12 @@ def intake_busy(settings: Settings, repository: str) -> bool:
         return not free
 
 
-class RelayStep(bootsteps.StartStopStep):
-    """Runs the relay beside the worker for its lifetime (``--relay/--no-relay``).
-
-    A separate process, not a thread: the prefork pool forks children at any time, and a
-    fork taken while a thread holds an import or logging lock deadlocks the child.
-    """
-
-    def __init__(self, parent: Any, relay: bool = True, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self.enabled = relay
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, parent: Any) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.relay", "--parent", str(os.getpid())], stdin=subprocess.DEVNULL
-        )
-
-    def stop(self, parent: Any) -> None:
-        if self.proc:
-            terminate(self.proc)
-
-
-def install(app: Celery) -> None:
-    app.user_options["worker"].add(
-        click.Option(["--relay/--no-relay"], default=True, help="Publish Loopline's outbox from this worker.")
-    )
-    app.steps["worker"].add(RelayStep)
-
-
 def main(parent: int | None = None) -> None:
     """Relay until stopped, or until the worker that started it is gone."""
     from workers import reconcile
+    from workers.celery_app import app
     from workers.context import current
-    from workers.tasks import CeleryPublisher, app
+    from workers.publish import CeleryPublisher
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/Relay] %(message)s")
     stop = threading.Event()

@@ -14,15 +14,16 @@ from typing import Any
 from celery.exceptions import Ignore
 
 from config.settings import Settings
-from pipelines.plan import CANONICAL, queue_for
+from pipelines.plan import CANONICAL
 from store import deliveries
-from store.schedule import Due
 from workers import notify, relay, runner, status, triggers
+from workers import publish as names
 from workers import reconcile as reconciler
 from workers import reproduce as rebuild
 from workers.celery_app import app
 from workers.context import current
 from workers.intake import Busy, prepare_retry, prepare_run
+from workers.publish import CeleryPublisher
 
 log = logging.getLogger(__name__)
 
@@ -31,32 +32,9 @@ class StageFailed(Exception):
     """Raised after a stage did not succeed, so Flower shows the task failed."""
 
 
-class CeleryPublisher:
-    """What the relay publishes with: intakes, stages that are due, retries, commit statuses."""
-
-    def intake(self, delivery_ids: list[str]) -> None:
-        intake.apply_async(
-            args=[delivery_ids], queue="default", task_id=reconciler.intake_task_id(delivery_ids)
-        )
-
-    def stage(self, due: Due) -> None:
-        STAGE_TASKS.get(due.stage, run_stage).apply_async(
-            args=[due.run_id, due.stage, due.task_id], queue=queue_for(due.stage), task_id=due.task_id
-        )
-
-    def prepare(self, run_id: int) -> None:
-        prepare.apply_async(args=[run_id], queue="default")
-
-    def commit_status(self, run_id: int) -> None:
-        commit_status.apply_async(args=[run_id], queue="default")
-
-    def reproduction(self, reproduction_id: int, task_id: str) -> None:
-        reproduce.apply_async(args=[reproduction_id, task_id], queue="training", task_id=task_id)
-
-
 # Intake does git fetches and diffs: acks_late + reject_on_worker_lost so a crash mid-intake
 # redelivers it; prepare_run is idempotent, so a second delivery finds the run already made.
-@app.task(name="loopline.intake", acks_late=True, reject_on_worker_lost=True)
+@app.task(name=names.INTAKE, acks_late=True, reject_on_worker_lost=True)
 def intake(delivery_ids: list[str]) -> int | None:
     settings, db = current()
     try:
@@ -75,7 +53,7 @@ def intake(delivery_ids: list[str]) -> int | None:
 
 
 # A retry: its worktree at the commit, then its first stage is due. Idempotent like intake.
-@app.task(name="loopline.prepare", acks_late=True, reject_on_worker_lost=True)
+@app.task(name=names.PREPARE, acks_late=True, reject_on_worker_lost=True)
 def prepare(run_id: int) -> None:
     settings, db = current()
     prepare_retry(settings, db, run_id)
@@ -84,7 +62,7 @@ def prepare(run_id: int) -> None:
 
 # Tells the Git host the run's current status (never the web process). Idempotent: a repeat
 # sends the same state again. Bounded: a few quick retries inside, never raises.
-@app.task(name="loopline.commit_status", acks_late=True, reject_on_worker_lost=True)
+@app.task(name=names.COMMIT_STATUS, acks_late=True, reject_on_worker_lost=True)
 def commit_status(run_id: int) -> None:
     settings, db = current()
     status.report(settings, db, run_id)
@@ -94,7 +72,7 @@ def commit_status(run_id: int) -> None:
 # acks_late + reject_on_worker_lost: a worker process killed mid-stage gives the message back at
 # once, and the next worker takes the stage over (its lease holder is dead). A message that is
 # not the stage's current one (``task_id``) is stale and dropped.
-@app.task(name="loopline.stage", acks_late=True, reject_on_worker_lost=True, throws=(StageFailed,))
+@app.task(name=names.STAGE, acks_late=True, reject_on_worker_lost=True, throws=(StageFailed,))
 def run_stage(run_id: int, stage: str, task_id: str | None = None) -> str:
     settings, db = current()
     outcome = runner.execute(settings, db, run_id, stage, task_id)
@@ -110,7 +88,7 @@ def run_stage(run_id: int, stage: str, task_id: str | None = None) -> str:
 #: ``loopline.stage`` stays for messages published before.
 STAGE_TASKS = {
     name: app.task(
-        name=f"loopline.stage.{name}", acks_late=True, reject_on_worker_lost=True, throws=(StageFailed,)
+        name=names.stage_task(name), acks_late=True, reject_on_worker_lost=True, throws=(StageFailed,)
     )(run_stage.run)
     for name in CANONICAL
 }
@@ -122,7 +100,7 @@ STAGE_TASKS = {
 # once, and its next delivery finds the lease holder dead and ends the reproduction failed (a
 # rebuild that killed its worker is not tried again; ask again). A whole host lost: the
 # reconciler fails it when its lease runs out. A message that is not its current one is dropped.
-@app.task(name="loopline.reproduce", acks_late=True, reject_on_worker_lost=True)
+@app.task(name=names.REPRODUCE, acks_late=True, reject_on_worker_lost=True)
 def reproduce(reproduction_id: int, task_id: str | None = None) -> str:
     settings, db = current()
     return rebuild.run_requested(settings, db, reproduction_id, task_id)
