@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -127,9 +132,22 @@ def data_diff(repo: str, old: int, new: int, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("version", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def reproduce(name: str, version: int, as_json: bool) -> None:
+@click.option(
+    "--remote",
+    metavar="URL",
+    default=None,
+    help="Ask the Loopline server at URL (its trainer rebuilds it) and wait; the token is "
+    "$LOOPLINE_API_TOKEN or an approver's.",
+)
+def reproduce(name: str, version: int, as_json: bool, remote: str | None) -> None:
     """Rebuild NAME VERSION from its lineage (commit, dataset version, params) in a fresh worktree
     and compare the artifact's sha256 and the metrics; exits 1 when they differ."""
+    if remote:
+        record = _ask(remote, name, version)
+        click.echo(json.dumps(record, indent=2) if as_json else _format_record(record))
+        if record["status"] != "succeeded":
+            raise SystemExit(1)
+        return
     from loopline.report import open_store
     from workers.reproduce import ReproduceError, format_report
     from workers.reproduce import reproduce as rebuild
@@ -148,3 +166,56 @@ def reproduce(name: str, version: int, as_json: bool) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
     if not report["reproduced"]:
         raise SystemExit(1)
+
+
+def _ask(url: str, name: str, version: int) -> dict[str, Any]:
+    """``POST …/reproduce`` on the server, then its record until it ends (progress on stderr)."""
+    import requests
+
+    base = url.rstrip("/")
+    token = os.environ.get("LOOPLINE_API_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
+    try:
+        answer = requests.post(
+            f"{base}/api/models/{quote(name, safe='')}/versions/{version}/reproduce",
+            headers=headers,
+            timeout=30,
+        )
+        if answer.status_code not in (200, 202):
+            raise click.ClickException(f"{base}: {answer.status_code} {_message(answer)}")
+        record, location, seen = answer.json(), answer.headers["Location"], ""
+        while record["status"] in ("queued", "running"):
+            if record["status"] != seen:
+                seen = record["status"]
+                click.echo(f"  … reproduction {record['id']} {seen}", err=True)
+            time.sleep(1)
+            polled = requests.get(base + location, timeout=30)
+            if polled.ok:  # a moment's 503 (the store) is asked again
+                record = polled.json()
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {base}: {exc}") from exc
+    return dict(record)
+
+
+def _message(answer: Any) -> str:
+    try:
+        return str(answer.json().get("message"))
+    except ValueError:
+        return answer.text[:200]
+
+
+def _format_record(record: dict[str, Any]) -> str:
+    head = f"{record['model']} v{record['version']}: reproduction {record['id']} {record['status']}"
+    result = record.get("result")
+    if not result:
+        return f"{head}: {record['reason']}"
+    return "\n".join(
+        [
+            f"{head} in {record['seconds']}s: {record['reason']}",
+            f"  commit      {result['commit']}",
+            f"  dataset     version {result['dataset_version']}: files "
+            + ("same" if result["data_matches"] else "DIFFERENT"),
+            f"  artifact    sha256 {result['sha256']['got']} (expected {result['sha256']['expected']})",
+            "  metrics     " + ("same" if result["metrics"]["matches"] else "DIFFERENT"),
+        ]
+    )

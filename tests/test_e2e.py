@@ -17,7 +17,9 @@ import pytest
 import redis
 import requests
 import yaml
+from click.testing import CliRunner
 
+from loopline import cli
 from loopline.demo import write_config
 from loopline.hook import install_hook
 from loopline.processes import Stack
@@ -215,27 +217,26 @@ def test_dropped_data_retrains_and_redeploys(stack: tuple[Stack, Project, Path])
 
 
 def test_reproduce_rebuilds_a_version_on_the_trainer(stack: tuple[Stack, Project, Path]) -> None:
-    """The API stores the request, the relay publishes it to the training queue and the trainer
-    rebuilds v2 (trained on the dropped batch) from its lineage alone: the same sha256."""
+    """``loopline models reproduce --remote`` asks the API, which stores the request; the relay
+    publishes it to the training queue and the trainer rebuilds v2 (trained on the dropped batch)
+    from its lineage alone: the same sha256 and metrics."""
     s, _project, _lake = stack
     mv = requests.get(f"{s.url}/api/models/churn/versions/2", timeout=5).json()
     assert mv["dataset"]["version"] >= 1  # the drop is part of its lineage
-    headers = {"Authorization": "Bearer e2e-token", "X-Loopline-User": "ada", "Idempotency-Key": "e2e-1"}
-    asked = requests.post(f"{s.url}/api/models/churn/versions/2/reproduce", headers=headers, timeout=5)
-    assert asked.status_code == 202, asked.text
-    url = s.url + asked.headers["Location"]
-    deadline = time.monotonic() + 180
-    while (record := requests.get(url, timeout=5).json())["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline, record
-        s.check()
-        time.sleep(0.5)
-    assert record["status"] == "succeeded", record
+    asked = CliRunner().invoke(
+        cli.main,
+        ["models", "reproduce", "churn", "2", "--remote", s.url, "--json"],
+        env={"LOOPLINE_API_TOKEN": "e2e-token"},
+    )
+    assert asked.exit_code == 0, asked.output
+    record = json.loads(asked.stdout)
+    assert record["status"] == "succeeded" and record["requested_by"] == "api", record
     result = record["result"]
     assert result["matches"] and result["sha256"]["got"] == result["sha256"]["expected"] == mv["sha256"]
     assert result["metrics"]["got"] == mv["metrics"] and result["dataset_version"] == mv["dataset"]["version"]
-    assert record["started_at"] and record["seconds"] > 0 and record["log"]
-    again = requests.post(f"{s.url}/api/models/churn/versions/2/reproduce", headers=headers, timeout=5)
-    assert again.status_code == 200 and again.json()["id"] == record["id"]
+    assert record["seconds"] > 0 and "retraining" in record["log"]
+    listed = requests.get(f"{s.url}/api/models/churn/versions/2/reproductions", timeout=5).json()
+    assert [r["id"] for r in listed["reproductions"]] == [record["id"]]
 
 
 def test_approval_waits_without_a_worker_then_deploys(stack: tuple[Stack, Project, Path]) -> None:

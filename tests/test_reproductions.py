@@ -223,3 +223,14 @@ def test_the_lifecycle_is_declared_once() -> None:
     move_reproduction(rep, "running")
     move_reproduction(rep, "failed", reason="x")
     assert rep.finished_at is not None and rep.lease_owner is None
+
+
+def test_remote_reproduce_says_in_one_line_when_the_server_is_unreachable() -> None:
+    from click.testing import CliRunner
+
+    from loopline.cli import main
+    from workers.serving import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    answer = CliRunner().invoke(main, ["models", "reproduce", "churn", "1", "--remote", url])
+    assert answer.exit_code == 1 and f"cannot reach {url}" in answer.output
