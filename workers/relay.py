@@ -1,5 +1,5 @@
-"""The outbox relay: publishes stored deliveries, due stages and reproductions to the broker, debouncing data
-drops, and reconciles every few seconds (:mod:`workers.reconcile`).
+"""The outbox relay: publishes stored deliveries, due stages and reproductions to the broker,
+debouncing data drops, and reconciles every few seconds (:mod:`workers.reconcile`).
 
 Each ``default`` worker starts one beside itself (a Celery bootstep, :mod:`workers.celery_app`);
 an atomic claim in the store makes several relays safe. The web process never talks to the broker.
