@@ -140,4 +140,4 @@ def move_reproduction(
         rep.started_at = now
     if to in REPRODUCTION_TERMINAL:
         rep.finished_at = now
-        rep.lease_owner = rep.lease_expires_at = None
+        rep.lease_owner = rep.lease_expires_at = rep.pgid = None

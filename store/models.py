@@ -378,6 +378,8 @@ class Reproduction(Base):
     #: ``host:pid`` of the worker rebuilding it, renewed by its heartbeat until it expires.
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None]
+    #: The rebuild command's process group, killed if its worker dies (on the worker's host).
+    pgid: Mapped[int | None]
     #: matches, expected vs got sha256 and metrics, the dataset check, exit code, seconds.
     result: Mapped[dict[str, Any] | None]
     #: The tail of the rebuild's log.

@@ -25,7 +25,7 @@ from store.db import Database
 from store.lifecycle import REPRODUCTION_TERMINAL, move_reproduction
 from store.models import ModelVersion, Reproduction, as_utc, utcnow
 from store.registry import model_version
-from store.schedule import holder_alive, owner
+from store.schedule import Orphan, holder_alive, owner
 from store.views import iso
 
 #: What :func:`start` answers instead of a :class:`Claim`: nothing to do for this message.
@@ -57,6 +57,16 @@ class Claim:
     name: str
     version: int
     owner: str
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A reproduction ended here because its worker died: what that worker may have left running."""
+
+    id: int
+    name: str
+    version: int
+    orphan: Orphan | None
 
 
 def request(
@@ -225,10 +235,12 @@ def _lease_alive(rep: Reproduction, now: datetime) -> bool:
     return expires is not None and as_utc(expires) > now and holder_alive(rep.lease_owner)
 
 
-def start(db: Database, reproduction_id: int, task_id: str | None, lease_seconds: float) -> Claim | str:
-    """Start the reproduction here, under this process's lease; else say why not: its status
-    when it ended (a message delivered again after its end, or after its worker died: then it
-    ends failed here), :data:`STALE`, :data:`ALREADY_RUNNING` or :data:`MISSING`."""
+def start(
+    db: Database, reproduction_id: int, task_id: str | None, lease_seconds: float
+) -> Claim | Ended | str:
+    """Start the reproduction here, under this process's lease. A message delivered again after
+    its worker died ends it, failed (:class:`Ended`). Else why this message has nothing to do: its
+    final status, :data:`STALE`, :data:`ALREADY_RUNNING` or :data:`MISSING`."""
     now = utcnow()
     with db.session() as s:
         rep = _locked(s, reproduction_id)
@@ -241,11 +253,27 @@ def start(db: Database, reproduction_id: int, task_id: str | None, lease_seconds
         if rep.status == "running":
             if _lease_alive(rep, now):
                 return ALREADY_RUNNING
-            move_reproduction(rep, "failed", reason="its worker died during the rebuild", now=now)
-            return rep.status
+            return _end_dead(rep, "its worker died during the rebuild", now)
         move_reproduction(rep, "running", now=now)
         rep.lease_owner, rep.lease_expires_at = owner(), now + timedelta(seconds=lease_seconds)
         return Claim(rep.id, rep.model_name, rep.version, rep.lease_owner)
+
+
+def _end_dead(rep: Reproduction, why: str, now: datetime) -> Ended:
+    host = (rep.lease_owner or "").rpartition(":")[0]
+    orphan = Orphan(host, rep.pgid) if rep.pgid else None
+    move_reproduction(rep, "failed", reason=why, now=now)
+    return Ended(rep.id, rep.model_name, rep.version, orphan)
+
+
+def record_pgid(db: Database, claim: Claim, pgid: int) -> None:
+    """The rebuild command's process group, for whoever ends it if this worker dies."""
+    with db.session() as s:
+        s.execute(
+            update(Reproduction)
+            .where(Reproduction.id == claim.id, Reproduction.lease_owner == claim.owner)
+            .values(pgid=pgid)
+        )
 
 
 def renew(db: Database, claim: Claim, lease_seconds: float) -> bool:
@@ -276,7 +304,7 @@ def finish(
         return True
 
 
-def fail_expired(db: Database, now: datetime | None = None) -> list[int]:
+def fail_expired(db: Database, now: datetime | None = None) -> list[Ended]:
     """End, failed, the running reproductions whose worker stopped renewing its lease."""
     now = now or utcnow()
     with db.session() as s:
@@ -287,14 +315,12 @@ def fail_expired(db: Database, now: datetime | None = None) -> list[int]:
                 )
             )
         )
-    ended: list[int] = []
+    ended: list[Ended] = []
     for rep_id in ids:
         with db.session() as s:
             rep = _locked(s, rep_id)
             if rep is None or rep.status != "running" or _lease_alive(rep, now):
                 continue
-            move_reproduction(
-                rep, "failed", reason="its worker stopped renewing its lease (it died, or lost the store)"
-            )
-            ended.append(rep_id)
+            why = "its worker stopped renewing its lease (it died, or lost the store)"
+            ended.append(_end_dead(rep, why, now))
     return ended

@@ -6,6 +6,8 @@ reconciler when its lease ran out. The rebuild itself through a real Celery work
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +26,7 @@ from store.models import ModelVersion, Reproduction, Run, utcnow
 from tests.conftest import make_settings
 from tests.test_actions_relay import Recorder
 from workers import reconcile, relay
-from workers.reproduce import run_requested
+from workers.reproduce import run_requested, workdir
 
 TOKEN = {"Authorization": "Bearer boot", "X-Loopline-User": "ada"}
 
@@ -181,10 +183,13 @@ def test_the_relay_publishes_it_and_every_reproduction_ends(client: FlaskClient)
     assert run_requested(settings, db, rep_id, new_task) == reproductions.ALREADY_RUNNING
     assert reproductions.renew(db, claim, settings.lease_seconds)
 
-    # Its lease runs out (its host died): the reconciler ends it, failed, and the worker's late
-    # result is dropped.
+    # Its lease runs out (its host died): the reconciler ends it, failed, removes its worktree,
+    # and the worker's late result is dropped.
+    work = workdir(settings, claim)
+    work.mkdir(parents=True)
     expired = utcnow() + timedelta(seconds=settings.lease_seconds + 1)
     reconcile.reconcile(settings, db, None, now=expired)
+    assert not work.exists()
     record = client.get(f"/api/reproductions/{rep_id}").json
     assert record["status"] == "failed" and "stopped renewing its lease" in record["reason"]
     assert record["finished_at"] and record["started_at"]
@@ -199,10 +204,18 @@ def test_the_relay_publishes_it_and_every_reproduction_ends(client: FlaskClient)
     other_task = sent.reproductions[-1][1]
     claimed = reproductions.start(db, other, other_task, settings.lease_seconds)
     assert isinstance(claimed, reproductions.Claim)
+    # What its command left running (here a sleep in a process group of its own) is killed.
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    reproductions.record_pgid(db, claimed, orphan.pid)
     with db.session() as s:
         s.get(Reproduction, other).lease_owner = f"{claimed.owner.rpartition(':')[0]}:{2**22 + 7}"
-    assert run_requested(settings, db, other, other_task) == "failed"
-    assert "worker died" in client.get(f"/api/reproductions/{other}").json["reason"]
+    try:
+        assert run_requested(settings, db, other, other_task) == "failed"
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        orphan.kill()
+    record = client.get(f"/api/reproductions/{other}").json
+    assert "worker died" in record["reason"] and record["finished_at"]
 
     # Its repository unregistered meanwhile: the worker records why it cannot rebuild it.
     third = client.post("/api/models/churn/versions/1/reproduce", headers=TOKEN).json["id"]

@@ -232,6 +232,17 @@ def kill_group(pid: int, sig: int = signal.SIGTERM) -> None:
         pass
 
 
+def wait_gone(pgid: int, timeout: float = 5.0) -> None:
+    """Wait (bounded) until the process group is gone (an unreaped zombie keeps it until then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+
+
 def terminate(proc: subprocess.Popen[bytes], timeout: float = 5) -> None:
     """SIGTERM, then SIGKILL if it has not exited after ``timeout`` seconds."""
     if proc.poll() is None:

@@ -30,6 +30,7 @@ from store import deliveries, reproductions, runs, schedule
 from store.db import Database, StoreUnavailable
 from store.lifecycle import TERMINAL
 from store.models import Deployment, Run, Stage, utcnow
+from workers import reproduce as rebuild
 from workers import runner
 from workers.heartbeat import beating
 
@@ -126,8 +127,8 @@ def reconcile(settings: Settings, db: Database, waiting: set[str] | None, now: d
         log.warning(
             "reconcile: %d stage(s) or intake(s) were lost (a worker or the broker); sent again", moved
         )
-    for reproduction_id in reproductions.fail_expired(db, now):
-        log.warning("reconcile: reproduction %d's worker stopped renewing its lease; failed", reproduction_id)
+    for ended in reproductions.fail_expired(db, now):
+        rebuild.end_dead(settings, ended)
     for run_id in runs.expire_approvals(db, now):
         log.warning("reconcile: run %d waited for approval too long; cancelled", run_id)
     for run_id, repo, workspace in runs.finished_workspaces(db):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,7 @@ from store.registry import model_version
 from workers import datasets as ledger
 from workers.environments import box_for
 from workers.heartbeat import beating
-from workers.process import run_logged
+from workers.process import kill_group, reporting, run_logged, wait_gone
 from workers.projects import mirror, project_in
 from workers.steps.ml import read_metrics
 
@@ -36,9 +38,15 @@ class ReproduceError(LooplineError, RuntimeError):
 
 
 def reproduce(
-    settings: Settings, db: Database, name: str, version: int, say: Callable[[str], None] = lambda _: None
+    settings: Settings,
+    db: Database,
+    name: str,
+    version: int,
+    say: Callable[[str], None] = lambda _: None,
+    work: Path | None = None,
 ) -> dict[str, Any]:
-    """Rebuild ``name`` v``version``; the report says what matched."""
+    """Rebuild ``name`` v``version`` (in ``work``, else a new directory); the report says what
+    matched."""
     with db.session() as s:
         mv = model_version(s, name, version)
         if mv is None:
@@ -51,7 +59,7 @@ def reproduce(
     if not dataset:
         raise ReproduceError(f"{name} v{version} was registered before the data ledger: no dataset version")
     started = time.monotonic()
-    work = settings.home / "reproduce" / f"{name}-{version}-{time.time_ns()}"
+    work = work or settings.home / "reproduce" / f"{name}-{version}-{time.time_ns()}"
     mirror_ = mirror(settings, repo)
     mirror_.update()
     mirror_.add_worktree(work, commit)
@@ -130,13 +138,21 @@ def run_requested(settings: Settings, db: Database, reproduction_id: int, task_i
     CLI calls, under a lease its heartbeat renews; returns its final status, or why this message
     has nothing to do (:data:`store.reproductions.STALE`, …)."""
     claim = reproductions.start(db, reproduction_id, task_id, settings.lease_seconds)
+    if isinstance(claim, reproductions.Ended):  # delivered again: the worker running it died
+        end_dead(settings, claim)
+        return "failed"
     if isinstance(claim, str):
         return claim
     said: list[str] = []
     report: dict[str, Any] | None = None
-    with beating(settings.lease_seconds / 3, lambda: reproductions.renew(db, claim, settings.lease_seconds)):
+    with (
+        beating(settings.lease_seconds / 3, lambda: reproductions.renew(db, claim, settings.lease_seconds)),
+        reporting(lambda pgid: reproductions.record_pgid(db, claim, pgid)),
+    ):
         try:
-            report = reproduce(settings, db, claim.name, claim.version, say=said.append)
+            report = reproduce(
+                settings, db, claim.name, claim.version, say=said.append, work=workdir(settings, claim)
+            )
             status, reason = verdict(report)
         except LooplineError as exc:  # ReproduceError, a git or config error: one line
             status, reason = "failed", str(exc)
@@ -148,6 +164,22 @@ def run_requested(settings: Settings, db: Database, reproduction_id: int, task_i
         text += _tail(Path(report["log"]))
     reproductions.finish(db, claim, status, reason=reason, result=report and result_of(report), log=text)
     return status
+
+
+def workdir(settings: Settings, rep: reproductions.Claim | reproductions.Ended) -> Path:
+    """Where a requested reproduction rebuilds: one directory per reproduction, so whoever ends
+    it after its worker died knows what to remove."""
+    return settings.home / "reproduce" / f"{rep.name}-{rep.version}-r{rep.id}"
+
+
+def end_dead(settings: Settings, ended: reproductions.Ended) -> None:
+    """After its worker died (the store has it failed): kill the command it left running and
+    remove its worktree, when that was on this host."""
+    log.warning("reproduction %d of %s v%d: its worker died; failed", ended.id, ended.name, ended.version)
+    if ended.orphan is not None and ended.orphan.host == socket.gethostname():
+        kill_group(ended.orphan.pgid, signal.SIGKILL)
+        wait_gone(ended.orphan.pgid)
+    shutil.rmtree(workdir(settings, ended), ignore_errors=True)  # git prunes its entry next time
 
 
 def verdict(report: dict[str, Any]) -> tuple[str, str]:

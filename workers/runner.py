@@ -10,10 +10,8 @@ a worker that dies is noticed when its lease runs out, and the stage runs again.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
-import time
 import traceback
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ from store.runs import forget_workspace, lock_run, origin
 from workers.heartbeat import beating
 from workers.livelog import streaming
 from workers.locks import file_lock, lock_path
-from workers.process import kill_group, reporting, stoppable
+from workers.process import kill_group, reporting, stoppable, wait_gone
 from workers.projects import log_path, mirror, project_in
 from workers.steps import StepContext, StepError, StepResult, registry
 
@@ -152,7 +150,7 @@ def take_over(
         status, ended, workspace, repo = stage.status, run.status in TERMINAL, run.workspace, run.repository
     if orphan is not None and orphan.host == socket.gethostname():
         kill_group(orphan.pgid, signal.SIGKILL)  # e.g. the `dvc repro` of a worker the OOM killer took
-        _wait_gone(orphan.pgid)  # before the next attempt starts: DVC's lock must be free again
+        wait_gone(orphan.pgid)  # before the next attempt starts: DVC's lock must be free again
     log.warning(
         "run %s: stage %s %s; %s", run_id, name, why, "failed" if status == "failed" else "queued again"
     )
@@ -160,17 +158,6 @@ def take_over(
         recover_release(settings, db, run_id)
         cleanup(settings, db, run_id, repo, workspace)
     return status
-
-
-def _wait_gone(pgid: int, timeout: float = 5.0) -> None:
-    """Wait (bounded) until the process group is gone (an unreaped zombie keeps it until then)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.05)
 
 
 def recover_release(settings: Settings, db: Database, run_id: int) -> None:

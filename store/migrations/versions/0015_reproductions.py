@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lease_owner", sa.String(255), nullable=True),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("pgid", sa.Integer(), nullable=True),
         sa.Column("result", sa.JSON(), nullable=True),
         sa.Column("log", sa.Text(), nullable=False),
         sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
