@@ -10,19 +10,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 import requests
 import yaml
 from click.testing import CliRunner
+from sklearn.datasets import load_breast_cancer
 
 from loopline import cli
 from loopline.demo import write_config
 from loopline.hook import install_hook
 from loopline.processes import Stack
+from store import triggers
+from store.db import Database
+from store.models import utcnow
 from tests.conftest import ROOT, Project, outside_env
 from workers.process import terminate
 from workers.serving import free_port
@@ -272,6 +278,106 @@ def test_approval_waits_without_a_worker_then_deploys(stack: tuple[Stack, Projec
     assert current["deployment"]["approval"]["model_version"] == current["model_version"]["version"] == 2
     releases = requests.get(f"{s.url}/api/models/churn", timeout=5).json()["releases"]
     assert [(r["version"], r["status"]) for r in releases] == [(2, "active"), (2, "standby")]  # v1 retired
+
+
+def _runs(stack: Stack, after_id: int) -> dict[str, dict[str, Any]]:
+    """The newest run of each trigger after ``after_id``."""
+    runs = requests.get(f"{stack.url}/api/runs", params={"repo": "churn"}, timeout=5).json()["runs"]
+    found: dict[str, dict[str, Any]] = {}
+    for run in reversed(runs):
+        if run["id"] > after_id:
+            found[run["trigger"]] = run
+    return found
+
+
+def test_schedule_drift_and_performance_each_start_a_real_run(stack: tuple[Stack, Project, Path]) -> None:
+    """Beat's trigger check on the live stack: drift from shifted traffic through the gateway (a
+    retrain that goes as far as its approval, the reason in its lineage, one run per episode),
+    feedback that the served answers were wrong, and a schedule catching up after downtime, each
+    start a run that workers execute; the schedule's and performance's are cancelled once under way."""
+    s, project, _lake = stack
+    token = {"Authorization": "Bearer e2e-token", "X-Loopline-User": "ada"}
+    last = requests.get(f"{s.url}/api/runs", timeout=5).json()["runs"][0]["id"]
+    config = yaml.safe_load((project.work / "loopline.yml").read_text())
+    config["triggers"] = {
+        "schedule": {"cron": "* * * * *"},
+        "drift": {"min_samples": 200, "sample_rate": 1.0, "window": 300, "cooldown": "1h"},
+        "performance": {"min": 0.9, "window": 100, "cooldown": "1h"},
+    }
+    # the schedule last fired an hour ago (Loopline was down since): the first pass catches up once
+    db = Database(s.settings.database_url)
+    triggers.remember(db, "churn", "schedule", tick=utcnow() - timedelta(hours=1), reason="down for an hour")
+    project.commit({"loopline.yml": yaml.safe_dump(config, sort_keys=False)}, "Retrain on triggers")
+    project.push(env={"HOOK_SECRET": "e2e-secret"})
+    pushed = wait_run(s, last, timeout=60, until={"queued", "running", "awaiting_approval", *TERMINAL})
+    requests.post(f"{s.url}/api/runs/{pushed['id']}/cancel", headers=token, timeout=5)  # not the point here
+
+    real = load_breast_cancer().data
+    shifted = real[np.random.default_rng(5).permutation(len(real))]
+    shifted[:, 0] *= 1.5  # mean radius grew by half
+    bodies = [{"instances": shifted[i : i + 100].tolist()} for i in range(0, 500, 100)]
+    answered: list[tuple[str, list[int]]] = []
+    found: dict[str, dict[str, Any]] = {}
+    cancelled: dict[str, str] = {}  # trigger → its run's reason
+    deadline = time.monotonic() + 150
+    with requests.Session() as http:
+        while time.monotonic() < deadline:
+            s.check()
+            if "drift" not in found:  # beat sets the sample rate; the gateway rereads it every ~5 s
+                body = bodies[len(answered) % len(bodies)]
+                answer = http.post(f"{s.url}/serve/churn/predict", json=body, timeout=10)
+                assert answer.ok, answer.text
+                answered.append((answer.headers["X-Loopline-Request-Id"], answer.json()["predictions"]))
+            if "performance" not in found and len(answered) >= 2:  # every answer was wrong, says the client
+                truths = [{"request_id": rid, "labels": [1 - p for p in preds]} for rid, preds in answered]
+                requests.post(f"{s.url}/api/models/churn/feedback", json={"feedback": truths}, timeout=5)
+            found = _runs(s, pushed["id"])
+            for trigger in ("schedule", "performance"):
+                run = found.get(trigger)
+                if (
+                    run
+                    and trigger not in cancelled
+                    and any(st["status"] == "succeeded" for st in run["stages"])
+                ):
+                    assert run["status"] in ("running", "queued"), run  # under way, its stages ran
+                    cancel = requests.post(f"{s.url}/api/runs/{run['id']}/cancel", headers=token, timeout=5)
+                    assert cancel.ok, cancel.text
+                    cancelled[trigger] = run["reason"]
+            drift = found.get("drift")
+            settled = drift is not None and drift["status"] in TERMINAL | {"awaiting_approval"}
+            if settled and len(cancelled) == 2:
+                break
+            time.sleep(0.5)
+    assert set(cancelled) == {"schedule", "performance"}, found
+    assert (
+        cancelled["schedule"].startswith("schedule '* * * * *': tick ")
+        and "catch-up" in cancelled["schedule"]
+    )
+    assert cancelled["performance"].startswith("online accuracy of v2 fell to 0.000 < 0.9 over the last ")
+    drift = found["drift"]
+    assert drift["status"] == "awaiting_approval", drift
+    reason = drift["reason"]
+    assert "`mean radius` (PSI " in reason or "feature `mean radius` drifted, PSI " in reason, reason
+    assert reason.startswith("v2: ") and reason.endswith(" over the last 300 sampled inputs"), reason
+    trained = [st["status"] for st in drift["stages"] if st["name"] in ("retrain", "evaluate", "register")]
+    assert trained == ["succeeded"] * 3
+    lineage = requests.get(f"{s.url}/api/models/churn/versions/{drift['model_version']}", timeout=5).json()
+    assert lineage["lineage"]["run"]["reason"] == reason
+    assert lineage["lineage"]["deliveries"][0]["event"]["type"] == "drift"
+    # the drift is still there and beat keeps checking: the episode started one run
+    deadline = time.monotonic() + 30
+    while (
+        "(not fired: " not in (triggers.state(db, "churn", "drift").reason or "")
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+    assert f"(not fired: run {drift['id']} is under way)" in (
+        triggers.state(db, "churn", "drift").reason or ""
+    )
+    runs = requests.get(f"{s.url}/api/runs", timeout=5).json()["runs"]
+    assert [r["trigger"] for r in runs].count("drift") == 1
+    assert requests.post(f"{s.url}/api/runs/{drift['id']}/reject", headers=token, timeout=5).ok
+    db.dispose()
 
 
 def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
