@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -69,8 +70,15 @@ class Settings:
     #: The address other hosts reach this host's releases at (registered as their URL); ``auto``:
     #: this host's own address. Anything but loopback makes releases listen on every interface.
     serving_address: str = Field(default="127.0.0.1", min_length=1, alias="LOOPLINE_SERVING_ADDRESS")
-    #: Object storage for dataset objects (later artifacts, logs): ``file:///path`` or
-    #: ``s3://bucket/prefix`` (credentials from the ``AWS_*`` variables); default ``home/storage``.
+    #: This host's name for releases: a release is started and stopped only by the host it runs
+    #: on, whose workers also take the ``host.<name>`` queue (default: the machine's hostname).
+    host: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200, alias="LOOPLINE_HOST")
+    #: The queue the ``deploy`` stage goes to: ``serving`` pins releases to the serving hosts
+    #: (workers started with ``-Q serving``); default: any default worker.
+    serving_queue: Literal["default", "serving"] = Field(default="default", alias="LOOPLINE_SERVING_QUEUE")
+    #: Object storage for dataset objects, artifacts, finished stage logs and release bundles:
+    #: ``file:///path`` or ``s3://bucket/prefix`` (credentials from the ``AWS_*`` variables);
+    #: default ``home/storage``.
     storage_url: Annotated[str, check(_storage_url, "expected file:///path or s3://bucket/prefix")] | None = (
         Field(default=None, alias="LOOPLINE_STORAGE_URL")
     )

@@ -146,7 +146,7 @@ class Stack:
         """Stop the release processes; their states stay, so the next start restores them."""
         db = Database(self.settings.database_url)
         try:
-            releases.stop_all(db)
+            releases.stop_all(db, self.settings.host)
         finally:
             db.dispose()
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from service.errors import ApiError, NotFound
 from service.state import loopline
-from store import registry, releases, telemetry, views
+from store import registry, releases, stagelogs, telemetry, views
+from store.blobs import BlobError, open_store
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -74,14 +75,20 @@ def stage_log(run_id: int, name: str) -> Response:
 
 
 def _log(run_id: int, name: str) -> tuple[bytes, bool]:
-    """The stage's log so far, and whether it still runs. A running stage's worker copies the
-    tail of its log into the store about once a second (hosts share no disk); the file is read
-    only when this host has it and the store has nothing yet."""
+    """The stage's log so far, and whether it still runs. A finished stage's log is read from
+    object storage; a running stage's worker copies the tail of its log into the store about
+    once a second (hosts share no disk); the file is read only when this host has it and the
+    store has nothing yet."""
     with loopline().db.session() as s:
         found = views.stage_log(s, run_id, name)
     if found is None:
         raise NotFound(f"run {run_id} has no stage {name[:40]!r}")
-    text, status = found
+    text, status, key = found
+    if key:
+        try:
+            return stagelogs.load(open_store(loopline().settings.storage), key), False
+        except BlobError as exc:  # the store's tail, rather than nothing
+            current_app.logger.warning("stage log %s: %s; serving its tail", key, exc)
     if text:
         return text.encode(), status in ("queued", "running")
     live = Path(loopline().settings.home) / "logs" / str(run_id) / f"{name}.log"

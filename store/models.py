@@ -113,7 +113,10 @@ class Stage(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     exit_code: Mapped[int | None]
+    #: Running: the tail its worker copies in (workers/livelog.py); ended: the last part, the
+    #: whole log being the object ``log_object`` names in object storage (store/stagelogs.py).
     log: Mapped[str] = mapped_column(Text, default="")
+    log_object: Mapped[str | None] = mapped_column(String(255))
     detail: Mapped[dict[str, Any] | None]
 
     run: Mapped[Run] = relationship(back_populates="stages")
@@ -195,6 +198,10 @@ class Deployment(Base):
     url: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None]
     release_dir: Mapped[str | None] = mapped_column(Text)
+    #: The host whose process serves it (``settings.host``): only that host starts or stops it.
+    host: Mapped[str | None] = mapped_column(String(255))
+    #: The release directory as a tar in object storage: any serving host can start it again.
+    bundle_sha256: Mapped[str | None] = mapped_column(String(64))
     #: active (production, stable) | canary (on trial) | standby (the previous production, kept
     #: running for an instant rollback) | retired | failed (a canary rolled back); see store/releases.py
     status: Mapped[str] = mapped_column(String(16), default="active")

@@ -311,6 +311,17 @@ def finished_workspaces(db: Database) -> list[tuple[int, str, str]]:
         return [(run_id, repo, ws) for run_id, repo, ws in rows if ws]
 
 
+def ended_runs(db: Database, ids: list[int]) -> list[tuple[int, str]]:
+    """(run, repository) of those of ``ids`` that ended: a host's worktrees of them can go."""
+    with db.session() as s:
+        rows = s.execute(
+            select(Run.id, Run.repository).where(
+                Run.id.in_(ids), Run.status.in_(TERMINAL), ~Run.stages.any(Stage.status == "running")
+            )
+        )
+        return [(run_id, repository) for run_id, repository in rows]
+
+
 def forget_workspace(db: Database, run_id: int) -> None:
     with db.session() as s:
         s.execute(update(Run).where(Run.id == run_id).values(workspace=None))

@@ -311,10 +311,11 @@ def model_versions(session: Session, name: str) -> list[dict[str, Any]]:
     return [model_dict(mv) for mv in session.scalars(query)]
 
 
-def stage_log(session: Session, run_id: int, name: str) -> tuple[str | None, str] | None:
-    """A stage's log as its worker last copied it into the store, and the stage's status."""
+def stage_log(session: Session, run_id: int, name: str) -> tuple[str | None, str, str | None] | None:
+    """A stage's log as its worker last copied it into the store, the stage's status, and the
+    object in object storage that holds the whole log once it ended (:mod:`store.stagelogs`)."""
     found = session.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
-    return None if found is None else (found.log, found.status)
+    return None if found is None else (found.log, found.status, found.log_object)
 
 
 def event(session: Session, event_id: str) -> dict[str, Any] | None:

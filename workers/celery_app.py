@@ -1,5 +1,11 @@
-"""The Celery app: broker from the settings, two queues, reliability settings with reasons,
-and the relay process each ``default`` worker runs beside itself."""
+"""The Celery app: broker from the settings, its queues, reliability settings with reasons,
+and the relay process each ``default`` worker runs beside itself.
+
+``default`` (intake, most stages), ``training`` (retrain, evaluate, register), ``serving`` (the
+``deploy`` stage when ``LOOPLINE_SERVING_QUEUE=serving``: releases pinned to serving hosts),
+and one queue per host, ``host.<LOOPLINE_HOST>``, which every worker of that host also takes:
+a release is stopped by a task sent there, since only its own host may signal its process.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +16,18 @@ from typing import Any
 
 import click
 from celery import Celery, bootsteps
+from celery.signals import celeryd_after_setup
 from kombu import Queue
 
 from config.settings import Settings
+from workers import hosts
 from workers.process import terminate
 
 settings = Settings.from_env()
 
 app = Celery("loopline", broker=settings.broker_url, include=["workers.tasks"])
 app.conf.update(
-    task_queues=(Queue("default"), Queue("training")),
+    task_queues=(Queue("default"), Queue("training"), Queue("serving")),
     task_default_queue="default",
     # No result backend: the store says what runs next (store/schedule.py) and holds every state.
     task_ignore_result=True,
@@ -43,6 +51,12 @@ app.conf.update(
         "notify": {"task": "loopline.notify_sweep", "schedule": 5.0},
     },
 )
+
+
+@celeryd_after_setup.connect
+def _take_host_queue(sender: str, instance: Any, **_: Any) -> None:
+    """Every worker also takes its host's queue (the ``worker_direct`` pattern, per host)."""
+    instance.app.amqp.queues.select_add(hosts.queue(settings.host))
 
 
 class RelayStep(bootsteps.StartStopStep):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pipelines.plan import CANONICAL, queue_for
 from store.schedule import Due
-from workers.celery_app import app
+from workers.celery_app import app, settings
 from workers.reconcile import intake_task_id
 
 INTAKE = "loopline.intake"
@@ -32,11 +32,11 @@ class CeleryPublisher:
         app.send_task(INTAKE, args=[delivery_ids], queue="default", task_id=intake_task_id(delivery_ids))
 
     def stage(self, due: Due) -> None:
+        queue = queue_for(due.stage)
+        if due.stage == "deploy":  # releases run where the operator pinned them
+            queue = settings.serving_queue
         app.send_task(
-            stage_task(due.stage),
-            args=[due.run_id, due.stage, due.task_id],
-            queue=queue_for(due.stage),
-            task_id=due.task_id,
+            stage_task(due.stage), args=[due.run_id, due.stage, due.task_id], queue=queue, task_id=due.task_id
         )
 
     def prepare(self, run_id: int) -> None:

@@ -46,7 +46,7 @@ def every(settings: Settings) -> float:
 #: A stage's message published this long ago (at most; twice a shorter lease), neither waiting in
 #: the broker nor started, is lost: a worker that takes a message off the queue starts it at once.
 LOST_AFTER = timedelta(seconds=15)
-_QUEUES = ("default", "training")
+_QUEUES = ("default", "training", "serving")
 
 
 def waiting_ids(app: Celery) -> set[str] | None:
@@ -133,9 +133,21 @@ def reconcile(settings: Settings, db: Database, waiting: set[str] | None, now: d
         log.warning("reconcile: run %d waited for approval too long; cancelled", run_id)
     for run_id, repo, workspace in runs.finished_workspaces(db):
         runner.cleanup(settings, db, run_id, repo, workspace)
+    runner.sweep(settings, db)
     for run_id in _unjudged_canaries(db):
         runner.recover_release(settings, db, run_id)
+    _reap(settings, db)
     return moved
+
+
+def _reap(settings: Settings, db: Database) -> None:
+    """This host's retired releases stop even if the task asking it to was lost."""
+    from workers import releases
+
+    try:
+        releases.reap(db, settings)
+    except StoreUnavailable as exc:
+        log.warning("reconcile: retired releases not stopped: %s", exc)
 
 
 def _unjudged_canaries(db: Database) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +21,11 @@ from sqlalchemy.orm import Session
 from config.settings import Settings
 from store import registry
 from store import releases as states
+from store.blobs import BlobError
 from store.db import Database
 from store.models import LIVE_RELEASES, Deployment, ModelVersion
 from store.releases import ReleaseError
-from workers import serving
+from workers import artifacts, hosts, serving
 from workers.environments import EnvironmentBuildError, box_for
 from workers.projects import mirror, project_in
 
@@ -89,29 +91,46 @@ def ensure_running(settings: Settings, db: Database, dep_id: int, say: Say) -> N
         mv = _version(s, dep.model_name, dep.version)
     if healthy(dep, mv.sha256):
         return
-    directory = Path(dep.release_dir or "")
-    if not directory.is_dir():
-        raise ReleaseError(f"release #{dep.id} (v{dep.version}) is gone and so is its directory {directory}")
+    directory = local_dir(settings, dep)
     say(f"release #{dep.id} ({dep.model_name} v{dep.version}) is not running: restarting it from {directory}")
-    if dep.pid and serving.alive(dep.pid):
+    if dep.pid and _here(dep, settings.host) and serving.alive(dep.pid):
         serving.stop(dep.pid, grace=2)
     server = start(
         settings,
         directory,
-        artifact=Path(mv.artifact_path),
+        artifact=artifacts.local(settings, mv.artifact_path, mv.sha256),
         sha256=mv.sha256,
         address=settings.serving_address,
     )
     with db.session() as s:
         row = s.get(Deployment, dep_id)
         assert row is not None
-        row.url, row.pid = server.url, server.pid
-    say(f"release #{dep.id} healthy at {server.url}")
+        row.url, row.pid, row.host, row.release_dir = server.url, server.pid, settings.host, str(directory)
+    say(f"release #{dep.id} healthy at {server.url} on {settings.host}")
 
 
-def reap(db: Database) -> None:
-    """Stop the processes of releases a transition retired or failed."""
-    _stop(db, Deployment.status.not_in(LIVE_RELEASES))
+def local_dir(settings: Settings, dep: Deployment) -> Path:
+    """The release's directory on this host: where it ran, or unpacked from its bundle."""
+    directory = Path(dep.release_dir or "")
+    if dep.release_dir and _here(dep, settings.host) and directory.is_dir():
+        return directory
+    if dep.bundle_sha256:
+        target = release_dir(settings, dep.model_name, dep.version, f"release{dep.id}")
+        return target if target.is_dir() else artifacts.unpack(settings, dep.bundle_sha256, target)
+    if dep.release_dir and directory.is_dir():
+        return directory
+    raise ReleaseError(f"release #{dep.id} (v{dep.version}) is gone and so is its directory {directory}")
+
+
+def _here(dep: Deployment, host: str) -> bool:
+    """Whether ``dep``'s process runs on ``host`` (a row from before hosts were recorded: yes)."""
+    return dep.host is None or dep.host == host
+
+
+def reap(db: Database, settings: Settings) -> None:
+    """Stop the processes of releases a transition retired or failed: this host's here, another
+    host's by a task on that host's queue (a pid means nothing on another host)."""
+    _stop(db, Deployment.status.not_in(LIVE_RELEASES), settings.host, ask=settings)
 
 
 def promote(
@@ -132,12 +151,12 @@ def promote(
             assert dep is not None
             states.promote(s, dep, actor=actor, reason=reason or "promoted")
     else:
-        directory, row_id = _release_for(settings, db, mv, say)
+        directory, row_id, bundle = _release_for(settings, db, mv, say)
         say(f"starting {model} v{version} from {directory}")
         server = start(
             settings,
             directory,
-            artifact=Path(mv.artifact_path),
+            artifact=artifacts.local(settings, mv.artifact_path, mv.sha256),
             sha256=mv.sha256,
             address=settings.serving_address,
         )
@@ -150,9 +169,10 @@ def promote(
                 target="local",
                 release_dir=str(directory),
             )
-            dep.url, dep.pid = server.url, server.pid
+            dep.url, dep.pid, dep.host = server.url, server.pid, settings.host
+            dep.release_dir, dep.bundle_sha256 = str(directory), dep.bundle_sha256 or bundle
             states.promote(s, dep, actor=actor, reason=reason or "promoted")
-    reap(db)
+    reap(db, settings)
 
 
 def rollback(
@@ -172,7 +192,7 @@ def rollback(
         if dep.status != status:
             raise ReleaseError(f"release #{dep.id} became {dep.status} meanwhile; look again and retry")
         states.rollback(s, dep, actor=actor, reason=reason)
-    reap(db)
+    reap(db, settings)
 
 
 def abort_canary_of(db: Database, run_id: int) -> bool:
@@ -194,24 +214,33 @@ def restore(settings: Settings, db: Database, say: Say) -> None:
         for dep in states.all_live(s):
             if dep.status == "canary":
                 states.abort_canary(s, dep)
-        ids = [d.id for d in states.all_live(s) if d.target == "local"]
+        ids = [d.id for d in states.all_live(s) if d.target == "local" and _here(d, settings.host)]
     for dep_id in ids:
         try:
             ensure_running(settings, db, dep_id, say)
         except (ReleaseError, serving.ServeError) as exc:
             say(f"release #{dep_id} could not be restarted: {exc}")
-    reap(db)
+    reap(db, settings)
 
 
-def stop_all(db: Database) -> None:
-    """At exit: stop every release process; their states stay, so the next start restores them."""
-    _stop(db, true(), grace=2)
+def stop_all(db: Database, host: str | None = None) -> None:
+    """At exit: stop this host's release processes; their states stay, so the next start
+    restores them."""
+    _stop(db, true(), host or socket.gethostname(), grace=2)
 
 
-def _stop(db: Database, which: ColumnElement[bool], grace: float = 5) -> None:
+def _stop(
+    db: Database, which: ColumnElement[bool], host: str, grace: float = 5, *, ask: Settings | None = None
+) -> None:
     with db.session() as s:
-        rows = s.execute(select(Deployment.id, Deployment.pid).where(which, Deployment.pid.is_not(None)))
-        pids = {dep_id: pid for dep_id, pid in rows if pid}
+        rows = s.execute(
+            select(Deployment.id, Deployment.pid, Deployment.host).where(which, Deployment.pid.is_not(None))
+        ).all()
+    pids = {dep_id: pid for dep_id, pid, on in rows if pid and on in (None, host)}
+    elsewhere = {on for _dep_id, pid, on in rows if pid and on not in (None, host)}
+    for other in sorted(elsewhere):
+        if ask is not None:
+            hosts.ask_to_reap(ask, other)
     for pid in pids.values():
         serving.stop(pid, grace=grace)
     with db.session() as s:
@@ -228,9 +257,12 @@ def _version(session: Session, model: str, version: int) -> ModelVersion:
     return mv
 
 
-def _release_for(settings: Settings, db: Database, mv: ModelVersion, say: Say) -> tuple[Path, int | None]:
-    """A release directory for ``mv``: its newest earlier one if still on disk, else a new
-    export of its commit. Returns the directory and the deployment row to reuse, if any."""
+def _release_for(
+    settings: Settings, db: Database, mv: ModelVersion, say: Say
+) -> tuple[Path, int | None, str | None]:
+    """A release directory for ``mv``: its newest earlier one (on this disk, or from its bundle),
+    else a new export of its commit. Returns the directory, the deployment row to reuse, if
+    any, and the bundle's sha256."""
     with db.session() as s:
         earlier = s.scalars(
             select(Deployment)
@@ -243,8 +275,10 @@ def _release_for(settings: Settings, db: Database, mv: ModelVersion, say: Say) -
             .order_by(Deployment.id.desc())
         ).all()
     for dep in earlier:
-        if Path(dep.release_dir or "").is_dir():
-            return Path(dep.release_dir or ""), dep.id
+        try:
+            return local_dir(settings, dep), dep.id, dep.bundle_sha256
+        except (ReleaseError, BlobError):
+            continue
     repo = settings.repo(mv.repository)
     if repo is None:
         raise ReleaseError(
@@ -253,4 +287,4 @@ def _release_for(settings: Settings, db: Database, mv: ModelVersion, say: Say) -
     directory = release_dir(settings, mv.name, mv.version, f"promoted-{int(time.time())}")
     say(f"exporting commit {mv.commit[:12]} into {directory}")
     mirror(settings, repo).export(mv.commit, directory)
-    return directory, None
+    return directory, None, artifacts.pack(settings, directory)

@@ -10,6 +10,7 @@ a worker that dies is noticed when its lease runs out, and the stage runs again.
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import socket
 import traceback
@@ -22,13 +23,17 @@ from typing import IO, Any
 from sqlalchemy import select
 
 from config.settings import Settings
-from pipelines.config import ConfigError
+from pipelines.config import ConfigError, RepoConfig
 from pipelines.events import DataObject, Event
-from store import schedule
+from store import schedule, stagelogs
+from store.blobs import BlobError
 from store.db import Database, StoreUnavailable
 from store.lifecycle import RUNNABLE, TERMINAL, end_run, move_run, move_stage
 from store.models import Delivery, Run, Stage, utcnow
-from store.runs import forget_workspace, lock_run, origin
+from store.runs import ended_runs, forget_workspace, lock_run, origin
+from workers import artifacts, projects
+from workers.datasets import blobs
+from workers.gitops import GitError
 from workers.heartbeat import beating
 from workers.livelog import streaming
 from workers.locks import file_lock, lock_path
@@ -56,9 +61,11 @@ class _Facts:
     repository: str
     commit: str
     ref: str | None
-    worktree: Path
     objects: list[DataObject]
     classification: dict[str, Any]
+    dataset_version: int | None
+    #: Files earlier stages produced, by path: their sha256 in object storage.
+    outputs: dict[str, str]
 
 
 def execute(settings: Settings, db: Database, run_id: int, name: str, task_id: str | None = None) -> str:
@@ -97,9 +104,15 @@ def execute(settings: Settings, db: Database, run_id: int, name: str, task_id: s
                 repository=run.repository,
                 commit=run.commit or "",
                 ref=run.ref,
-                worktree=Path(run.workspace or ""),
                 classification=run.classification or {},
                 objects=[o for d in deliveries for o in Event.from_dict(d.event).objects],
+                dataset_version=run.dataset_version,
+                outputs={
+                    path: sha256
+                    for st in sorted(run.stages, key=lambda st: st.position)
+                    if st.position < stage.position and st.status == "succeeded"
+                    for path, sha256 in ((st.detail or {}).get("outputs") or {}).items()
+                },
             )
     if dead:  # its worker died (this message came back with it): run it again, or fail it
         take_over(settings, db, run_id, name, why="its worker died")
@@ -123,8 +136,13 @@ def execute(settings: Settings, db: Database, run_id: int, name: str, task_id: s
         else:
             with stoppable(lambda: cancelled(db, run_id) or (LEASE_LOST if beat.lost else None)):
                 result = _call(settings, db, run_id, name, facts, fh)
-    text = path.read_bytes()[-MAX_LOG:].decode("utf-8", errors="replace")
-    return _record(settings, db, run_id, name, result, text, lease)
+    data = path.read_bytes()[-MAX_LOG:]
+    try:  # the web process serves it from there: it cannot read this host's disk
+        key: str | None = stagelogs.save(blobs(settings), run_id, name, lease.attempt, data)
+    except (BlobError, OSError) as exc:
+        log.warning("run %s: the log of stage %s stays in the store only: %s", run_id, name, exc)
+        key = None
+    return _record(settings, db, run_id, name, result, data.decode("utf-8", errors="replace"), lease, key)
 
 
 @dataclass(frozen=True)
@@ -166,7 +184,7 @@ def recover_release(settings: Settings, db: Database, run_id: int) -> None:
 
     if releases.abort_canary_of(db, run_id):
         log.warning("run %s ended during its canary: rolled back", run_id)
-        releases.reap(db)
+        releases.reap(db, settings)
 
 
 def _alone(settings: Settings, run_id: int, name: str) -> AbstractContextManager[bool]:
@@ -197,13 +215,16 @@ def _call(
         repo = settings.repo(facts.repository)
         if repo is None:
             raise StepError(f"repository {facts.repository!r} is no longer registered")
+        worktree = artifacts.worktree(
+            settings, db, repo, run_id, facts.commit, facts.dataset_version, facts.outputs
+        )
         ctx = StepContext(
             settings=settings,
             db=db,
             run_id=run_id,
             repo=repo,
-            project=project_in(facts.worktree),
-            worktree=facts.worktree,
+            project=project_in(worktree),
+            worktree=worktree,
             commit=facts.commit,
             ref=facts.ref,
             log=fh,
@@ -211,7 +232,7 @@ def _call(
             classification=facts.classification,
         )
         return registry()[name](ctx)
-    except (StepError, ConfigError) as exc:
+    except (StepError, ConfigError, GitError, BlobError) as exc:
         fh.write(f"[loopline] {exc}\n".encode())
         return StepResult(status="failed", exit_code=1, detail={"error": str(exc)})
     except Exception as exc:
@@ -221,7 +242,14 @@ def _call(
 
 
 def _record(
-    settings: Settings, db: Database, run_id: int, name: str, result: StepResult, text: str, lease: _Lease
+    settings: Settings,
+    db: Database,
+    run_id: int,
+    name: str,
+    result: StepResult,
+    text: str,
+    lease: _Lease,
+    log_object: str | None = None,
 ) -> str:
     """Store the stage's outcome, move the run on, and return the stage's final status; an
     attempt that lost its lease meanwhile records nothing (the attempt that holds it will)."""
@@ -245,7 +273,8 @@ def _record(
             text += f"[loopline] stage cancelled: {run.reason or 'the run was cancelled'}\n"
         stage.lease_owner = stage.lease_expires_at = stage.pgid = None
         move_stage(stage, status, now=now)
-        stage.exit_code, stage.log, stage.detail = result.exit_code, text, result.detail
+        stage.exit_code, stage.detail = result.exit_code, result.detail
+        stage.log, stage.log_object = (stagelogs.tail(text), log_object) if log_object else (text, None)
         later = [st for st in run.stages if st.position > stage.position]
         if run.status == "cancelled":  # cancelled while this stage ran: record it, move nothing on
             pass
@@ -267,8 +296,35 @@ def _record(
 
 
 def cleanup(settings: Settings, db: Database, run_id: int, repo_name: str, workspace: str | None) -> None:
-    """Remove an ended run's worktree (logs, artifacts and releases live elsewhere)."""
+    """Remove an ended run's worktree on this host (logs, artifacts and releases live in object
+    storage; other hosts' copies go in their reconciler's pass: :func:`sweep`)."""
     repo = settings.repo(repo_name)
-    if workspace and repo is not None:
-        mirror(settings, repo).remove_worktree(Path(workspace))
+    if repo is not None:
+        _remove(settings, repo, projects.workspace(settings, run_id))
+        if workspace:
+            _remove(settings, repo, Path(workspace))
     forget_workspace(db, run_id)
+
+
+def _remove(settings: Settings, repo: RepoConfig, path: Path) -> None:
+    mirror_ = mirror(settings, repo)
+    if (mirror_.path / "HEAD").exists():
+        mirror_.remove_worktree(path)
+    if path.is_relative_to(settings.home):  # what git did not know (a half-made worktree)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep(settings: Settings, db: Database) -> int:
+    """Remove this host's worktrees of runs that ended (made here for a stage of a run whose
+    other stages ran elsewhere); returns how many."""
+    work = settings.home / "work"
+    local = {int(p.name): p for p in work.iterdir() if p.name.isdigit()} if work.is_dir() else {}
+    if not local:
+        return 0
+    gone = 0
+    for run_id, repository in ended_runs(db, list(local)):
+        repo = settings.repo(repository)
+        if repo is not None:
+            _remove(settings, repo, local[run_id])
+            gone += 1
+    return gone

@@ -16,7 +16,7 @@ from celery.exceptions import Ignore
 from config.settings import Settings
 from pipelines.plan import CANONICAL
 from store import deliveries
-from workers import notify, relay, runner, status, triggers
+from workers import hosts, notify, relay, releases, runner, status, triggers
 from workers import publish as names
 from workers import reconcile as reconciler
 from workers import reproduce as rebuild
@@ -76,6 +76,7 @@ def commit_status(run_id: int) -> None:
 def run_stage(run_id: int, stage: str, task_id: str | None = None) -> str:
     settings, db = current()
     outcome = runner.execute(settings, db, run_id, stage, task_id)
+    runner.sweep(settings, db)  # a trainer runs no reconciler: its hosts' worktrees go here
     relay.publish_due(db, CeleryPublisher(), run_id)  # the next stage, at once (else the relay's pass)
     if outcome in ("awaiting_approval", "cancelled", runner.ALREADY_RUNNING, runner.STALE):
         raise Ignore()
@@ -104,6 +105,14 @@ STAGE_TASKS = {
 def reproduce(reproduction_id: int, task_id: str | None = None) -> str:
     settings, db = current()
     return rebuild.run_requested(settings, db, reproduction_id, task_id)
+
+
+# Sent to one host's queue (``host.<name>``): stops that host's releases a transition retired.
+# Idempotent; a lost one is redone by that host's next reconcile pass.
+@app.task(name=hosts.REAP)
+def reap() -> None:
+    settings, db = current()
+    releases.reap(db, settings)
 
 
 # Periodic and idempotent: acks early is fine, a lost tick is redone 10 s later. The relay beside

@@ -56,7 +56,7 @@ def _resume(ctx: StepContext, dep: Deployment) -> StepResult:
             assert row is not None
             if row.status == "canary":
                 states.abort_canary(s, row)
-        releases.reap(ctx.db)
+        releases.reap(ctx.db, ctx.settings)
         reason = "the canary's process died with the worker judging it; rolled back"
         ctx.say(reason)
         return StepResult(status="failed", exit_code=1, detail=detail | {"error": reason})

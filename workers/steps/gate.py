@@ -123,7 +123,7 @@ def _table(candidate: dict[str, float], champion: dict[str, float] | None) -> st
 def evaluate(ctx: StepContext) -> StepResult:
     gate = ctx.project.gate
     candidate = read_metrics(ctx.worktree / ctx.project.metrics)
-    champion = production(ctx.db, ctx.project.model_name)
+    champion = production(ctx.settings, ctx.db, ctx.project.model_name)
     detail: dict[str, Any] = {"production": None, "production_version": None}
     champion_metrics: dict[str, float] | None = None
     against = "production"

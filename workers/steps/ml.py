@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ from pipelines import profile as profiles
 from store import aliases, datasets
 from store.blobs import hash_file
 from store.models import Delivery, ModelVersion, Run, Stage
+from workers import artifacts
+from workers.datasets import blobs
 from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.commands import run_project
@@ -40,9 +41,15 @@ def retrain(ctx: StepContext) -> StepResult:
     site = Path(env["DVC_SITE_CACHE_DIR"])
     site.mkdir(parents=True, exist_ok=True)
     code = run_project(ctx, ctx.project.stages["retrain"], env=env, write=(cache, site))
-    if code == 0 and not (ctx.worktree / ctx.project.artifact).is_file():
+    if code != 0:
+        return StepResult(status="failed", exit_code=code)
+    if not (ctx.worktree / ctx.project.artifact).is_file():
         raise StepError(f"retrain succeeded but produced no {ctx.project.artifact}")
-    return StepResult(status="succeeded" if code == 0 else "failed", exit_code=code)
+    # evaluate and register may run on another training host: they find these in object storage
+    outputs = artifacts.store_outputs(
+        ctx.settings, ctx.worktree, (ctx.project.artifact, ctx.project.metrics, "dvc.lock")
+    )
+    return StepResult(exit_code=code, detail={"outputs": outputs})
 
 
 def read_metrics(path: Path) -> dict[str, float]:
@@ -170,16 +177,15 @@ def register(ctx: StepContext) -> StepResult:
     metrics = read_metrics(ctx.worktree / ctx.project.metrics)
     message = mirror(ctx.settings, ctx.repo).message(ctx.commit).strip() if ctx.commit else ""
     name = ctx.project.model_name
+    stored = blobs(ctx.settings).put_file(source)  # every host fetches it from there
+    if stored.sha256 != digest:
+        raise StepError("artifact changed while it was copied into the registry")
+    where = artifacts.location(ctx.settings, digest, source.name)
     for _attempt in range(5):  # two runs registering at once: the unique (name, version) decides
         with ctx.db.session() as s:
             version = (
                 s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)) or 0
             ) + 1
-        dest = ctx.settings.home / "artifacts" / name / str(version) / source.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, dest)
-        if sha256_file(dest) != digest:
-            raise StepError("artifact changed while it was copied into the registry")
         try:
             with ctx.db.session() as s:
                 s.add(
@@ -199,7 +205,7 @@ def register(ctx: StepContext) -> StepResult:
                         data_version=data_version,
                         params=params,
                         metrics=metrics,
-                        artifact_path=str(dest),
+                        artifact_path=where,
                         sha256=digest,
                         dataset=dataset,
                         profile=profile,

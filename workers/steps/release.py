@@ -9,9 +9,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from config.settings import Settings
 from store import aliases, registry
 from store.db import Database
 from store.models import Deployment, ModelVersion, Run
+from workers import artifacts
 from workers.steps import StepContext, StepError
 
 
@@ -24,16 +26,18 @@ class ModelRef:
     metrics: dict[str, Any]
 
 
-def _ref(mv: ModelVersion) -> ModelRef:
-    return ModelRef(mv.name, mv.version, Path(mv.artifact_path), mv.sha256, mv.metrics)
+def _ref(settings: Settings, mv: ModelVersion) -> ModelRef:
+    """The version with its artifact as a file on this host (fetched from object storage)."""
+    path = artifacts.local(settings, mv.artifact_path, mv.sha256)
+    return ModelRef(mv.name, mv.version, path, mv.sha256, mv.metrics)
 
 
-def production(db: Database, name: str) -> ModelRef | None:
+def production(settings: Settings, db: Database, name: str) -> ModelRef | None:
     """The version the ``production`` alias points at, if any."""
     with db.session() as s:
         version = aliases.version_of(s, name, "production")
         mv = registry.model_version(s, name, version) if version is not None else None
-        return _ref(mv) if mv else None
+    return _ref(settings, mv) if mv else None
 
 
 def _for_commit(s: Session, repository: str, name: str, commit: str) -> ModelVersion | None:
@@ -81,11 +85,11 @@ def model_for_run(ctx: StepContext) -> ModelRef | None:
                     "a release tag re-deploys the model that a deploy-branch run of the tagged "
                     "commit registered (or deployed), and none has"
                 )
-            return _ref(released)
+            return _ref(ctx.settings, released)
         mv = registry.model_version(s, name, run.model_version) if run and run.model_version else None
-        if mv is not None:
-            return _ref(mv)
-    current = production(ctx.db, name)
+    if mv is not None:
+        return _ref(ctx.settings, mv)
+    current = production(ctx.settings, ctx.db, name)
     if current is not None:
         return current
     with ctx.db.session() as s:
@@ -95,4 +99,4 @@ def model_for_run(ctx: StepContext) -> ModelRef | None:
             .order_by(ModelVersion.version.desc())
             .limit(1)
         ).one_or_none()
-        return _ref(newest) if newest else None
+    return _ref(ctx.settings, newest) if newest else None

@@ -10,7 +10,7 @@ from pipelines.canary import Verdict, judge
 from store import aliases, telemetry
 from store import releases as states
 from store.models import Deployment
-from workers import releases, serving
+from workers import artifacts, releases, serving
 from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.release import ModelRef
@@ -23,6 +23,7 @@ def deploy(ctx: StepContext, model: ModelRef) -> StepResult:
     """Start the release, then promote it at once or put it on trial."""
     directory = releases.release_dir(ctx.settings, model.name, model.version, f"run{ctx.run_id}")
     mirror(ctx.settings, ctx.repo).export(ctx.commit, directory)
+    bundle = artifacts.pack(ctx.settings, directory)  # another serving host can start it again
     ctx.say(f"starting {model.name} v{model.version} from {directory}")
     try:
         server = releases.start(
@@ -43,6 +44,8 @@ def deploy(ctx: StepContext, model: ModelRef) -> StepResult:
         url=server.url,
         pid=server.pid,
         release_dir=str(directory),
+        host=ctx.settings.host,
+        bundle_sha256=bundle,
     )
     percent, actor = ctx.project.deploy.canary_percent, f"run:{ctx.run_id}"
     try:
@@ -71,7 +74,7 @@ def deploy(ctx: StepContext, model: ModelRef) -> StepResult:
         f"release #{dep.id} serves 100% of /serve/{model.name}/"
         + (" (no release to compare with)" if percent else "")
     )
-    releases.reap(ctx.db)
+    releases.reap(ctx.db, ctx.settings)
     return StepResult(detail=detail)
 
 
@@ -120,7 +123,7 @@ def trial(ctx: StepContext, dep_id: int, detail: dict[str, Any]) -> StepResult:
                 ctx.say(f"canary: {verdict.reason}, p99 {'n/a' if p99 is None else f'{p99:.0f} ms'}")
             time.sleep(POLL_SECONDS)
             continue
-        releases.reap(ctx.db)
+        releases.reap(ctx.db, ctx.settings)
         detail["verdict"] = verdict.decision
         if verdict.decision == "promote":
             ctx.say(f"canary promoted: {verdict.reason}")
