@@ -28,6 +28,7 @@ def stage_dict(stage: Stage) -> dict[str, Any]:
         "finished_at": iso(stage.finished_at),
         "duration_seconds": duration,
         "exit_code": stage.exit_code,
+        "attempt": stage.attempt,
         "detail": stage.detail,
         "task_id": stage.task_id,
     }

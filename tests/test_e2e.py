@@ -27,6 +27,7 @@ from loopline.demo import write_config
 from loopline.hook import install_hook
 from loopline.processes import Stack
 from store import triggers
+from store.blobs import open_store
 from store.db import Database
 from store.models import utcnow
 from tests.conftest import ROOT, Project, outside_env
@@ -145,7 +146,8 @@ def test_push_trains_registers_and_deploys(stack: tuple[Stack, Project, Path]) -
     assert mv["params"]["train"] == yaml.safe_load((project.work / "params.yaml").read_text())["train"]
     assert mv["metrics"]["accuracy"] > 0.9
     assert {"data/raw", "src/train/train.py", "models/model.pkl"} <= set(mv["data_version"])
-    assert hashlib.sha256(Path(mv["artifact_path"]).read_bytes()).hexdigest() == mv["sha256"]
+    assert mv["artifact_path"].startswith(s.settings.storage)  # in object storage, by its sha256
+    assert hashlib.sha256(open_store(s.settings.storage).get(mv["sha256"])).hexdigest() == mv["sha256"]
 
     current = requests.get(f"{s.url}/api/deployments/current", params={"model": "churn"}, timeout=5).json()
     assert current["model_version"]["version"] == 1 and current["run"]["id"] == run["id"]

@@ -27,12 +27,13 @@ from pipelines.events import ZERO_SHA
 from service import create_app
 from service.state import loopline
 from store import releases
+from store.blobs import open_store
 from store.db import Database
 from store.models import Deployment, ModelVersion, Run
 from tests.conftest import Project, make_settings
 from tests.test_actions_relay import Recorder
 from tests.test_intake import deliver, run_of
-from workers import runner, serving
+from workers import artifacts, runner, serving
 from workers.intake import prepare_run
 from workers.relay import relay_once
 
@@ -161,7 +162,7 @@ def test_a_crippling_retrain_is_stopped_and_production_keeps_serving(
     ).json()
     mv = current["model_version"]
     assert served["model_sha256"] == mv["sha256"]
-    assert hashlib.sha256(Path(mv["artifact_path"]).read_bytes()).hexdigest() == mv["sha256"]
+    assert hashlib.sha256(open_store(settings.storage).get(mv["sha256"])).hexdigest() == mv["sha256"]
 
 
 def test_lineage_names_every_link(
@@ -212,7 +213,7 @@ def test_lineage_names_every_link(
     assert (
         health["model_sha256"]
         == mv["sha256"]
-        == hashlib.sha256(Path(mv["artifact_path"]).read_bytes()).hexdigest()
+        == hashlib.sha256(open_store(settings.storage).get(mv["sha256"])).hexdigest()
     )
 
     version = client.get("/api/models/churn/versions/1").json
@@ -267,7 +268,8 @@ def test_a_tampered_production_artifact_fails_the_gate(
 ) -> None:
     with db.session() as s:
         mv = s.scalars(select(ModelVersion)).one()
-        artifact, registered = Path(mv.artifact_path), mv.sha256
+        artifact, registered = artifacts.local(settings, mv.artifact_path, mv.sha256), mv.sha256
+    artifact.chmod(0o644)
     artifact.write_bytes(artifact.read_bytes() + b"\0")  # someone changed the registry's file
     run_id, stages = push(
         settings,

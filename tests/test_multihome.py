@@ -3,18 +3,27 @@ address, a running stage's log served by a web process that cannot read the work
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
+import pytest
+import redis
 import requests
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from service import create_app
+from store.blobs import BlobError
 from store.db import Database
-from store.models import Run, Stage
-from tests.conftest import ROOT, make_settings
+from store.models import Deployment, Run, Stage
+from tests.conftest import ROOT, Project, git, make_settings
 from tests.release_helpers import ROWS, constant_model, register
-from workers import livelog, serving
+from workers import artifacts, hosts, livelog, releases, runner, serving
+
+SYSTEM_REDIS = os.environ.get("LOOPLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 
 
 def test_a_release_registered_under_another_address_listens_there(tmp_path: Path) -> None:
@@ -76,3 +85,69 @@ def test_a_running_stages_log_reaches_a_web_process_on_another_host(tmp_path: Pa
     finally:
         app.extensions["gateway"].close()
         app.extensions["loopline"].db.dispose()
+
+
+def test_a_retired_release_is_stopped_only_by_its_own_host(tmp_path: Path, db: Database) -> None:
+    """A pid means nothing on another host: ``reap`` there sends ``loopline.reap`` to the
+    release's host queue and leaves the process alone; its own host stops it."""
+    broker = redis.Redis.from_url(SYSTEM_REDIS)
+    broker.delete(hosts.queue("serving-1"))
+    mv = register(db, tmp_path / "home", "m", 1, constant_model(1))
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        with db.session() as s:
+            s.add(Deployment(model_name="m", version=1, run_id=mv.run_id, target="local", pid=proc.pid,
+                             host="serving-1", status="retired"))  # fmt: skip
+        elsewhere = dataclasses.replace(make_settings(tmp_path / "web", db_url=db.url, host="web-1"),
+                                        broker_url=SYSTEM_REDIS)  # fmt: skip
+        releases.reap(db, elsewhere)
+        assert proc.poll() is None  # not signalled from another host
+        (message,) = broker.lrange(hosts.queue("serving-1"), 0, -1)
+        assert json.loads(message)["headers"]["task"] == hosts.REAP
+        own = dataclasses.replace(elsewhere, host="serving-1")
+        releases.reap(db, own)  # what the task does on that host
+        assert proc.wait(timeout=10) is not None
+        with db.session() as s:
+            assert s.scalars(select(Deployment.pid)).one() is None
+    finally:
+        proc.kill()
+        proc.wait()
+        broker.delete(hosts.queue("serving-1"))
+        broker.close()
+
+
+def test_a_host_with_nothing_on_disk_gets_the_worktree_outputs_and_bundle_from_storage(
+    tmp_path: Path, project: Project
+) -> None:
+    """What a stage on another host needs: the run's worktree made from its own mirror, the
+    files an earlier stage produced laid in from object storage; a release bundle unpacked."""
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    storage = (tmp_path / "objects").as_uri()
+    first = make_settings(tmp_path / "a", db_url=db.url, storage_url=storage)
+    other = make_settings(tmp_path / "b", db_url=db.url, storage_url=storage)
+    repo = project.repo_config()
+    project.push()
+    commit = project.head()
+    made = artifacts.worktree(first, db, repo, 7, commit, None, {})
+    (made / "models").mkdir(exist_ok=True)
+    (made / "models" / "model.pkl").write_bytes(b"trained")
+    outputs = artifacts.store_outputs(first, made, ["models/model.pkl", "missing.json"])
+    assert list(outputs) == ["models/model.pkl"]
+    there = artifacts.worktree(other, db, repo, 7, commit, None, outputs)
+    assert there != made and there.is_relative_to(other.home)
+    assert (there / "models" / "model.pkl").read_bytes() == b"trained"
+    assert (there / "loopline.yml").is_file() and git("rev-parse", "HEAD", cwd=there) == commit
+    with pytest.raises(BlobError):  # a path out of the worktree is refused
+        artifacts.worktree(other, db, repo, 7, commit, None, {"../escape": outputs["models/model.pkl"]})
+    bundle = artifacts.pack(first, made)
+    unpacked = artifacts.unpack(other, bundle, other.home / "releases" / "m" / "v1")
+    assert (unpacked / "models" / "model.pkl").read_bytes() == b"trained" and (
+        unpacked / "loopline.yml"
+    ).is_file()
+    where = artifacts.location(first, outputs["models/model.pkl"], "model.pkl")
+    fetched = artifacts.local(other, where, outputs["models/model.pkl"])
+    assert fetched.is_relative_to(other.home) and fetched.read_bytes() == b"trained"
+    runner.sweep(other, db)  # run 7 is not in the store: nothing to remove
+    assert there.is_dir()
+    db.dispose()
