@@ -46,7 +46,7 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}", "X-Loopline-User": "ada"}
 LEASE_SECONDS = 4
 CHECK = "python app/check.py"
 FAST = 'print("app checks passed")\n'
-SLOW = 'import time\ntime.sleep(8)\nprint("app checks passed")\n'
+SLOW = 'import time\ntime.sleep(4)\nprint("app checks passed")\n'
 TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled", "gate_failed"})
 #: name -> (queues, relay): the relay (and its reconciler) beside each default worker.
 HOSTS: dict[str, tuple[str, bool] | None] = {

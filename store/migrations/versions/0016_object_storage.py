@@ -1,7 +1,7 @@
 """Finished stage logs, release bundles and the host a release runs on: hosts share no disk
 
 Revision ID: 0016_object_storage
-Revises: 0014_dataset_versions
+Revises: 0015_reproductions
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016_object_storage"
-down_revision = "0014_dataset_versions"
+down_revision = "0015_reproductions"
 branch_labels = None
 depends_on = None
 
