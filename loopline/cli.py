@@ -131,7 +131,7 @@ def up(port: int) -> None:
             signal.signal(signum, lambda *_: stop.set())
         click.echo(f"Loopline is up at {stack.url}  (logs: {stack.settings.home / 'logs'}; Ctrl-C stops)")
         while not stop.wait(1):
-            stack.check()
+            stack.supervise(click.echo)  # a process that exits is started again, with backoff
         click.echo("stopping …")
 
 

@@ -1,16 +1,22 @@
 """Run Loopline's processes together (``loopline up`` and the demo): web, workers, watcher.
 
-Each is a real child process with its own log under ``LOOPLINE_HOME/logs``.
+Each is a real child process with its own log under ``LOOPLINE_HOME/logs``. ``loopline up``
+starts a child that exits again, with backoff: a Redis restart can end a Celery worker's main
+process (kombu raises on the dead connection), and nothing else would bring it back. Not honcho:
+it stops every process when one exits and restarts none, which is the opposite of what is needed
+here; the restart loop below is the whole of what a supervisor adds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -26,6 +32,85 @@ logger = logging.getLogger(__name__)
 
 class StackError(LooplineError, RuntimeError):
     pass
+
+
+#: A child that exits is started again after 1 s, doubling while it keeps exiting (at most a
+#: minute apart); one that ran for RESTART_RESET seconds first starts from 1 s again.
+RESTART_FIRST, RESTART_MAX, RESTART_RESET = 1.0, 60.0, 60.0
+
+
+class Supervisor:
+    """Child processes by name, each in its own session with its log in ``logs``."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.commands: dict[str, list[str]] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, int] = {}  # how often each child was started again
+        self._started: dict[str, float] = {}
+        self._failures: dict[str, int] = {}  # exits in a row, each soon after its start
+        self._restart_at: dict[str, float] = {}
+
+    def start(self, name: str, argv: list[str]) -> None:
+        self.commands[name] = argv
+        self._spawn(name)
+
+    def _spawn(self, name: str) -> None:
+        with (self.logs / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
+                self.commands[name],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._started[name] = time.monotonic()
+
+    def exited(self) -> dict[str, int]:
+        """The children that are not running, with their exit status."""
+        return {name: code for name, proc in self.procs.items() if (code := proc.poll()) is not None}
+
+    def supervise(self, say: Callable[[str], None] = logger.warning, now: float | None = None) -> list[str]:
+        """Start again each child that exited, once its backoff passed; returns those started.
+
+        What an exited child left in its session (a Celery worker's pool processes, orphaned when
+        its main process died) is killed first: it would hold the old worker's messages.
+        """
+        now = time.monotonic() if now is None else now
+        started = []
+        for name, code in self.exited().items():
+            if name not in self._restart_at:
+                soon = now - self._started[name] < RESTART_RESET
+                self._failures[name] = self._failures.get(name, 0) + 1 if soon else 0
+                delay = min(RESTART_MAX, RESTART_FIRST * 2 ** self._failures[name])
+                self._restart_at[name] = now + delay
+                say(f"{name} exited with {code}; starting it again in {delay:.0f}s")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.procs[name].pid, signal.SIGKILL)
+            elif now >= self._restart_at[name]:
+                del self._restart_at[name]
+                self._spawn(name)
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                started.append(name)
+                say(f"{name} started again (pid {self.procs[name].pid})")
+        return started
+
+    def stop(self, grace: float = 15) -> None:
+        """SIGTERM to each child's whole session, SIGKILL to what is left after ``grace``."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+        self._restart_at.clear()
 
 
 def celery_worker_argv(queue: str, *, concurrency: int, relay: bool, beat: bool, home: Path) -> list[str]:
@@ -59,7 +144,7 @@ class Stack:
         self.port = port
         self.settings = Settings.from_env(env)
         self.redis: EmbeddedRedis | None = None
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.children = Supervisor(env, self.settings.home / "logs")
 
     @property
     def url(self) -> str:
@@ -84,27 +169,17 @@ class Stack:
             "watcher": [sys.executable, "-m", "loopline", "watch"],
         }
         for name, argv in commands.items():
-            with (home / "logs" / f"{name}.log").open("ab") as log:
-                self.procs[name] = subprocess.Popen(
-                    argv,
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
+            self.children.start(name, argv)
         self._wait_ready(timeout)
         return self
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise StackError(
-                        f"{name} exited with {proc.returncode}; see "
-                        f"{self.settings.home / 'logs' / (name + '.log')}"
-                    )
+            for name, code in self.children.exited().items():
+                raise StackError(
+                    f"{name} exited with {code}; see {self.settings.home / 'logs' / (name + '.log')}"
+                )
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok and self._workers_ready():
                     return
@@ -120,25 +195,19 @@ class Stack:
         return all("ready." in (logs / f"{n}.log").read_text(errors="replace") for n in ("worker", "trainer"))
 
     def check(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise StackError(f"{name} exited with {proc.returncode}")
+        """Fail when a process exited (the tests and the demo: nothing should)."""
+        for name, code in self.children.exited().items():
+            raise StackError(f"{name} exited with {code}")
+
+    def supervise(self, say: Callable[[str], None]) -> None:
+        """Start again what exited (``loopline up``: a server keeps running)."""
+        self.children.supervise(say)
 
     def stop(self) -> None:
         """Stop the model servers Loopline started, then its own processes and broker."""
-        if self.procs:
+        if self.children.procs:
             self.stop_deployments()
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self.procs.clear()
+        self.children.stop()
         if self.redis:
             self.redis.stop()
 

@@ -439,15 +439,42 @@ def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:
             for name in ("worker", "trainer")
         ):
             time.sleep(0.2)
+        # The default worker's main process dies (as kombu makes it on a Redis restart): `up`
+        # starts it again, and it becomes ready again.
+        worker = _worker_pid(proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (logs / "worker.log").read_text().count("ready.") < 2:
+            time.sleep(0.2)
+        assert (logs / "worker.log").read_text().count("ready.") == 2
+        assert _worker_pid(proc.pid) != worker
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        if proc.poll() is None:  # a check above failed: stop it whole, children included
+            proc.send_signal(signal.SIGINT)
+            try:
+                print(proc.communicate(timeout=60)[0])
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 0, out
     assert "Loopline is up at" in out and "stopping" in out
+    assert f"worker exited with {-signal.SIGKILL}; starting it again in 2s" in out
+    assert "worker started again (pid " in out
     assert not (tmp_path / "home" / "redis.sock").exists()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+
+
+def _worker_pid(parent: int) -> int:
+    """The default Celery worker among ``parent``'s children (its main process)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == parent and b"default@" in (stat.parent / "cmdline").read_bytes():
+                return int(stat.parent.name)
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+    raise AssertionError("no default worker running")
