@@ -110,6 +110,12 @@ class Cluster:
             time.sleep(0.3)
         raise AssertionError(f"no run after #{after} ended within {timeout}s; logs in {self.root}")
 
+    def timings(self, run: dict[str, Any]) -> str:
+        """Where a run's time went (printed: this test's cost is watched)."""
+        return f"run #{run['id']} ({run['trigger']}): " + ", ".join(
+            f"{st['name']} {st['duration_seconds'] or 0:.1f}s" for st in run["stages"]
+        )
+
     def ran_on(self, run_id: int, stage: str) -> list[str]:
         """The hosts whose scratch holds the stage's log file: where it ran."""
         return [h for h in HOSTS if (self.home(h) / "logs" / str(run_id) / f"{stage}.log").is_file()]
@@ -216,6 +222,7 @@ def test_push_deploys_data_retrains_logs_lineage_and_rollback_across_hosts(clust
     push = c.project.push(env={"HOOK_SECRET": SECRET})
     assert "accepted" in push
     run = c.wait_run(0)
+    print("\n" + c.timings(run))
     assert run["status"] == "succeeded", run
     assert c.ran_on(run["id"], "retrain") == ["trainer"]  # evaluate and register beside it
     assert c.ran_on(run["id"], "unit_tests")[0] in ("worker-a", "worker-b")
@@ -262,6 +269,7 @@ def test_push_deploys_data_retrains_logs_lineage_and_rollback_across_hosts(clust
                           headers={"Authorization": f"Bearer {EVENTS}"}, timeout=5)  # fmt: skip
     assert event.status_code == 202, event.text
     data = c.wait_run(run["id"])
+    print(c.timings(data))
     assert data["status"] == "succeeded" and data["trigger"] == "data", data
     assert c.ran_on(data["id"], "retrain") == ["trainer"]
     v2 = requests.get(f"{c.url}/api/models/churn/versions/2", timeout=5).json()
@@ -300,6 +308,7 @@ def test_a_lost_worker_hosts_stage_is_taken_over_by_the_other(cluster: Cluster) 
     c.procs["lost"] = c.procs.pop(lost)
     run = c.wait_run(last, timeout=180)
     took = time.monotonic() - started
+    print("\n" + c.timings(run))
     assert run["status"] == "succeeded", run
     stage = next(st for st in run["stages"] if st["name"] == "unit_tests")
     assert stage["attempt"] == 2
