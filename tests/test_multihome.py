@@ -132,11 +132,13 @@ def test_a_host_with_nothing_on_disk_gets_the_worktree_outputs_and_bundle_from_s
     made = artifacts.worktree(first, db, repo, 7, commit, None, {})
     (made / "models").mkdir(exist_ok=True)
     (made / "models" / "model.pkl").write_bytes(b"trained")
-    outputs = artifacts.store_outputs(first, made, ["models/model.pkl", "missing.json"])
-    assert list(outputs) == ["models/model.pkl"]
+    (made / "params.yaml").write_text("written: by the stage\n")  # the commit has its own copy
+    outputs = artifacts.store_outputs(first, made, ["models/model.pkl", "params.yaml", "missing.json"])
+    assert list(outputs) == ["models/model.pkl", "params.yaml"]
     there = artifacts.worktree(other, db, repo, 7, commit, None, outputs)
     assert there != made and there.is_relative_to(other.home)
     assert (there / "models" / "model.pkl").read_bytes() == b"trained"
+    assert (there / "params.yaml").read_text() == "written: by the stage\n"  # the stage's, not the commit's
     assert (there / "loopline.yml").is_file() and git("rev-parse", "HEAD", cwd=there) == commit
     with pytest.raises(BlobError):  # a path out of the worktree is refused
         artifacts.worktree(other, db, repo, 7, commit, None, {"../escape": outputs["models/model.pkl"]})

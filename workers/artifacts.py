@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from config.settings import Settings
 from pipelines.config import RepoConfig
-from store.blobs import BlobError, blob_key
+from store.blobs import BlobError, blob_key, hash_file
 from store.db import Database
 from workers import datasets as ledger
 from workers.locks import file_lock, lock_path
@@ -71,7 +71,8 @@ def worktree(
 ) -> Path:
     """The run's worktree on this host: made here (mirror fetched if it lacks the commit, the
     run's dataset version laid out) when an earlier stage ran on another host, with the files
-    earlier stages produced (``outputs``) laid in where missing."""
+    earlier stages produced (``outputs``) laid in where this host's copy differs (a committed
+    ``dvc.lock`` or metrics file is replaced by the one the retrain wrote)."""
     path = workspace(settings, run_id)
     with file_lock(lock_path(settings.home, f"worktree-{run_id}")):
         if not (path / ".git").exists():
@@ -87,12 +88,12 @@ def worktree(
         blobs = ledger.blobs(settings)
         for rel, sha256 in outputs.items():
             dest = path / rel
-            if dest.exists():
-                continue
             if not dest.resolve().is_relative_to(root):
                 raise BlobError(f"refusing output path {rel!r}: it leads outside the worktree")
+            if dest.is_file() and hash_file(dest).sha256 == sha256:
+                continue  # produced here, or laid in by an earlier stage
             dest.parent.mkdir(parents=True, exist_ok=True)
-            blobs.materialize(sha256, dest)
+            blobs.materialize(sha256, dest)  # replaces the commit's own copy (e.g. its dvc.lock)
     return path
 
 
