@@ -145,7 +145,7 @@ def _reap(settings: Settings, db: Database) -> None:
     from workers import releases
 
     try:
-        releases.reap(db, settings)
+        releases.reap(db, settings, ask_others=False)
     except StoreUnavailable as exc:
         log.warning("reconcile: retired releases not stopped: %s", exc)
 

@@ -127,10 +127,11 @@ def _here(dep: Deployment, host: str) -> bool:
     return dep.host is None or dep.host == host
 
 
-def reap(db: Database, settings: Settings) -> None:
+def reap(db: Database, settings: Settings, *, ask_others: bool = True) -> None:
     """Stop the processes of releases a transition retired or failed: this host's here, another
-    host's by a task on that host's queue (a pid means nothing on another host)."""
-    _stop(db, Deployment.status.not_in(LIVE_RELEASES), settings.host, ask=settings)
+    host's by a task on that host's queue (a pid means nothing on another host). The periodic
+    pass asks no one (``ask_others``): a host that is gone would get a message every pass."""
+    _stop(db, Deployment.status.not_in(LIVE_RELEASES), settings.host, ask=settings if ask_others else None)
 
 
 def promote(
