@@ -2,8 +2,8 @@
 
 A throw-away bare repository receives the sample project; Loopline (embedded Redis, SQLite)
 tests, trains, registers and deploys it; a dropped data file retrains it; a push that cripples
-the model is stopped by the gate; a revert waits for an approval given through the API; then a
-report.
+the model is stopped by the gate; a revert waits for an approval given through the API; clients
+whose inputs drifted start a retrain by themselves (``triggers.drift``); then a report.
 """
 
 from __future__ import annotations
@@ -212,10 +212,13 @@ def run_demo(example: Path | None = None, keep: bool = False, keep_running: bool
         if fourth["status"] != "succeeded":
             return _fail(stack, fourth)
         current = predict(stack.url, "churn")
+        fifth = drift_demo(stack.url, fourth["id"], current)
+        if fifth["status"] != "awaiting_approval":
+            return _fail(stack, fifth)
 
         settings = Settings.from_env(stack.env)
         click.echo("\nRuns")
-        for run in (first, second, third, fourth):
+        for run in (first, second, third, fourth, fifth):
             click.echo(format_run(requests.get(f"{stack.url}/api/runs/{run['id']}", timeout=5).json()))
         click.echo("\nModel versions")
         click.echo(show_model(settings, "churn", as_json=False))
@@ -369,6 +372,48 @@ def approval_demo(api: str, work: Path, env: dict[str, str], after_id: int, toke
     return wait_for_run(api, "churn", run["id"] - 1, shown=shown)
 
 
+def shifted_rows(n: int, seed: int = 5) -> list[list[float]]:
+    """``n`` real rows whose ``mean radius`` (the first feature) is half again as large."""
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer().data
+    rows = data[np.random.default_rng(seed).permutation(len(data))[:n]]
+    rows[:, 0] *= 1.5
+    return rows.tolist()
+
+
+def drift_demo(api: str, after_id: int, serving: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    """Clients whose inputs drifted: beat's drift check compares the gateway's sampled inputs
+    with the serving model's training data and starts a retrain, naming the features."""
+    version = serving["model_version"]["version"]
+    click.echo(
+        f"\n5. the world changes: clients send inputs whose `mean radius` is 1.5 times v{version}'s data"
+    )
+    rows = shifted_rows(300)
+    deadline, sent, run = time.monotonic() + timeout, 0, None
+    with requests.Session() as http:
+        while run is None and time.monotonic() < deadline:
+            batch = rows[sent % len(rows) : sent % len(rows) + 50]
+            http.post(f"{api}/serve/churn/predict", json={"instances": batch}, timeout=10).raise_for_status()
+            sent += len(batch)
+            runs = requests.get(f"{api}/api/runs", params={"repo": "churn"}, timeout=5).json()["runs"]
+            run = next((r for r in runs if r["id"] > after_id and r["trigger"] == "drift"), None)
+            if run is None:
+                time.sleep(1)
+    if run is None:
+        raise click.ClickException(f"no drift-triggered run within {timeout:.0f}s")
+    click.echo(f"  {sent} predictions through /serve/churn/predict; beat's drift check (every 15 s) says:")
+    click.echo(f"  run #{run['id']} [drift]: {run['reason']}")
+    run = wait_for_run(api, "churn", run["id"] - 1, shown=set())
+    if run["status"] == "awaiting_approval":
+        click.echo(
+            f"  the retrain registered v{run['model_version']}; like every deploy now, it waits for"
+            f" a human (loopline approve {run['id']})"
+        )
+    return run
+
+
 def _fail(stack: Stack, run: dict[str, Any]) -> int:
     click.echo(f"\nrun #{run['id']} ended {run['status']}: {run.get('reason')}", err=True)
     for stage in run["stages"]:
@@ -384,9 +429,17 @@ def _fail(stack: Stack, run: dict[str, Any]) -> int:
 DEMO_CANARY = {"canary_percent": 30, "canary_window_seconds": 8, "min_requests": 5}
 
 
+#: ... and retrains when its live inputs drift from its training data (sampling every request).
+DEMO_DRIFT = {"threshold": 0.2, "min_samples": 200, "sample_rate": 1.0, "window": 300, "cooldown": "1h"}
+
+
 def deploy_through_a_canary(work: Path) -> None:
     _set_deploy(work, **DEMO_CANARY)
-    _git("commit", "-qam", "Deploy through a canary trial", cwd=work)
+    path = work / "loopline.yml"
+    config = yaml.safe_load(path.read_text())
+    config["triggers"] = {"drift": DEMO_DRIFT}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    _git("commit", "-qam", "Deploy through a canary trial; retrain when live inputs drift", cwd=work)
 
 
 class Traffic:
@@ -397,7 +450,8 @@ class Traffic:
         from sklearn.datasets import load_breast_cancer
 
         self.url = f"{api}/serve/{model}/predict"
-        self.rows = load_breast_cancer().data[::50].tolist()
+        data = load_breast_cancer().data  # every row, in an order: inputs like the training data's
+        self.rows = data[[(i * 7) % len(data) for i in range(len(data))]].tolist()
         self.answers: Counter[tuple[str, int]] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

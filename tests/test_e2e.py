@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -407,6 +408,10 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     ledger = out[out.index("Data ledger") :]  # v3, pushed after the drop, still learned from it
     assert "churn v3 ← dataset v1" in ledger and "batch-001.csv (landed" in ledger
     assert "v3's artifact" in ledger and "differs from v1's" in ledger
+    # clients' shifted inputs through the gateway started a retrain that names the drifted feature
+    assert "5. the world changes" in out
+    assert re.search(r"run #\d+ \[drift\]: v3: .*`mean radius`.* over the last 300 sampled inputs", out), out
+    assert "[drift: -]  AWAITING_APPROVAL" in out
     assert "dashboard: http://127.0.0.1:" in out and "sign in as demo, an admin, with the token llu_" in out
 
 
