@@ -405,7 +405,8 @@ def drift_demo(api: str, after_id: int, serving: dict[str, Any], timeout: float 
         raise click.ClickException(f"no drift-triggered run within {timeout:.0f}s")
     click.echo(f"  {sent} predictions through /serve/churn/predict; beat's drift check (every 15 s) says:")
     click.echo(f"  run #{run['id']} [drift]: {run['reason']}")
-    run = wait_for_run(api, "churn", run["id"] - 1, shown=set())
+    click.echo(f"  run #{run['id']}: {' → '.join(run['plan'])}")
+    run = wait_for_run(api, "churn", run["id"] - 1, shown={("", "")})  # the run is known: no "waiting"
     if run["status"] == "awaiting_approval":
         click.echo(
             f"  the retrain registered v{run['model_version']}; like every deploy now, it waits for"
