@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; Loopline always writes them in UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+from store.clock import as_utc, utcnow  # noqa: F401 (as_utc: where callers found it before store.clock)
 
 
 class Base(DeclarativeBase):

@@ -22,6 +22,15 @@ class InvalidAction(LooplineError, ValueError):
     """The run is not in a state that allows the action (answered with 409)."""
 
 
+def get(session: Session, run_id: int) -> Run | None:
+    return session.get(Run, run_id)
+
+
+def stage_of(session: Session, run_id: int, name: str) -> Stage | None:
+    """Stage ``name`` of run ``run_id``."""
+    return session.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
+
+
 def lock_run(session: Session, run_id: int) -> None:
     """Take the run's row for the rest of the transaction before reading it.
 

@@ -196,6 +196,16 @@ def renew(db: Database, stage_id: int, lease_owner: str, attempt: int, lease_sec
         return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def copy_log(db: Database, run_id: int, name: str, text: str) -> None:
+    """The tail of a running stage's log, for readers on other hosts (nothing once it ended)."""
+    with db.session() as s:
+        s.execute(
+            update(Stage)
+            .where(Stage.run_id == run_id, Stage.name == name, Stage.status == "running")
+            .values(log=text)
+        )
+
+
 def record_pgid(db: Database, stage_id: int, lease_owner: str, pgid: int) -> None:
     with db.session() as s:
         s.execute(

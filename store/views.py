@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from store.models import DatasetVersion, Delivery, Deployment, ModelVersion, Run, Stage, as_utc
 from store.registry import current_deployment, model_version
+from store.runs import stage_of
 
 
 def iso(value: datetime | None) -> str | None:
@@ -315,7 +316,7 @@ def model_versions(session: Session, name: str) -> list[dict[str, Any]]:
 def stage_log(session: Session, run_id: int, name: str) -> tuple[str | None, str, str | None] | None:
     """A stage's log as its worker last copied it into the store, the stage's status, and the
     object in object storage that holds the whole log once it ended (:mod:`store.stagelogs`)."""
-    found = session.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
+    found = stage_of(session, run_id, name)
     return None if found is None else (found.log, found.status, found.log_object)
 
 

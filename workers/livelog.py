@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
+from store import schedule
 from store.db import Database, StoreUnavailable
-from store.models import Stage
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +46,7 @@ def streaming(db: Database, run_id: int, name: str, path: Path, limit: int) -> I
                 if size == seen:
                     continue
                 text = tail(path, limit)
-                with db.session() as s:
-                    s.execute(
-                        update(Stage)
-                        .where(Stage.run_id == run_id, Stage.name == name, Stage.status == "running")
-                        .values(log=text)
-                    )
+                schedule.copy_log(db, run_id, name, text)
                 seen = size
             except (OSError, StoreUnavailable, SQLAlchemyError) as exc:  # next time; never the step
                 log.debug("live log of run %s stage %s not copied: %s", run_id, name, exc)

@@ -22,8 +22,8 @@ from urllib3.util.retry import Retry
 from config.settings import Settings
 from pipelines.config import NotifyTarget
 from store import notices
+from store.clock import utcnow
 from store.db import Database
-from store.models import utcnow
 
 log = logging.getLogger(__name__)
 #: Run statuses worth telling somebody about.

@@ -15,17 +15,20 @@ import threading
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from config.settings import Settings
 from pipelines.config import ConfigError
 from store import deliveries, reproductions, runs, schedule
+from store.clock import as_utc, utcnow
 from store.db import Database
-from store.models import Delivery, as_utc, utcnow
 from store.schedule import Due
 from workers.gitops import GitError
 from workers.locks import file_lock, lock_path
 from workers.projects import mirror, project_at
+
+if TYPE_CHECKING:
+    from store.models import Delivery
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2

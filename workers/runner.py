@@ -29,8 +29,8 @@ from store import schedule, stagelogs
 from store.blobs import BlobError
 from store.db import Database, StoreUnavailable
 from store.lifecycle import RUNNABLE, TERMINAL, end_run, move_run, move_stage
-from store.models import Delivery, Run, Stage, utcnow
-from store.runs import ended_runs, forget_workspace, lock_run, origin
+from store.models import Delivery, Run, utcnow
+from store.runs import ended_runs, forget_workspace, lock_run, origin, stage_of
 from workers import artifacts, projects
 from workers.datasets import blobs
 from workers.gitops import GitError
@@ -78,7 +78,7 @@ def execute(settings: Settings, db: Database, run_id: int, name: str, task_id: s
     with db.session() as s:
         lock_run(s, run_id)  # a supersession or cancel either happens before this, or sees it
         run = s.get(Run, run_id)
-        stage = s.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
+        stage = stage_of(s, run_id, name)
         if run is None or stage is None:
             return "skipped"
         if stage.status in TERMINAL:  # a redelivered message for a stage already done
@@ -161,7 +161,7 @@ def take_over(
     with db.session() as s:
         lock_run(s, run_id)
         run = s.get(Run, run_id)
-        stage = s.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
+        stage = stage_of(s, run_id, name)
         if run is None or stage is None or stage.status != "running" or schedule.lease_alive(stage, now):
             return None
         orphan = schedule.take_over(s, run, stage, max_attempts=settings.max_attempts, why=why, now=now)

@@ -21,8 +21,8 @@ from pipelines.config import StatusConfig
 from pipelines.providers import PROVIDERS
 from pipelines.providers.base import RunState, StatusRequest
 from pipelines.retry import retrying
+from store import runs
 from store.db import Database
-from store.models import Run
 from workers.locks import file_lock, lock_path
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def report(settings: Settings, db: Database, run_id: int) -> bool:
         # the states in order even when two tasks for one run overlap.
         with file_lock(lock_path(settings.home, f"status-{run_id}")):
             with db.session() as s:
-                row = s.get(Run, run_id)
+                row = runs.get(s, run_id)
                 if row is None:
                     return False
                 run = RunState(row.id, row.status, row.commit or "", row.ref, row.reason)

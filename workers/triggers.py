@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from config.settings import Settings
 from pipelines import drift as drifts
@@ -23,11 +24,14 @@ from pipelines.project import (
 )
 from pipelines.triggers import cooled_down, new_rows, schedule_decision, underperforms, volume_due
 from store import datasets, outcomes, registry, triggers
+from store.clock import utcnow
 from store.db import Database
-from store.models import Deployment, utcnow
 from workers.gitops import GitError
 from workers.notify import Notice, trigger_notice
 from workers.projects import mirror, project_at
+
+if TYPE_CHECKING:
+    from store.models import Deployment
 
 log = logging.getLogger(__name__)
 

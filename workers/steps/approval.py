@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
-
-from store.models import Stage, utcnow
+from store import runs
+from store.clock import utcnow
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.release import ModelRef, model_for_run
 
@@ -49,9 +48,7 @@ def check_approval(ctx: StepContext, model: ModelRef) -> None:
     :raises StepError: with what was approved and what would have been released.
     """
     with ctx.db.session() as s:
-        stage = s.scalars(
-            select(Stage).where(Stage.run_id == ctx.run_id, Stage.name == "approval")
-        ).one_or_none()
+        stage = runs.stage_of(s, ctx.run_id, "approval")
         if stage is None:
             return
         status, named = stage.status, dict(stage.detail or {})

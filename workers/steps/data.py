@@ -11,14 +11,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import profile as profiles
 from pipelines.profile import Table
-from store.models import ModelVersion
 from store.registry import current_deployment, model_version
 from workers.steps import StepContext, StepResult
 from workers.tables import TableError, is_table, read_table
+
+if TYPE_CHECKING:
+    from store.models import ModelVersion
 
 
 def serving_profile(ctx: StepContext) -> tuple[dict[str, Any] | None, str | None]:
