@@ -1,8 +1,9 @@
 """Loopline on "hosts" that share no directory: the web process, two default workers and a trainer,
 each with its own ``LOOPLINE_HOME`` and ``LOOPLINE_HOST``, over PostgreSQL, Redis and S3 (moto's
 real server) for artifacts, dataset objects, finished logs and release bundles; the data lake is
-an S3 bucket too. The only directory the processes share is the session's cache of built project
-environments (``LOOPLINE_ENVIRONMENTS``), standing in for a pre-built image.
+an S3 bucket too. Deploys go to the ``serving`` queue, which the trainer takes. The only directory
+the processes share is the session's cache of built project environments
+(``LOOPLINE_ENVIRONMENTS``), standing in for a pre-built image.
 
 One cluster, two tests in order: a push deploys, a data drop retrains, logs and lineage are served
 by the web process, a rollback switches the gateway back; then a worker host is lost mid-stage
@@ -53,7 +54,7 @@ HOSTS: dict[str, tuple[str, bool] | None] = {
     "web": None,
     "worker-a": ("default", True),
     "worker-b": ("default", True),
-    "trainer": ("training", False),
+    "trainer": ("training,serving", False),  # the serving host too: deploys are pinned here
 }
 
 
@@ -179,6 +180,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, example_environment: Path 
                 "LOOPLINE_API_TOKEN": TOKEN,
                 "LOOPLINE_EVENT_TOKEN": EVENTS,
                 "LOOPLINE_LEASE_SECONDS": str(LEASE_SECONDS),
+                "LOOPLINE_SERVING_QUEUE": "serving",
                 "HOOK_SECRET": SECRET,
                 "LAKE_KEY": "testing",
                 "LAKE_SECRET": "testing",
@@ -251,7 +253,7 @@ def test_push_deploys_data_retrains_logs_lineage_and_rollback_across_hosts(clust
     with c.db.session() as s:
         dep = s.scalars(select(Deployment).where(Deployment.run_id == run["id"])).one()
         first_host, bundle = dep.host, dep.bundle_sha256
-    assert first_host in c.ran_on(run["id"], "deploy") and bundle
+    assert c.ran_on(run["id"], "deploy") == [first_host] == ["trainer"] and bundle  # the serving queue
     answer = requests.post(f"{c.url}/serve/churn/predict", json={"instances": [[14.0] * 30]}, timeout=10)
     assert answer.ok and answer.headers["X-Loopline-Model-Version"] == "1"
 
