@@ -361,7 +361,8 @@ def test_schedule_drift_and_performance_each_start_a_real_run(stack: tuple[Stack
     assert drift["status"] == "awaiting_approval", drift
     reason = drift["reason"]
     assert "`mean radius` (PSI " in reason or "feature `mean radius` drifted, PSI " in reason, reason
-    assert reason.startswith("v2: ") and reason.endswith(" over the last 300 sampled inputs"), reason
+    # a beat pass may come when two or three of the 100-instance requests are stored
+    assert re.fullmatch(r"v2: .* over the last [23]00 sampled inputs", reason), reason
     trained = [st["status"] for st in drift["stages"] if st["name"] in ("retrain", "evaluate", "register")]
     assert trained == ["succeeded"] * 3
     lineage = requests.get(f"{s.url}/api/models/churn/versions/{drift['model_version']}", timeout=5).json()
