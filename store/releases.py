@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from pipelines.errors import LooplineError
 from store import aliases, telemetry
-from store.models import LIVE_RELEASES, Deployment
+from store.lifecycle import TERMINAL
+from store.models import LIVE_RELEASES, Deployment, Run, Stage
 from store.views import deployment_dict
 
 
@@ -167,3 +168,50 @@ def release_dict(dep: Deployment, stats: telemetry.ReleaseStats | None = None) -
     if stats is not None:
         data["telemetry"] = stats.to_dict()
     return data
+
+
+def new(
+    *,
+    model: str,
+    version: int,
+    run_id: int,
+    target: str,
+    url: str | None = None,
+    pid: int | None = None,
+    release_dir: str | None = None,
+    host: str | None = None,
+    bundle_sha256: str | None = None,
+) -> Deployment:
+    """A release not stored yet: :func:`begin_canary` or :func:`promote` stores it."""
+    return Deployment(
+        model_name=model,
+        version=version,
+        run_id=run_id,
+        target=target,
+        url=url,
+        pid=pid,
+        release_dir=release_dir,
+        host=host,
+        bundle_sha256=bundle_sha256,
+    )
+
+
+def get(session: Session, release_id: int) -> Deployment | None:
+    return session.get(Deployment, release_id)
+
+
+def of_run(session: Session, run_id: int) -> Deployment | None:
+    """The newest release run ``run_id`` made (a deploy attempt whose worker died may have)."""
+    query = select(Deployment).where(Deployment.run_id == run_id).order_by(Deployment.id.desc()).limit(1)
+    return session.scalars(query).one_or_none()
+
+
+def unjudged_canaries(session: Session) -> list[int]:
+    """Runs whose canary is on trial although their deploy stage is over (no one judges it)."""
+    rows = session.execute(
+        select(Deployment.run_id)
+        .join(Run, Run.id == Deployment.run_id)
+        .join(Stage, (Stage.run_id == Run.id) & (Stage.name == "deploy"))
+        .where(Deployment.status == "canary", Stage.status.in_(TERMINAL))
+    )
+    return [r for (r,) in rows]

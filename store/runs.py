@@ -26,6 +26,11 @@ def get(session: Session, run_id: int) -> Run | None:
     return session.get(Run, run_id)
 
 
+def set_dataset_version(db: Database, run_id: int, number: int) -> None:
+    with db.session() as s:
+        s.execute(update(Run).where(Run.id == run_id).values(dataset_version=number))
+
+
 def stage_of(session: Session, run_id: int, name: str) -> Stage | None:
     """Stage ``name`` of run ``run_id``."""
     return session.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()

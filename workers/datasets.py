@@ -13,16 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
-
 from config.settings import Settings
 from pipelines.config import RepoConfig
 from pipelines.events import DataObject
 from pipelines.ledger import Entry
-from store import datasets
+from store import datasets, runs
 from store.blobs import BlobStore, open_store
+from store.clock import utcnow
 from store.db import Database
-from store.models import Run, utcnow
 from store.runs import origin
 from workers.fetch import FetchError, destination, fetch_all
 from workers.tables import count_rows
@@ -96,7 +94,7 @@ def version_for(
     """The dataset version run ``run_id`` trains on, recorded on the run: the one it has (a
     retry: its original's), else the one its data objects land as, else the newest."""
     with db.session() as s:
-        run = s.get(Run, run_id)
+        run = runs.get(s, run_id)
         assert run is not None
         first = origin(s, run)
         number = run.dataset_version if run.dataset_version is not None else first.dataset_version
@@ -107,8 +105,7 @@ def version_for(
             number = land(settings, db, repo, batch, deliveries=deliveries, run_id=run_id)
     if number is None:
         number = datasets.current_number(db, repo.name)
-    with db.session() as s:
-        s.execute(update(Run).where(Run.id == run_id).values(dataset_version=number))
+    runs.set_dataset_version(db, run_id, number)
     return number
 
 

@@ -22,14 +22,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select
 
 from config.settings import Settings
 from pipelines.errors import LooplineError
 from store import deliveries, reproductions, runs, schedule
+from store.clock import utcnow
 from store.db import Database, StoreUnavailable
-from store.lifecycle import TERMINAL
-from store.models import Deployment, Run, Stage, utcnow
+from store.releases import unjudged_canaries
 from workers import reproduce as rebuild
 from workers import runner
 from workers.heartbeat import beating
@@ -154,12 +153,6 @@ def _unjudged_canaries(db: Database) -> list[int]:
     """Runs whose canary is on trial although their deploy stage is over (no one judges it)."""
     try:
         with db.session() as s:
-            rows = s.execute(
-                select(Deployment.run_id)
-                .join(Run, Run.id == Deployment.run_id)
-                .join(Stage, (Stage.run_id == Run.id) & (Stage.name == "deploy"))
-                .where(Deployment.status == "canary", Stage.status.in_(TERMINAL))
-            )
-            return [r for (r,) in rows]
+            return unjudged_canaries(s)
     except StoreUnavailable:
         return []

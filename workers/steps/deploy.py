@@ -6,18 +6,18 @@ module each in ``workers/steps/targets/``; the approval wait before it is ``appr
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import select
+from typing import TYPE_CHECKING, Any
 
 from store import registry
 from store import releases as states
-from store.models import Deployment
 from workers import releases
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.approval import check_approval
 from workers.steps.release import model_for_run
 from workers.steps.targets import local, targets
+
+if TYPE_CHECKING:
+    from store.models import Deployment
 
 
 def deploy(ctx: StepContext) -> StepResult:
@@ -26,9 +26,7 @@ def deploy(ctx: StepContext) -> StepResult:
         raise StepError("no registered model to deploy")
     check_approval(ctx, model)
     with ctx.db.session() as s:  # an earlier attempt whose worker died may have released already
-        earlier = s.scalars(
-            select(Deployment).where(Deployment.run_id == ctx.run_id).order_by(Deployment.id.desc()).limit(1)
-        ).one_or_none()
+        earlier = states.of_run(s, ctx.run_id)
     if earlier is not None:
         return _resume(ctx, earlier)
     return targets()[ctx.project.deploy.target](ctx, model)
@@ -52,7 +50,7 @@ def _resume(ctx: StepContext, dep: Deployment) -> StepResult:
             ctx.say("its canary is still on trial: judging it on")
             return local.trial(ctx, dep.id, detail)
         with ctx.db.session() as s:
-            row = s.get(Deployment, dep.id)
+            row = states.get(s, dep.id)
             assert row is not None
             if row.status == "canary":
                 states.abort_canary(s, row)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from store import aliases
 from store import releases as states
-from store.models import Deployment
 from workers.steps import StepContext, StepError, StepResult
 from workers.steps.commands import run_project
 from workers.steps.release import ModelRef
@@ -34,6 +33,6 @@ def deploy(ctx: StepContext, model: ModelRef) -> StepResult:
         ctx.say(f"deploy command exited with {code}: production is unchanged")
         return StepResult(status="failed", exit_code=code)
     with ctx.db.session() as s:
-        dep = Deployment(model_name=model.name, version=model.version, run_id=ctx.run_id, target="command")
+        dep = states.new(model=model.name, version=model.version, run_id=ctx.run_id, target="command")
         states.promote(s, dep, actor=f"run:{ctx.run_id}", reason="deploy command succeeded")
     return StepResult(detail={"model": model.name, "version": model.version, "target": "command"})

@@ -9,7 +9,6 @@ from typing import Any
 from pipelines.canary import Verdict, judge
 from store import aliases, telemetry
 from store import releases as states
-from store.models import Deployment
 from workers import artifacts, releases, serving
 from workers.projects import mirror
 from workers.steps import StepContext, StepError, StepResult
@@ -36,8 +35,8 @@ def deploy(ctx: StepContext, model: ModelRef) -> StepResult:
     except (serving.ServeError, states.ReleaseError) as exc:
         raise StepError(f"release did not start: {exc}") from exc
     ctx.say(f"healthy at {server.url}")
-    dep = Deployment(
-        model_name=model.name,
+    dep = states.new(
+        model=model.name,
         version=model.version,
         run_id=ctx.run_id,
         target="local",
@@ -87,7 +86,7 @@ def trial(ctx: StepContext, dep_id: int, detail: dict[str, Any]) -> StepResult:
     detail["limits"] = {"max_error_rate": config.max_error_rate, "max_p99_ms": config.max_p99_ms}
     while True:
         with ctx.db.session() as s:
-            dep = s.get(Deployment, dep_id)
+            dep = states.get(s, dep_id)
             assert dep is not None
             stable = states.live(s, dep.model_name).get("active")
             ids = [dep_id] + ([stable.id] if stable else [])
