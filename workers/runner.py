@@ -137,12 +137,18 @@ def execute(settings: Settings, db: Database, run_id: int, name: str, task_id: s
             with stoppable(lambda: cancelled(db, run_id) or (LEASE_LOST if beat.lost else None)):
                 result = _call(settings, db, run_id, name, facts, fh)
     data = path.read_bytes()[-MAX_LOG:]
-    try:  # the web process serves it from there: it cannot read this host's disk
-        key: str | None = stagelogs.save(blobs(settings), run_id, name, lease.attempt, data)
+    key = _save_log(settings, run_id, name, lease.attempt, data)
+    return _record(settings, db, run_id, name, result, data.decode("utf-8", errors="replace"), lease, key)
+
+
+def _save_log(settings: Settings, run_id: int, name: str, attempt: int, data: bytes) -> str | None:
+    """The finished log's object name; None when the object storage refused it (the store then
+    keeps the whole log). The web process serves it from there: it cannot read this host's disk."""
+    try:
+        return stagelogs.save(blobs(settings), run_id, name, attempt, data)
     except (BlobError, OSError) as exc:
         log.warning("run %s: the log of stage %s stays in the store only: %s", run_id, name, exc)
-        key = None
-    return _record(settings, db, run_id, name, result, data.decode("utf-8", errors="replace"), lease, key)
+        return None
 
 
 @dataclass(frozen=True)
@@ -271,6 +277,8 @@ def _record(
         if run.status == "cancelled" and status != "succeeded":  # stopped (or moot): say why
             status = "cancelled"
             text += f"[loopline] stage cancelled: {run.reason or 'the run was cancelled'}\n"
+            if log_object:  # the stored log says why too
+                log_object = _save_log(settings, run_id, name, lease.attempt, text.encode()[-MAX_LOG:])
         stage.lease_owner = stage.lease_expires_at = stage.pgid = None
         move_stage(stage, status, now=now)
         stage.exit_code, stage.detail = result.exit_code, result.detail
