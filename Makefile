@@ -20,8 +20,10 @@ demo: $(STAMP)
 up: $(STAMP)
 	$(BIN)/loopline up
 
+# One pytest process per core (at most four: tests/test_e2e.py gives each a Redis database of
+# its own, 11-14); a test file stays on one worker, so module fixtures are built once.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

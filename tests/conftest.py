@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from store.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOADS = Path(__file__).parent / "payloads"
+#: When this test session began (screenshots newer than this are its own).
+STARTED = time.time()
 PG_ADMIN_URL = os.environ.get("LOOPLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -184,9 +187,11 @@ def project(tmp_path: Path, example_environment: Path | None) -> Project:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say where the dashboard's browser tests saved their screenshots (CI keeps them)."""
-    from dashboard_fixtures import SAVED
+    """Say where the dashboard's browser tests saved their screenshots (CI keeps them); read from
+    the directory, since pytest-xdist's workers took them."""
+    from dashboard_fixtures import screenshots_dir
 
-    if SAVED:
-        shots = ", ".join(sorted(p.name for p in SAVED))
-        terminalreporter.write_line(f"dashboard screenshots in {SAVED[0].parent}: {shots}")
+    folder = screenshots_dir()
+    shots = sorted(p.name for p in folder.glob("*.png") if p.stat().st_mtime >= STARTED)
+    if shots:
+        terminalreporter.write_line(f"dashboard screenshots in {folder}: {', '.join(shots)}")

@@ -688,8 +688,6 @@ CHROMIUM_FLAGS = (
     "--hide-scrollbars",
 )
 CHROMEDRIVER = "/usr/bin/chromedriver"
-#: The screenshots this test session saved (tests/conftest.py lists them at the end).
-SAVED: list[Path] = []
 
 
 def chromium_binary() -> str | None:
@@ -766,7 +764,6 @@ class Browser:
             self.driver.set_window_size(size["width"], min(int(height) + 40, 8000))
             time.sleep(0.3)  # let the charts follow the new size
         self.driver.save_screenshot(str(path))
-        SAVED.append(path)
         if full_page:
             self.driver.set_window_size(size["width"], size["height"])
         return path
