@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.db import Database
-from store.models import Deployment, ModelVersion
+from store.models import Deployment, ModelVersion, Run
 
 
 def current_deployment(session: Session, model: str) -> Deployment | None:
@@ -70,3 +70,37 @@ def serving(db: Database, model: str) -> Serving | None:
         mv = model_version(s, model, dep.version)
         dataset = (mv.dataset if mv else None) or {}
         return Serving(dep.id, dep.version, mv.profile if mv else None, int(dataset.get("version") or 0))
+
+
+def newest(session: Session, name: str) -> ModelVersion | None:
+    """The newest version of model ``name``."""
+    query = select(ModelVersion).where(ModelVersion.name == name).order_by(ModelVersion.version.desc())
+    return session.scalars(query.limit(1)).one_or_none()
+
+
+def for_commit(session: Session, repository: str, name: str, commit: str) -> ModelVersion | None:
+    """The version registered from ``commit``; else the one a run of ``commit`` deployed (a
+    commit that changed only app code shipped the model in production at the time)."""
+    registered = session.scalars(
+        select(ModelVersion)
+        .where(
+            ModelVersion.name == name, ModelVersion.repository == repository, ModelVersion.commit == commit
+        )
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    ).one_or_none()
+    if registered is not None:
+        return registered
+    deployed = session.scalars(
+        select(Deployment)
+        .join(Run, Run.id == Deployment.run_id)
+        .where(
+            Deployment.model_name == name,
+            Deployment.status != "failed",
+            Run.repository == repository,
+            Run.commit == commit,
+        )
+        .order_by(Deployment.id.desc())
+        .limit(1)
+    ).one_or_none()
+    return model_version(session, name, deployed.version) if deployed else None

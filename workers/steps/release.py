@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings
-from store import aliases, registry
+from store import aliases, registry, runs
 from store.db import Database
-from store.models import Deployment, ModelVersion, Run
 from workers import artifacts
 from workers.steps import StepContext, StepError
+
+if TYPE_CHECKING:
+    from store.models import ModelVersion
 
 
 @dataclass(frozen=True)
@@ -40,34 +39,6 @@ def production(settings: Settings, db: Database, name: str) -> ModelRef | None:
     return _ref(settings, mv) if mv else None
 
 
-def _for_commit(s: Session, repository: str, name: str, commit: str) -> ModelVersion | None:
-    """The version registered from ``commit``; else the one a run of ``commit`` deployed (a
-    commit that changed only app code shipped the model in production at the time)."""
-    registered = s.scalars(
-        select(ModelVersion)
-        .where(
-            ModelVersion.name == name, ModelVersion.repository == repository, ModelVersion.commit == commit
-        )
-        .order_by(ModelVersion.version.desc())
-        .limit(1)
-    ).one_or_none()
-    if registered is not None:
-        return registered
-    deployed = s.scalars(
-        select(Deployment)
-        .join(Run, Run.id == Deployment.run_id)
-        .where(
-            Deployment.model_name == name,
-            Deployment.status != "failed",
-            Run.repository == repository,
-            Run.commit == commit,
-        )
-        .order_by(Deployment.id.desc())
-        .limit(1)
-    ).one_or_none()
-    return registry.model_version(s, name, deployed.version) if deployed else None
-
-
 def model_for_run(ctx: StepContext) -> ModelRef | None:
     """The version this run registered; else production; else the newest registered one.
 
@@ -76,9 +47,9 @@ def model_for_run(ctx: StepContext) -> ModelRef | None:
     """
     name = ctx.project.model_name
     with ctx.db.session() as s:
-        run = s.get(Run, ctx.run_id)
+        run = runs.get(s, ctx.run_id)
         if run is not None and run.trigger == "tag":
-            released = _for_commit(s, run.repository, name, ctx.commit)
+            released = registry.for_commit(s, run.repository, name, ctx.commit)
             if released is None:
                 raise StepError(
                     f"no version of model {name!r} was registered for commit {ctx.commit[:12]}: "
@@ -93,10 +64,5 @@ def model_for_run(ctx: StepContext) -> ModelRef | None:
     if current is not None:
         return current
     with ctx.db.session() as s:
-        newest = s.scalars(
-            select(ModelVersion)
-            .where(ModelVersion.name == name)
-            .order_by(ModelVersion.version.desc())
-            .limit(1)
-        ).one_or_none()
+        newest = registry.newest(s, name)
     return _ref(ctx.settings, newest) if newest else None
