@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from pipelines.events import Event
 from store.db import Database
@@ -155,3 +156,9 @@ def finish(db: Database, ids: list[str], *, run_id: int | None, error: str | Non
             .where(Delivery.id.in_(ids))
             .values(status="failed" if error else "processed", run_id=run_id, error=error)
         )
+
+
+def first_of_run(session: Session, run_id: int) -> str | None:
+    """The id of the delivery that started run ``run_id`` (the first of its batch)."""
+    query = select(Delivery.id).where(Delivery.run_id == run_id).order_by(Delivery.received_at)
+    return session.scalars(query.limit(1)).one_or_none()

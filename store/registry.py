@@ -1,11 +1,12 @@
-"""Registry look-ups shared by the API and the workers."""
+"""The model registry: looking versions and releases up, and registering a version once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.db import Database
@@ -104,3 +105,28 @@ def for_commit(session: Session, repository: str, name: str, commit: str) -> Mod
         .limit(1)
     ).one_or_none()
     return model_version(session, name, deployed.version) if deployed else None
+
+
+def of_run(session: Session, run_id: int) -> ModelVersion | None:
+    """The version run ``run_id`` registered (an attempt whose worker died may have)."""
+    return session.scalars(select(ModelVersion).where(ModelVersion.run_id == run_id)).first()
+
+
+def register(db: Database, name: str, run_id: int, attempts: int = 5, **fields: Any) -> int | None:
+    """Register the next version of model ``name`` for run ``run_id`` (recorded on the run);
+    returns the version, or None when ``attempts`` runs registering at once all took it first
+    (the unique ``(name, version)`` decides)."""
+    for _attempt in range(attempts):
+        with db.session() as s:
+            newest_version = s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == name))
+        version = (newest_version or 0) + 1
+        try:
+            with db.session() as s:
+                s.add(ModelVersion(name=name, version=version, run_id=run_id, **fields))
+                run = s.get(Run, run_id)
+                assert run is not None
+                run.model_version = version
+            return version
+        except IntegrityError:
+            continue
+    return None

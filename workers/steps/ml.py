@@ -7,14 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from pipelines import ledger
 from pipelines import profile as profiles
-from store import aliases, datasets
+from store import aliases, datasets, deliveries, registry, runs
 from store.blobs import hash_file
-from store.models import Delivery, ModelVersion, Run, Stage
 from workers import artifacts
 from workers.datasets import blobs
 from workers.projects import mirror
@@ -105,7 +102,7 @@ def training_data(ctx: StepContext) -> tuple[dict[str, Any], dict[str, Any] | No
     sha256, and every file under ``data.into`` (the commit's own and the landed ones), with the
     profile of its tables for ``validate_data`` to check later data against."""
     with ctx.db.session() as s:
-        run = s.get(Run, ctx.run_id)
+        run = runs.get(s, ctx.run_id)
         number = run.dataset_version if run else None
     manifest, manifest_sha = datasets.manifest(ctx.db, ctx.repo.name, number)
     landed = {e["path"]: e for e in manifest}
@@ -144,12 +141,8 @@ def training_data(ctx: StepContext) -> tuple[dict[str, Any], dict[str, Any] | No
 def _gate_and_delivery(ctx: StepContext) -> tuple[dict[str, Any] | None, str | None]:
     """This run's gate verdict (refusing a candidate that did not pass) and its first delivery."""
     with ctx.db.session() as s:
-        evaluate = s.scalars(
-            select(Stage).where(Stage.run_id == ctx.run_id, Stage.name == "evaluate")
-        ).one_or_none()
-        delivery = s.scalars(
-            select(Delivery.id).where(Delivery.run_id == ctx.run_id).order_by(Delivery.received_at).limit(1)
-        ).one_or_none()
+        evaluate = runs.stage_of(s, ctx.run_id, "evaluate")
+        delivery = deliveries.first_of_run(s, ctx.run_id)
         detail = evaluate.detail if evaluate else None
         refused = evaluate is not None and not (
             evaluate.status == "succeeded" and (detail or {}).get("passed")
@@ -181,43 +174,26 @@ def register(ctx: StepContext) -> StepResult:
     if stored.sha256 != digest:
         raise StepError("artifact changed while it was copied into the registry")
     where = artifacts.location(ctx.settings, digest, source.name)
-    for _attempt in range(5):  # two runs registering at once: the unique (name, version) decides
-        with ctx.db.session() as s:
-            version = (
-                s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)) or 0
-            ) + 1
-        try:
-            with ctx.db.session() as s:
-                s.add(
-                    ModelVersion(
-                        name=name,
-                        version=version,
-                        run_id=ctx.run_id,
-                        repository=ctx.repo.name,
-                        commit=ctx.commit,
-                        ref=ctx.ref,
-                        branch=ctx.ref.removeprefix("refs/heads/")
-                        if ctx.ref and ctx.ref.startswith("refs/heads/")
-                        else None,
-                        commit_message=message[:2000] or None,
-                        delivery_id=delivery_id,
-                        gate=gate,
-                        data_version=data_version,
-                        params=params,
-                        metrics=metrics,
-                        artifact_path=where,
-                        sha256=digest,
-                        dataset=dataset,
-                        profile=profile,
-                    )
-                )
-                run = s.get(Run, ctx.run_id)
-                assert run is not None
-                run.model_version = version
-            break
-        except IntegrityError:
-            continue
-    else:
+    version = registry.register(
+        ctx.db,
+        name,
+        ctx.run_id,
+        repository=ctx.repo.name,
+        commit=ctx.commit,
+        ref=ctx.ref,
+        branch=ctx.ref.removeprefix("refs/heads/") if ctx.ref and ctx.ref.startswith("refs/heads/") else None,
+        commit_message=message[:2000] or None,
+        delivery_id=delivery_id,
+        gate=gate,
+        data_version=data_version,
+        params=params,
+        metrics=metrics,
+        artifact_path=where,
+        sha256=digest,
+        dataset=dataset,
+        profile=profile,
+    )
+    if version is None:
         raise StepError("could not allocate a model version")
     ctx.say(
         f"registered {name} v{version} sha256={digest} on dataset version {dataset['version']}"
@@ -241,7 +217,7 @@ def register(ctx: StepContext) -> StepResult:
 def _registered(ctx: StepContext) -> StepResult | None:
     """What this run registered in an earlier attempt, if it did (its alias set again)."""
     with ctx.db.session() as s:
-        mv = s.scalars(select(ModelVersion).where(ModelVersion.run_id == ctx.run_id)).first()
+        mv = registry.of_run(s, ctx.run_id)
     if mv is None:
         return None
     ctx.say(f"{mv.name} v{mv.version} was registered by an earlier attempt of this stage")
