@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -424,48 +425,46 @@ def test_up_runs_everything_until_ctrl_c(tmp_path: Path) -> None:
     env.update(LOOPLINE_HOME=str(tmp_path / "home"), LOOPLINE_CONFIG=str(tmp_path / "none.yaml"))
     (tmp_path / "none.yaml").write_text("repositories: []\n")
     port = free_port()
-    proc = subprocess.Popen(
+    lines: list[str] = []
+    with subprocess.Popen(
         [sys.executable, "-m", "loopline", "up", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.3)
-        assert (tmp_path / "home" / "redis.sock").exists()  # the embedded broker
-        logs = tmp_path / "home" / "logs"
-        while time.monotonic() < deadline and not all(  # both workers up: `up` has said so
-            (logs / f"{name}.log").exists() and "ready." in (logs / f"{name}.log").read_text()
-            for name in ("worker", "trainer")
-        ):
-            time.sleep(0.2)
-        # The default worker's main process dies (as kombu makes it on a Redis restart): `up`
-        # starts it again, and it becomes ready again.
-        worker = _worker_pid(proc.pid)
-        os.kill(worker, signal.SIGKILL)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and (logs / "worker.log").read_text().count("ready.") < 2:
-            time.sleep(0.2)
-        assert (logs / "worker.log").read_text().count("ready.") == 2
-        assert _worker_pid(proc.pid) != worker
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:  # a check above failed: stop it whole, children included
+    ) as proc:
+        assert proc.stdout is not None
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+        reader.start()
+        try:
+            # `up` has said it is up (its own readiness check passed): before that, a process
+            # that exits is a failed start, not one to start again
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not any("Loopline is up at" in line for line in lines):
+                assert proc.poll() is None, "".join(lines)
+                time.sleep(0.2)
+            assert (tmp_path / "home" / "redis.sock").exists()  # the embedded broker
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).raise_for_status()
+            # The default worker's main process dies (as kombu makes it on a Redis restart): `up`
+            # starts it again, and it becomes ready again.
+            logs = tmp_path / "home" / "logs"
+            worker = _worker_pid(proc.pid)
+            os.kill(worker, signal.SIGKILL)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and (logs / "worker.log").read_text().count("ready.") < 2:
+                time.sleep(0.2)
+            assert (logs / "worker.log").read_text().count("ready.") == 2, "".join(lines)
+            assert _worker_pid(proc.pid) != worker
+            time.sleep(0.5)
+        finally:  # stop it whole, children included, whatever failed above
             proc.send_signal(signal.SIGINT)
             try:
-                print(proc.communicate(timeout=60)[0])
+                proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.communicate()
+                proc.wait()
+            reader.join(timeout=10)
+    out = "".join(lines)
     assert proc.returncode == 0, out
     assert "Loopline is up at" in out and "stopping" in out
     assert f"worker exited with {-signal.SIGKILL}; starting it again in 2s" in out
