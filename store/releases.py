@@ -215,3 +215,74 @@ def unjudged_canaries(session: Session) -> list[int]:
         .where(Deployment.status == "canary", Stage.status.in_(TERMINAL))
     )
     return [r for (r,) in rows]
+
+
+def canary_of_run(session: Session, run_id: int) -> Deployment | None:
+    """The canary run ``run_id``'s deploy left on trial, if any."""
+    query = select(Deployment).where(Deployment.run_id == run_id, Deployment.status == "canary")
+    return session.scalars(query).one_or_none()
+
+
+def local_releases(session: Session, model: str, version: int) -> list[Deployment]:
+    """``version``'s releases Loopline ran itself from a release directory, newest first (a new
+    release of that version reuses one)."""
+    query = (
+        select(Deployment)
+        .where(
+            Deployment.model_name == model,
+            Deployment.version == version,
+            Deployment.target == "local",
+            Deployment.release_dir.is_not(None),
+        )
+        .order_by(Deployment.id.desc())
+    )
+    return list(session.scalars(query))
+
+
+def record_process(
+    session: Session, release_id: int, *, url: str, pid: int, host: str, release_dir: str
+) -> None:
+    """Where the process just (re)started for release ``release_id`` runs."""
+    row = session.get(Deployment, release_id)
+    assert row is not None
+    row.url, row.pid, row.host, row.release_dir = url, pid, host, release_dir
+
+
+def started(
+    session: Session,
+    release_id: int | None,
+    *,
+    model: str,
+    version: int,
+    run_id: int,
+    url: str,
+    pid: int,
+    host: str,
+    release_dir: str,
+    bundle_sha256: str | None,
+) -> Deployment:
+    """Release ``release_id`` (or a new local one) with the process just started for it: the
+    caller promotes it in the same transaction, so a started process is never seen as retired."""
+    row = session.get(Deployment, release_id) if release_id else None
+    dep = row or new(model=model, version=version, run_id=run_id, target="local", release_dir=release_dir)
+    dep.url, dep.pid, dep.host = url, pid, host
+    dep.release_dir, dep.bundle_sha256 = release_dir, dep.bundle_sha256 or bundle_sha256
+    return dep
+
+
+def processes(session: Session, *, ended_only: bool) -> list[tuple[int, int | None, str | None]]:
+    """``(release, pid, host)`` of the releases with a recorded process: those a transition
+    retired or failed (``ended_only``), else all of them."""
+    query = select(Deployment.id, Deployment.pid, Deployment.host).where(Deployment.pid.is_not(None))
+    if ended_only:
+        query = query.where(Deployment.status.not_in(LIVE_RELEASES))
+    return [(dep_id, pid, host) for dep_id, pid, host in session.execute(query)]
+
+
+def forget_processes(session: Session, stopped: dict[int, int]) -> None:
+    """Clear the pid of the releases whose process (``release -> pid``) was stopped, unless a
+    new one was recorded meanwhile."""
+    for dep_id, pid in stopped.items():
+        dep = session.get(Deployment, dep_id)
+        if dep is not None and dep.pid == pid:
+            dep.pid = None

@@ -13,21 +13,24 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
-from sqlalchemy import ColumnElement, select, true
-from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from store import registry
 from store import releases as states
 from store.blobs import BlobError
 from store.db import Database
-from store.models import LIVE_RELEASES, Deployment, ModelVersion
 from store.releases import ReleaseError
 from workers import artifacts, hosts, serving
 from workers.environments import EnvironmentBuildError, box_for
 from workers.projects import mirror, project_in
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from store.models import Deployment, ModelVersion
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -85,7 +88,7 @@ def healthy(dep: Deployment, sha256: str) -> bool:
 def ensure_running(settings: Settings, db: Database, dep_id: int, say: Say) -> None:
     """Restart a live release from its release directory if its process is gone."""
     with db.session() as s:
-        dep = s.get(Deployment, dep_id)
+        dep = states.get(s, dep_id)
         assert dep is not None
         states.switchable(dep)
         mv = _version(s, dep.model_name, dep.version)
@@ -103,9 +106,9 @@ def ensure_running(settings: Settings, db: Database, dep_id: int, say: Say) -> N
         address=settings.serving_address,
     )
     with db.session() as s:
-        row = s.get(Deployment, dep_id)
-        assert row is not None
-        row.url, row.pid, row.host, row.release_dir = server.url, server.pid, settings.host, str(directory)
+        states.record_process(
+            s, dep_id, url=server.url, pid=server.pid, host=settings.host, release_dir=str(directory)
+        )
     say(f"release #{dep.id} healthy at {server.url} on {settings.host}")
 
 
@@ -131,7 +134,7 @@ def reap(db: Database, settings: Settings, *, ask_others: bool = True) -> None:
     """Stop the processes of releases a transition retired or failed: this host's here, another
     host's by a task on that host's queue (a pid means nothing on another host). The periodic
     pass asks no one (``ask_others``): a host that is gone would get a message every pass."""
-    _stop(db, Deployment.status.not_in(LIVE_RELEASES), settings.host, ask=settings if ask_others else None)
+    _stop(db, settings.host, ended_only=True, ask=settings if ask_others else None)
 
 
 def promote(
@@ -148,7 +151,7 @@ def promote(
     if target_id is not None:
         ensure_running(settings, db, target_id, say)
         with db.session() as s:
-            dep = s.get(Deployment, target_id)
+            dep = states.get(s, target_id)
             assert dep is not None
             states.promote(s, dep, actor=actor, reason=reason or "promoted")
     else:
@@ -162,16 +165,18 @@ def promote(
             address=settings.serving_address,
         )
         with db.session() as s:  # one transaction: a started process is never seen as retired
-            row = s.get(Deployment, row_id) if row_id else None
-            dep = row or Deployment(
-                model_name=model,
+            dep = states.started(
+                s,
+                row_id,
+                model=model,
                 version=version,
                 run_id=mv.run_id,
-                target="local",
+                url=server.url,
+                pid=server.pid,
+                host=settings.host,
                 release_dir=str(directory),
+                bundle_sha256=bundle,
             )
-            dep.url, dep.pid, dep.host = server.url, server.pid, settings.host
-            dep.release_dir, dep.bundle_sha256 = str(directory), dep.bundle_sha256 or bundle
             states.promote(s, dep, actor=actor, reason=reason or "promoted")
     reap(db, settings)
 
@@ -188,7 +193,7 @@ def rollback(
     if status == "standby":
         ensure_running(settings, db, target_id, say)
     with db.session() as s:
-        dep = s.get(Deployment, target_id)
+        dep = states.get(s, target_id)
         assert dep is not None
         if dep.status != status:
             raise ReleaseError(f"release #{dep.id} became {dep.status} meanwhile; look again and retry")
@@ -200,9 +205,7 @@ def abort_canary_of(db: Database, run_id: int) -> bool:
     """Roll back the canary ``run_id``'s deploy left on trial (its run ended without a verdict:
     the worker judging it died for good). The caller reaps its process."""
     with db.session() as s:
-        dep = s.scalars(
-            select(Deployment).where(Deployment.run_id == run_id, Deployment.status == "canary")
-        ).one_or_none()
+        dep = states.canary_of_run(s, run_id)
         if dep is None:
             return False
         states.abort_canary(s, dep)
@@ -227,16 +230,15 @@ def restore(settings: Settings, db: Database, say: Say) -> None:
 def stop_all(db: Database, host: str | None = None) -> None:
     """At exit: stop this host's release processes; their states stay, so the next start
     restores them."""
-    _stop(db, true(), host or socket.gethostname(), grace=2)
+    _stop(db, host or socket.gethostname(), grace=2, ended_only=False)
 
 
 def _stop(
-    db: Database, which: ColumnElement[bool], host: str, grace: float = 5, *, ask: Settings | None = None
+    db: Database, host: str, grace: float = 5, *, ended_only: bool, ask: Settings | None = None
 ) -> None:
+    """Stop the processes of the releases a transition ended (``ended_only``), else of all."""
     with db.session() as s:
-        rows = s.execute(
-            select(Deployment.id, Deployment.pid, Deployment.host).where(which, Deployment.pid.is_not(None))
-        ).all()
+        rows = states.processes(s, ended_only=ended_only)
     pids = {dep_id: pid for dep_id, pid, on in rows if pid and on in (None, host)}
     elsewhere = {on for _dep_id, pid, on in rows if pid and on not in (None, host)}
     for other in sorted(elsewhere):
@@ -245,10 +247,7 @@ def _stop(
     for pid in pids.values():
         serving.stop(pid, grace=grace)
     with db.session() as s:
-        for dep_id, pid in pids.items():
-            dep = s.get(Deployment, dep_id)
-            if dep is not None and dep.pid == pid:
-                dep.pid = None
+        states.forget_processes(s, pids)
 
 
 def _version(session: Session, model: str, version: int) -> ModelVersion:
@@ -265,16 +264,7 @@ def _release_for(
     else a new export of its commit. Returns the directory, the deployment row to reuse, if
     any, and the bundle's sha256."""
     with db.session() as s:
-        earlier = s.scalars(
-            select(Deployment)
-            .where(
-                Deployment.model_name == mv.name,
-                Deployment.version == mv.version,
-                Deployment.target == "local",
-                Deployment.release_dir.is_not(None),
-            )
-            .order_by(Deployment.id.desc())
-        ).all()
+        earlier = states.local_releases(s, mv.name, mv.version)
     for dep in earlier:
         try:
             return local_dir(settings, dep), dep.id, dep.bundle_sha256
