@@ -162,3 +162,8 @@ def first_of_run(session: Session, run_id: int) -> str | None:
     """The id of the delivery that started run ``run_id`` (the first of its batch)."""
     query = select(Delivery.id).where(Delivery.run_id == run_id).order_by(Delivery.received_at)
     return session.scalars(query.limit(1)).one_or_none()
+
+
+def of_run(session: Session, run_id: int) -> list[Delivery]:
+    """The deliveries that started run ``run_id`` (its batch)."""
+    return list(session.scalars(select(Delivery).where(Delivery.run_id == run_id)))

@@ -36,6 +36,15 @@ def stage_of(session: Session, run_id: int, name: str) -> Stage | None:
     return session.scalars(select(Stage).where(Stage.run_id == run_id, Stage.name == name)).one_or_none()
 
 
+def cancelled_because(db: Database, run_id: int) -> str | None:
+    """Why the run was cancelled (e.g. "superseded by run 7"), or None while it goes on."""
+    with db.session() as s:
+        row = s.execute(select(Run.status, Run.reason).where(Run.id == run_id)).one_or_none()
+    if row is None or row.status != "cancelled":
+        return None
+    return row.reason or "cancelled"
+
+
 def lock_run(session: Session, run_id: int) -> None:
     """Take the run's row for the rest of the transaction before reading it.
 

@@ -18,6 +18,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session, aliased
@@ -146,6 +147,24 @@ def start(stage: Stage, lease_seconds: float, now: datetime | None = None) -> No
         now + timedelta(seconds=lease_seconds),
         None,
     )
+
+
+def finish(
+    stage: Stage,
+    status: str,
+    *,
+    exit_code: int | None,
+    detail: dict[str, Any] | None,
+    log: str,
+    log_object: str | None,
+    now: datetime | None = None,
+) -> None:
+    """``stage`` (running, its run's row locked) ended with ``status``: its lease is released
+    and its outcome recorded (``log``: the whole log, or the tail of the one in ``log_object``)."""
+    stage.lease_owner = stage.lease_expires_at = stage.pgid = None
+    move_stage(stage, status, now=now)
+    stage.exit_code, stage.detail = exit_code, detail
+    stage.log, stage.log_object = log, log_object
 
 
 def lease_alive(stage: Stage, now: datetime | None = None) -> bool:

@@ -20,16 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import select
-
 from config.settings import Settings
 from pipelines.config import ConfigError, RepoConfig
 from pipelines.events import DataObject, Event
-from store import schedule, stagelogs
+from store import deliveries, runs, schedule, stagelogs
 from store.blobs import BlobError
+from store.clock import utcnow
 from store.db import Database, StoreUnavailable
-from store.lifecycle import RUNNABLE, TERMINAL, end_run, move_run, move_stage
-from store.models import Delivery, Run, utcnow
+from store.lifecycle import RUNNABLE, TERMINAL, end_run, move_run
 from store.runs import ended_runs, forget_workspace, lock_run, origin, stage_of
 from workers import artifacts, projects
 from workers.datasets import blobs
@@ -77,7 +75,7 @@ def execute(settings: Settings, db: Database, run_id: int, name: str, task_id: s
     """
     with db.session() as s:
         lock_run(s, run_id)  # a supersession or cancel either happens before this, or sees it
-        run = s.get(Run, run_id)
+        run = runs.get(s, run_id)
         stage = stage_of(s, run_id, name)
         if run is None or stage is None:
             return "skipped"
@@ -99,13 +97,13 @@ def execute(settings: Settings, db: Database, run_id: int, name: str, task_id: s
             if run.status == "queued":
                 move_run(run, "running", now=stage.started_at)
             lease = _Lease(stage.id, stage.lease_owner or "", stage.attempt)
-            deliveries = s.scalars(select(Delivery).where(Delivery.run_id == origin(s, run).id))
+            batch = deliveries.of_run(s, origin(s, run).id)
             facts = _Facts(
                 repository=run.repository,
                 commit=run.commit or "",
                 ref=run.ref,
                 classification=run.classification or {},
-                objects=[o for d in deliveries for o in Event.from_dict(d.event).objects],
+                objects=[o for d in batch for o in Event.from_dict(d.event).objects],
                 dataset_version=run.dataset_version,
                 outputs={
                     path: sha256
@@ -166,7 +164,7 @@ def take_over(
     the stage's new status, or None when its lease is alive after all."""
     with db.session() as s:
         lock_run(s, run_id)
-        run = s.get(Run, run_id)
+        run = runs.get(s, run_id)
         stage = stage_of(s, run_id, name)
         if run is None or stage is None or stage.status != "running" or schedule.lease_alive(stage, now):
             return None
@@ -204,13 +202,9 @@ def _alone(settings: Settings, run_id: int, name: str) -> AbstractContextManager
 def cancelled(db: Database, run_id: int) -> str | None:
     """Why the run was cancelled (e.g. "superseded by run 7"), or None while it goes on."""
     try:
-        with db.session() as s:
-            row = s.execute(select(Run.status, Run.reason).where(Run.id == run_id)).one_or_none()
+        return runs.cancelled_because(db, run_id)
     except StoreUnavailable:  # a store hiccup never kills a running command
         return None
-    if row is None or row.status != "cancelled":
-        return None
-    return row.reason or "cancelled"
 
 
 def _call(
@@ -263,7 +257,7 @@ def _record(
     status = result.status
     with db.session() as s:
         lock_run(s, run_id)
-        run = s.get(Run, run_id)
+        run = runs.get(s, run_id)
         assert run is not None
         stage = next(st for st in run.stages if st.name == name)
         if (stage.status, stage.lease_owner, stage.attempt) != ("running", lease.owner, lease.attempt):
@@ -279,10 +273,15 @@ def _record(
             text += f"[loopline] stage cancelled: {run.reason or 'the run was cancelled'}\n"
             if log_object:  # the stored log says why too
                 log_object = _save_log(settings, run_id, name, lease.attempt, text.encode()[-MAX_LOG:])
-        stage.lease_owner = stage.lease_expires_at = stage.pgid = None
-        move_stage(stage, status, now=now)
-        stage.exit_code, stage.detail = result.exit_code, result.detail
-        stage.log, stage.log_object = (stagelogs.tail(text), log_object) if log_object else (text, None)
+        schedule.finish(
+            stage,
+            status,
+            exit_code=result.exit_code,
+            detail=result.detail,
+            log=stagelogs.tail(text) if log_object else text,
+            log_object=log_object or None,
+            now=now,
+        )
         later = [st for st in run.stages if st.position > stage.position]
         if run.status == "cancelled":  # cancelled while this stage ran: record it, move nothing on
             pass
