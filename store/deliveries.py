@@ -167,3 +167,9 @@ def first_of_run(session: Session, run_id: int) -> str | None:
 def of_run(session: Session, run_id: int) -> list[Delivery]:
     """The deliveries that started run ``run_id`` (its batch)."""
     return list(session.scalars(select(Delivery).where(Delivery.run_id == run_id)))
+
+
+def batch(db: Database, ids: list[str]) -> list[Delivery]:
+    """The deliveries ``ids`` of one intake, oldest first."""
+    with db.session() as s:
+        return list(s.scalars(select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.received_at)))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pipelines.errors import LooplineError
 from store.db import Database
 from store.lifecycle import ACTIVE, RETRYABLE, TERMINAL, end_run, listed, move_run, move_stage
-from store.models import Run, Stage, as_utc, utcnow
+from store.models import Delivery, Run, Stage, as_utc, utcnow
 
 
 class InvalidAction(LooplineError, ValueError):
@@ -384,3 +386,60 @@ def unreport(db: Database, run_id: int) -> None:
     """Undo a claim whose publish failed, so the next relay pass sends it again."""
     with db.session() as s:
         s.execute(update(Run).where(Run.id == run_id).values(reported_status=None))
+
+
+def new(*, repository: str, ref: str | None, commit: str | None, trigger: str) -> Run:
+    """A queued run not stored yet: intake plans it, then :func:`insert` stores it."""
+    return Run(repository=repository, ref=ref, commit=commit, trigger=trigger, status="queued")
+
+
+def new_stage(name: str, position: int, **fields: Any) -> Stage:
+    """A queued stage of a run not stored yet."""
+    return Stage(name=name, position=position, status="queued", **fields)
+
+
+def insert(db: Database, run: Run, delivery_ids: list[str]) -> tuple[int, bool]:
+    """Write the planned ``run`` (with its stages) and link its deliveries in one transaction;
+    returns its id and True. If a run with the same ``dedupe_key`` exists, nothing is written:
+    returns that run's id and False."""
+    try:
+        with db.session() as s:
+            s.add(run)
+            s.flush()
+            s.execute(update(Delivery).where(Delivery.id.in_(delivery_ids)).values(run_id=run.id))
+        return run.id, True
+    except IntegrityError:
+        with db.session() as s:
+            return s.scalars(select(Run.id).where(Run.dedupe_key == run.dedupe_key)).one(), False
+
+
+def last_built(db: Database, repository: str, ref: str) -> str | None:
+    """The commit of branch ``ref``'s newest push run that finished (not cancelled)."""
+    with db.session() as s:
+        return s.scalar(
+            select(Run.commit)
+            .where(
+                Run.repository == repository,
+                Run.ref == ref,
+                Run.trigger == "push",
+                Run.status.in_(TERMINAL - {"cancelled"}),
+            )
+            .order_by(Run.id.desc())
+            .limit(1)
+        )
+
+
+def newest_of_commit(db: Database, repository: str, ref: str, commit: str | None) -> int | None:
+    """The newest run of ``commit`` on branch ``ref``."""
+    with db.session() as s:
+        return s.scalar(
+            select(Run.id)
+            .where(Run.repository == repository, Run.ref == ref, Run.commit == commit)
+            .order_by(Run.id.desc())
+            .limit(1)
+        )
+
+
+def set_workspace(db: Database, run_id: int, path: str) -> None:
+    with db.session() as s:
+        s.execute(update(Run).where(Run.id == run_id).values(workspace=path))

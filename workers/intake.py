@@ -17,9 +17,7 @@ import hashlib
 import logging
 import shutil
 from dataclasses import dataclass
-
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from typing import TYPE_CHECKING
 
 from config.settings import Settings
 from pipelines.config import ConfigError, RepoConfig
@@ -27,15 +25,18 @@ from pipelines.errors import LooplineError
 from pipelines.events import TRIGGERS, DataObject, Event, sequencer_order
 from store import datasets, deliveries, objects, runs
 from store.blobs import BlobError
+from store.clock import utcnow
 from store.db import Database
 from store.lifecycle import TERMINAL, end_run, move_run, move_stage
-from store.models import Delivery, Run, Stage, utcnow
 from workers import datasets as ledger
 from workers.explain import explain, locate
 from workers.fetch import FetchError
 from workers.gitops import GitError, Mirror
 from workers.locks import file_lock, lock_path
 from workers.projects import mirror, project_at, project_in, workspace
+
+if TYPE_CHECKING:
+    from store.models import Run
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,7 @@ class Busy(LooplineError, RuntimeError):
 
 
 def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Prepared:
-    with db.session() as s:
-        rows = list(
-            s.scalars(select(Delivery).where(Delivery.id.in_(delivery_ids)).order_by(Delivery.received_at))
-        )
+    rows = deliveries.batch(db, delivery_ids)
     if not rows:
         return Prepared(None)
     events = [Event.from_dict(r.event) for r in rows]
@@ -110,7 +108,7 @@ def _plan(
         log.warning("intake %s failed: %s", delivery_ids, exc)
         deliveries.finish(db, delivery_ids, run_id=None, error=str(exc))
         return Prepared(None)
-    run = Run(repository=repo.name, ref=ref, commit=commit, trigger=first.type, status="queued")
+    run = runs.new(repository=repo.name, ref=ref, commit=commit, trigger=first.type)
     if first.type != "data":  # a data run's version is the one its objects land as
         run.dataset_version = datasets.current_number(db, repo.name)
     try:
@@ -118,9 +116,7 @@ def _plan(
     except ConfigError as exc:  # a failed `config` stage with the message, not a crash
         now = utcnow()
         run.plan, run.dedupe_key = ["config"], f"{repo.name}|{ref}|{commit}|config"
-        config = Stage(
-            name="config", position=0, status="queued", started_at=now, exit_code=1, log=f"{exc}\n"
-        )
+        config = runs.new_stage("config", 0, started_at=now, exit_code=1, log=f"{exc}\n")
         run.stages = [config]
         move_stage(config, "failed", now=now)
         move_run(run, "failed", reason=str(exc), now=now)
@@ -147,7 +143,7 @@ def _plan(
         list(stages),
         classification.to_dict(),
     )
-    run.stages = [Stage(name=name, position=i, status="queued") for i, name in enumerate(stages)]
+    run.stages = [runs.new_stage(name, i) for i, name in enumerate(stages)]
     tip = mirror_.resolve(ref) if first.type == "push" else commit
     if tip != commit:  # a newer push of this branch was fetched already: this one came late
         _late(db, run, repo.name, ref, tip)
@@ -180,30 +176,13 @@ def _last_built(db: Database, mirror_: Mirror, repository: str, ref: str, commit
     """The commit of the branch's last finished run when this push descends from it. Diffing
     against it (not the push's ``before``) keeps the changes of pushes whose runs were
     superseded, or came late, in this run's plan."""
-    with db.session() as s:
-        last = s.scalar(
-            select(Run.commit)
-            .where(
-                Run.repository == repository,
-                Run.ref == ref,
-                Run.trigger == "push",
-                Run.status.in_(TERMINAL - {"cancelled"}),
-            )
-            .order_by(Run.id.desc())
-            .limit(1)
-        )
+    last = runs.last_built(db, repository, ref)
     return last if last and last != commit and mirror_.is_ancestor(last, commit) else None
 
 
 def _late(db: Database, run: Run, repository: str, ref: str, tip: str | None) -> None:
     """Record a run for a commit its branch has moved past as cancelled, naming the newer run."""
-    with db.session() as s:
-        newer = s.scalar(
-            select(Run.id)
-            .where(Run.repository == repository, Run.ref == ref, Run.commit == tip)
-            .order_by(Run.id.desc())
-            .limit(1)
-        )
+    newer = runs.newest_of_commit(db, repository, ref, tip)
     if newer is not None:
         run.reason = f"superseded by run {newer}"
     elif tip is None:
@@ -241,19 +220,10 @@ def _order(item: DataObject) -> str:
 def _insert(db: Database, run: Run, delivery_ids: list[str]) -> Prepared:
     """Write the run and link its deliveries in one transaction. If the same (repo, ref,
     commit, kinds) already has a run, the deliveries join that one instead."""
-    try:
-        with db.session() as s:
-            s.add(run)
-            s.flush()
-            s.execute(update(Delivery).where(Delivery.id.in_(delivery_ids)).values(run_id=run.id))
-        if run.status != "queued":
-            deliveries.finish(db, delivery_ids, run_id=run.id)
-        return Prepared(run.id)
-    except IntegrityError:
-        with db.session() as s:
-            existing = s.scalars(select(Run.id).where(Run.dedupe_key == run.dedupe_key)).one()
-        deliveries.finish(db, delivery_ids, run_id=existing)
-        return Prepared(existing)
+    run_id, inserted = runs.insert(db, run, delivery_ids)
+    if not inserted or run.status != "queued":
+        deliveries.finish(db, delivery_ids, run_id=run_id)
+    return Prepared(run_id)
 
 
 def _ready(
@@ -261,7 +231,7 @@ def _ready(
 ) -> Prepared:
     """Make sure a queued run has its worktree; return the stages still to publish."""
     with db.session() as s:
-        run = s.get(Run, run_id)
+        run = runs.get(s, run_id)
         assert run is not None
         queued = tuple(st.name for st in run.stages if st.status == "queued")
         if run.status != "queued" or len(queued) != len(run.stages):
@@ -277,14 +247,13 @@ def _ready(
         except (ConfigError, GitError, OSError, IntakeError, FetchError, BlobError) as exc:
             _fail(db, run_id, f"workspace: {exc}")
             return Prepared(run_id)
-        with db.session() as s:
-            s.execute(update(Run).where(Run.id == run_id).values(workspace=str(workspace(settings, run_id))))
+        runs.set_workspace(db, run_id, str(workspace(settings, run_id)))
     return Prepared(run_id, queued)
 
 
 def _fail(db: Database, run_id: int, reason: str) -> None:
     with db.session() as s:
-        run = s.get(Run, run_id)
+        run = runs.get(s, run_id)
         assert run is not None
         end_run(run, "failed", reason=reason)
         ids = [d.id for d in run.deliveries]
@@ -315,10 +284,9 @@ def prepare_retry(settings: Settings, db: Database, run_id: int) -> Prepared:
     """A retry's worktree at its commit (with the first attempt's dropped data files), and the
     stages to publish; nothing when it was superseded or cancelled meanwhile."""
     with db.session() as s:
-        run = s.get(Run, run_id)
+        run = runs.get(s, run_id)
         if run is None:
             return Prepared(None)
         first = runs.origin(s, run)
-        rows = s.scalars(select(Delivery).where(Delivery.run_id == first.id))
-        events = [Event.from_dict(d.event) for d in rows]
+        events = [Event.from_dict(d.event) for d in deliveries.of_run(s, first.id)]
     return _ready(settings, db, run_id, events)
