@@ -22,6 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PAYLOADS = Path(__file__).parent / "payloads"
 #: When this test session began (screenshots newer than this are its own).
 STARTED = time.time()
+#: The system Redis the end-to-end tests run their stacks on: a database per pytest-xdist worker
+#: (gw0 → 11, gw1 → 12 …), since each test flushes it and two stacks on one database would take
+#: each other's tasks. ``LOOPLINE_TEST_REDIS_URL`` overrides it (for one pytest process).
+SYSTEM_REDIS = os.environ.get("LOOPLINE_TEST_REDIS_URL") or (
+    f"redis://127.0.0.1:6379/{11 + int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:])}"
+)
 PG_ADMIN_URL = os.environ.get("LOOPLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

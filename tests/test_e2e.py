@@ -32,15 +32,11 @@ from store import triggers
 from store.blobs import open_store
 from store.db import Database
 from store.models import utcnow
-from tests.conftest import ROOT, Project, outside_env
+from tests.conftest import ROOT, SYSTEM_REDIS, Project, outside_env
 from workers.process import terminate
 from workers.serving import free_port
 
 pytestmark = pytest.mark.e2e
-# A database of its own per pytest-xdist worker (gw0 → 11, gw1 → 12 …): one flushes it, and
-# two stacks on one database would take each other's tasks.
-_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
-SYSTEM_REDIS = os.environ.get("LOOPLINE_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{11 + _WORKER}")
 TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled", "gate_failed"})
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,11 +18,9 @@ from service import create_app
 from store.blobs import BlobError
 from store.db import Database
 from store.models import Deployment, Run, Stage
-from tests.conftest import ROOT, Project, git, make_settings
+from tests.conftest import ROOT, SYSTEM_REDIS, Project, git, make_settings
 from tests.release_helpers import ROWS, constant_model, register
 from workers import artifacts, hosts, livelog, releases, runner, serving
-
-SYSTEM_REDIS = os.environ.get("LOOPLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 
 
 def test_a_release_registered_under_another_address_listens_there(tmp_path: Path) -> None:

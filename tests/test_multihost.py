@@ -35,12 +35,11 @@ from sqlalchemy import select
 from loopline.hook import install_hook
 from store.db import Database
 from store.models import Deployment, Stage
-from tests.conftest import Project, fresh_database, outside_env
+from tests.conftest import SYSTEM_REDIS, Project, fresh_database, outside_env
 from workers import releases
 from workers.serving import free_port
 
 pytestmark = pytest.mark.e2e
-SYSTEM_REDIS = os.environ.get("LOOPLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 SECRET, TOKEN, EVENTS = "multihost-secret", "multihost-token", "multihost-events"
 ADMIN = {"Authorization": f"Bearer {TOKEN}", "X-Loopline-User": "ada"}
 #: Short leases: a lost worker host is noticed in seconds (30 s in production).
