@@ -7,14 +7,14 @@ dashboard's sign-in form whose token it holds.
 
 from __future__ import annotations
 
-import hmac
 import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify, request
 
-from service.errors import ApiError, Conflict, NotFound, Unauthorized
+from service.auth import authenticate, require
+from service.errors import ApiError, Conflict, NotFound
 from service.state import loopline
 from store import registry, releases, runs, users, views
 
@@ -24,43 +24,10 @@ if TYPE_CHECKING:
 bp = Blueprint("actions", __name__, url_prefix="/api")
 
 
-class Forbidden(ApiError):
-    status, code = 403, "actions_disabled"
-
-
-class NotAllowed(ApiError):
-    status, code = 403, "forbidden"
-
-
-def _actor(action: str) -> users.Actor:
-    """Who sent the bearer token, if their role allows ``action`` (401 unknown, 403 not allowed).
-
-    The bootstrap token acts as ``X-Loopline-User`` (default "api") with the admin role.
-    """
-    actor = _authenticate()
-    if not actor.may(action):
-        raise NotAllowed(f"{actor.name} is a {actor.role}: {action} needs the {users.NEEDS[action]} role")
-    return actor
-
-
-def _authenticate() -> users.Actor:
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    bootstrap = loopline().settings.api_token
-    if bootstrap and hmac.compare_digest(given.encode(), bootstrap.encode()):
-        return users.Actor((request.headers.get("X-Loopline-User") or "api")[:100], "admin")
-    with loopline().db.session() as s:
-        actor = users.authenticate(s, given) if given else None
-        if actor is None and not bootstrap and not users.any_user(s):
-            raise Forbidden("human actions are disabled: set LOOPLINE_API_TOKEN or add users on the server")
-    if actor is not None:
-        return actor
-    raise Unauthorized("missing or wrong API token", "bad_token")
-
-
 @bp.get("/me")
 def me() -> Response:
     """Whose token this is and what their role lets them do (the dashboard's sign-in check)."""
-    actor = _authenticate()
+    actor = authenticate()
     return jsonify(name=actor.name, role=actor.role, may=sorted(a for a in users.NEEDS if actor.may(a)))
 
 
@@ -83,7 +50,7 @@ def _body() -> dict[str, Any]:
 
 
 def _act(action: str, run_id: int) -> Response:
-    by = _actor(action).name
+    by = require(action).name
     body = _body()
     db = loopline().db
     try:
@@ -137,7 +104,7 @@ def promote(name: str, version: int) -> Response:
     """Send all of the model's traffic to the running release of ``version`` and move
     ``production`` there. A version with no running release is started by the CLI
     (``loopline models promote``), which the web process leaves to the server's host."""
-    by, comment = f"user:{_actor('promote').name}", _body()["comment"]
+    by, comment = f"user:{require('promote').name}", _body()["comment"]
     with loopline().db.session() as s:
         if registry.model_version(s, name, version) is None:
             raise NotFound(f"no version {version} of model {name[:64]!r}")
@@ -157,7 +124,7 @@ def promote(name: str, version: int) -> Response:
 @bp.post("/models/<name>/rollback")
 def rollback(name: str) -> Response:
     """Abort the canary on trial, else switch back to the standby (the previous production)."""
-    by, comment = f"user:{_actor('rollback').name}", _body()["comment"]
+    by, comment = f"user:{require('rollback').name}", _body()["comment"]
     with loopline().db.session() as s:
         if not releases.live(s, name):
             raise NotFound(f"model {name[:64]!r} is not deployed")

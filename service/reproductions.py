@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from service.actions import _actor
+from service.auth import require
 from service.errors import ApiError, Conflict, NotFound
 from service.state import loopline
 from store import registry, reproductions
@@ -18,7 +18,7 @@ bp = Blueprint("reproductions", __name__, url_prefix="/api")
 def reproduce(name: str, version: int) -> tuple[Response, int]:
     """202 with the queued reproduction and its ``Location``; an ``Idempotency-Key`` header
     makes a repeat answer 200 with the same reproduction. The body, if any, must be ``{}``."""
-    by = _actor("reproduce").name
+    by = require("reproduce").name
     if request.get_data() and request.get_json(silent=True) != {}:
         raise ApiError("this request takes no body (or {})", "bad_body")
     key = request.headers.get("Idempotency-Key")

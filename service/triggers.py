@@ -8,7 +8,7 @@ import uuid
 from flask import Blueprint, Response, jsonify, request
 
 from pipelines.events import valid_ref
-from service.actions import _actor
+from service.auth import require
 from service.errors import ApiError, Conflict, NotFound
 from service.state import loopline
 from store.triggers import request_run
@@ -24,7 +24,7 @@ def manual_run(name: str) -> tuple[Response, int]:
 
     An ``Idempotency-Key`` header makes a repeated request answer ``200 duplicate``.
     """
-    by = _actor("run").name
+    by = require("run").name
     state = loopline()
     repo = state.settings.repo(name)
     if repo is None:
