@@ -123,7 +123,8 @@ def test_online_accuracy_adds_up_across_two_gunicorn_workers(tmp_path: Path, liv
         truths = [{"request_id": rid, "label": 0 if i < n * 3 // 4 else 1} for i, rid in enumerate(ids)]
         recorded, deadline = 0, time.monotonic() + 30
         while truths and time.monotonic() < deadline:  # a worker stores its answers about once a second
-            parts = [truths[i::4] for i in range(4)]
+            # at most four parts, none empty (an empty list is a 400): the last few ids may be fewer
+            parts = [part for part in (truths[i::4] for i in range(4)) if part]
             with ThreadPoolExecutor(4) as pool:
                 answers = list(
                     pool.map(
@@ -133,19 +134,9 @@ def test_online_accuracy_adds_up_across_two_gunicorn_workers(tmp_path: Path, liv
                         parts,
                     )
                 )
-            # a busy store may answer 503 ("retry later", as documented): those parts go again
-            assert all(a.status_code == 200 or a.json()["error"] == "store_unavailable" for a in answers), [
-                (a.status_code, a.text) for a in answers
-            ]
-            done = [a.json() for a in answers if a.status_code == 200]
-            recorded += sum(a["recorded"] for a in done)
-            again = {rid for a in done for rid in a["unknown"]}
-            again |= {
-                t["request_id"]
-                for a, part in zip(answers, parts, strict=True)
-                if a.status_code != 200
-                for t in part
-            }
+            assert all(a.status_code == 200 for a in answers), [(a.status_code, a.text) for a in answers]
+            recorded += sum(a.json()["recorded"] for a in answers)
+            again = {rid for a in answers for rid in a.json()["unknown"]}
             truths = [t for t in truths if t["request_id"] in again]
             time.sleep(0.3)
         assert recorded == n and not truths
