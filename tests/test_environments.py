@@ -121,7 +121,7 @@ def test_old_environments_are_evicted_but_not_recent_or_locked_ones(
         os.utime(ready, (now - 100_000 + i, now - 100_000 + i))  # e4 is the most recently used
     os.utime(tmp_path / "envs" / "e0" / environments.READY)  # e0 used just now
     building = tmp_path / "envs" / "e1"
-    from workers.locks import file_lock
+    from store.locks import file_lock
 
     # e1 is being rebuilt by someone (whose lock lies beside the environments: any home shares it)
     with file_lock(tmp_path / "envs" / ".locks" / "e1.lock"):

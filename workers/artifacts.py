@@ -21,7 +21,7 @@ from pipelines.config import RepoConfig
 from store.blobs import BlobError, blob_key, hash_file
 from store.db import Database
 from workers import datasets as ledger
-from workers.locks import file_lock, lock_path
+from workers.locks import host_lock, mirror_lock
 from workers.projects import mirror, project_in, workspace
 
 #: Files in a release directory that its process writes: never part of its bundle.
@@ -74,11 +74,10 @@ def worktree(
     earlier stages produced (``outputs``) laid in where this host's copy differs (a committed
     ``dvc.lock`` or metrics file is replaced by the one the retrain wrote)."""
     path = workspace(settings, run_id)
-    with file_lock(lock_path(settings.home, f"worktree-{run_id}")):
+    with host_lock(settings.home, f"worktree-{run_id}"):
         if not (path / ".git").exists():
             mirror_ = mirror(settings, repo)
-            # Intake's lock: one fetch into this host's mirror at a time.
-            with file_lock(lock_path(settings.home, f"intake-{repo.name}")):
+            with mirror_lock(settings.home, repo.name):
                 if not (mirror_.path / "HEAD").exists() or not mirror_.has_commit(commit):
                     mirror_.update()
             mirror_.remove_worktree(path)

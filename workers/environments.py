@@ -26,8 +26,8 @@ from typing import IO
 from pipelines.environment import EnvironmentConfig
 from pipelines.errors import LooplineError
 from pipelines.project import ProjectConfig
+from store.locks import file_lock
 from workers import sandbox
-from workers.locks import file_lock
 from workers.process import run_logged
 
 #: Environments kept; older ones (by last use) are removed after a build, but never one used

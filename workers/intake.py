@@ -32,7 +32,7 @@ from workers import datasets as ledger
 from workers.explain import explain, locate
 from workers.fetch import FetchError
 from workers.gitops import GitError, Mirror
-from workers.locks import file_lock, lock_path
+from workers.locks import intake_lock, mirror_lock
 from workers.projects import mirror, project_at, project_in, workspace
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def prepare_run(settings: Settings, db: Database, delivery_ids: list[str]) -> Pr
             ledger.land(settings, db, repo, batch, deliveries=delivery_ids)
         deliveries.finish(db, delivery_ids, run_id=None)
         return Prepared(None)
-    with file_lock(lock_path(settings.home, f"intake-{repo.name}"), wait=False) as mine:
+    with intake_lock(db, repo.name) as mine:
         if not mine:
             raise Busy(repo.name)
         return _plan(settings, db, repo, delivery_ids, events, wanted)
@@ -101,7 +101,8 @@ def _plan(
     first = events[0]
     mirror_ = mirror(settings, repo)
     try:
-        mirror_.update()
+        with mirror_lock(settings.home, repo.name):
+            mirror_.update()
         ref, commit = locate(mirror_, repo, first)
         since = _last_built(db, mirror_, repo.name, ref, commit) if first.type == "push" else None
     except GitError as exc:

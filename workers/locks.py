@@ -1,34 +1,29 @@
-"""File locks (``fcntl.flock``) for work that must never run twice at once, even across
-worker processes and machines sharing ``LOOPLINE_HOME``."""
+"""This host's locks: files (``fcntl.flock``) under ``LOOPLINE_HOME/locks`` for this host's
+scratch (a run's worktree or workspace, a repository's mirror), which no other host touches.
+A lock that must hold across hosts is the store's (:func:`store.locks.held`)."""
 
 from __future__ import annotations
 
-import fcntl
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-
-@contextmanager
-def file_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
-    """Hold an exclusive lock on ``path`` for the block; yields False (holding nothing) when
-    ``wait`` is off and another process holds it. The kernel drops it if the holder dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+from store import locks
+from store.db import Database
+from store.locks import file_lock
 
 
-def lock_path(home: Path, name: str) -> Path:
-    return home / "locks" / f"{name}.lock"
+def host_lock(home: Path, name: str, *, wait: bool = True) -> AbstractContextManager[bool]:
+    """The lock ``name`` among this host's processes (those sharing ``home``)."""
+    return file_lock(home / "locks" / f"{name}.lock", wait=wait)
+
+
+def mirror_lock(home: Path, repository: str) -> AbstractContextManager[bool]:
+    """One fetch into this host's mirror of ``repository`` at a time: two would race on its
+    refs, and two clones into one path remove each other's partial copy."""
+    return host_lock(home, f"mirror-{repository}")
+
+
+def intake_lock(db: Database, repository: str) -> AbstractContextManager[bool]:
+    """The repository's intake lock, held by intake from the fetch to the run's insert, across
+    all hosts (the store's); taken without waiting: False when another intake holds it."""
+    return locks.held(db, f"intake-{repository}", wait=False)

@@ -24,7 +24,7 @@ from store.clock import as_utc, utcnow
 from store.db import Database
 from store.schedule import Due
 from workers.gitops import GitError
-from workers.locks import file_lock, lock_path
+from workers.locks import intake_lock
 from workers.projects import mirror, project_at
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def relay_once(settings: Settings, db: Database, publish: Publisher, now: dateti
             batches.append(rows)
     for batch in batches:
         ids = [r.id for r in batch]
-        if intake_busy(settings, batch[0].repository):  # one intake per repository at a time
+        if intake_busy(db, batch[0].repository):  # one intake per repository at a time
             continue
         if not deliveries.claim(db, ids):
             continue
@@ -139,9 +139,10 @@ def publish_due(db: Database, publish: Publisher, run_id: int | None = None) -> 
     return sent
 
 
-def intake_busy(settings: Settings, repository: str) -> bool:
-    """Whether an intake of ``repository`` runs now (it holds the repository's intake lock)."""
-    with file_lock(lock_path(settings.home, f"intake-{repository}"), wait=False) as free:
+def intake_busy(db: Database, repository: str) -> bool:
+    """Whether an intake of ``repository`` runs now, on any host (it holds the repository's
+    intake lock in the store)."""
+    with intake_lock(db, repository) as free:
         return not free
 
 

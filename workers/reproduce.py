@@ -26,6 +26,7 @@ from store.registry import model_version
 from workers import datasets as ledger
 from workers.environments import box_for
 from workers.heartbeat import beating
+from workers.locks import mirror_lock
 from workers.process import kill_group, reporting, run_logged, wait_gone
 from workers.projects import mirror, project_in
 from workers.steps.ml import read_metrics
@@ -61,7 +62,8 @@ def reproduce(
     started = time.monotonic()
     work = work or settings.home / "reproduce" / f"{name}-{version}-{time.time_ns()}"
     mirror_ = mirror(settings, repo)
-    mirror_.update()
+    with mirror_lock(settings.home, repo.name):
+        mirror_.update()
     mirror_.add_worktree(work, commit)
     log_path = settings.home / "logs" / "reproduce" / f"{work.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from workers.datasets import blobs
 from workers.gitops import GitError
 from workers.heartbeat import beating
 from workers.livelog import streaming
-from workers.locks import file_lock, lock_path
+from workers.locks import host_lock
 from workers.process import kill_group, reporting, stoppable, wait_gone
 from workers.projects import log_path, mirror, project_in
 from workers.steps import StepContext, StepError, StepResult, registry
@@ -196,7 +196,7 @@ def _alone(settings: Settings, run_id: int, name: str) -> AbstractContextManager
     says (an attempt whose lease was lost may still be stopping its command: wait for it)."""
     if name not in EXCLUSIVE:
         return nullcontext(True)
-    return file_lock(lock_path(settings.home, f"workspace-{run_id}"))
+    return host_lock(settings.home, f"workspace-{run_id}")
 
 
 def cancelled(db: Database, run_id: int) -> str | None:

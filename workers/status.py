@@ -21,9 +21,8 @@ from pipelines.config import StatusConfig
 from pipelines.providers import PROVIDERS
 from pipelines.providers.base import RunState, StatusRequest
 from pipelines.retry import retrying
-from store import runs
+from store import locks, runs
 from store.db import Database
-from workers.locks import file_lock, lock_path
 
 log = logging.getLogger(__name__)
 #: Connect and read timeouts (together at most 5 s), attempts, and the first backoff (about).
@@ -77,8 +76,8 @@ def report(settings: Settings, db: Database, run_id: int) -> bool:
     a status is information about a run, never a reason for it to fail."""
     try:
         # One report per run at a time, each sending the state as it is then: the host sees
-        # the states in order even when two tasks for one run overlap.
-        with file_lock(lock_path(settings.home, f"status-{run_id}")):
+        # the states in order even when two tasks for one run overlap, on any hosts.
+        with locks.held(db, f"status-{run_id}"):
             with db.session() as s:
                 row = runs.get(s, run_id)
                 if row is None:
