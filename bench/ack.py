@@ -139,10 +139,18 @@ class Result:
     other: int
     errors: int
     cpu_s: float | None = None  # server CPU seconds (master + workers) during the measured run
+    db_cpu_s: float | None = None  # PostgreSQL's CPU seconds for this target (with --postgres)
 
     @property
     def cpu_ms_per_req(self) -> float | None:
         return self.cpu_s / self.requests * 1000 if self.cpu_s is not None and self.requests else None
+
+    @property
+    def total_cpu_ms_per_req(self) -> float | None:
+        """Server plus store CPU per request: what one request costs the machine."""
+        if self.cpu_ms_per_req is None:
+            return None
+        return self.cpu_ms_per_req + (self.db_cpu_s or 0.0) / self.requests * 1000
 
     @property
     def rps(self) -> float:
@@ -275,26 +283,45 @@ def start_gunicorn(
     raise SystemExit(f"{name} did not answer {health} within 60 s; see {logdir / f'{name}.log'}")
 
 
+def _stats() -> dict[int, list[str]]:
+    """``pid -> /proc/<pid>/stat fields after the command name`` of every process (Linux)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                found[int(entry)] = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    return found
+
+
 def server_cpu_seconds(master: int) -> float | None:
     """utime+stime of the gunicorn master and its workers (Linux /proc), or None elsewhere."""
     try:
-        tick = os.sysconf("SC_CLK_TCK")
-        pids = [master]
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == master:  # ppid
-                    pids.append(int(entry))
-        total = 0
-        for pid in pids:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / tick
+        stats = _stats()
+        fields = [f for pid, f in stats.items() if pid == master or int(f[1]) == master]  # f[1]: ppid
+        return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")  # utime, stime
     except (OSError, ValueError, IndexError):
         return None
+
+
+def database_pids(url: str) -> list[int]:
+    """PostgreSQL's processes working for the benchmark: the backends connected to its database
+    and the server's WAL writer (other sessions on the same server are left out)."""
+    import psycopg
+
+    with psycopg.connect(_psycopg_url(url), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            " AND (datname = current_database() OR backend_type = 'walwriter')"
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, int]:
+    """utime+stime in clock ticks of each of ``pids`` still running."""
+    stats = _stats()
+    return {pid: int(stats[pid][11]) + int(stats[pid][12]) for pid in pids if pid in stats}
 
 
 def post(port: int, body: bytes, signature: str, delivery: str) -> tuple[int, bytes]:
@@ -523,7 +550,8 @@ def main() -> int:
     ap.add_argument(
         "--workers", "-w", type=int, default=os.cpu_count() or 2, help="gunicorn workers (default: CPU count)"
     )
-    ap.add_argument("--worker-class", "-k", choices=("sync", "gthread"), default="sync")
+    # The Procfile's web process: gthread workers, 4 threads (both targets get the same settings).
+    ap.add_argument("--worker-class", "-k", choices=("sync", "gthread"), default="gthread")
     ap.add_argument("--threads", type=int, default=4, help="threads per gthread worker (4)")
     ap.add_argument(
         "--postgres",
@@ -701,11 +729,15 @@ def main() -> int:
     for n in range(args.rounds):
         for key, *_ in targets:
             proc = servers[key][0]
-            cpu0 = server_cpu_seconds(proc.pid)
+            pids = database_pids(database_url) if args.postgres and key == "a" else []
+            cpu0, db0 = server_cpu_seconds(proc.pid), cpu_by_pid(pids)
             result = load(key, args.duration, f"bench-{run_tag}-{key}-run{n}")
-            cpu1 = server_cpu_seconds(proc.pid)
+            cpu1, db1 = server_cpu_seconds(proc.pid), cpu_by_pid(pids)
             if cpu0 is not None and cpu1 is not None:
                 result.cpu_s = cpu1 - cpu0
+            if args.postgres:  # backends that exit mid-run are missed: a floor
+                ticks = sum(db1[pid] - db0[pid] for pid in db1.keys() & db0.keys())
+                result.db_cpu_s = ticks / os.sysconf("SC_CLK_TCK")
             rounds[key].append(result)
     for proc, _port in servers.values():
         stop_server(proc)
@@ -719,14 +751,17 @@ def main() -> int:
             print(f"  ({key}) req/s per round: " + ", ".join(f"{r.rps:.0f}" for r in rounds[key]))
         print("  median round:")
     print(
-        f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} {'requests':>9} "
-        f"{'202':>8} {'200':>5} {'other':>5} {'errors':>6}"
+        f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} {'+store':>7} "
+        f"{'requests':>9} {'202':>8} {'200':>5} {'other':>5} {'errors':>6}"
     )
     for key, label, *_ in targets:
         r = results[key]
         cpu = f"{r.cpu_ms_per_req:.3f}" if r.cpu_ms_per_req is not None else "n/a"
+        total = (
+            f"{r.total_cpu_ms_per_req:.3f}" if r.db_cpu_s is not None and r.total_cpu_ms_per_req else "n/a"
+        )
         print(
-            f"  ({key}) {label:<28} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {cpu:>10} "
+            f"  ({key}) {label:<28} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {cpu:>10} {total:>7} "
             f"{r.requests:>9} {r.s202:>8} {r.s200:>5} {r.other:>5} {r.errors:>6}"
         )
     ratio = None
@@ -739,6 +774,11 @@ def main() -> int:
             print(
                 f"  server CPU per request (b)/(a): {cb / ca:.2f}  (what the ratio tends to when both "
                 "servers are CPU-bound; steadier on a busy machine)"
+            )
+        ta, tb = results["a"].total_cpu_ms_per_req, results["b"].total_cpu_ms_per_req
+        if args.postgres and ta and tb and results["a"].db_cpu_s is not None:
+            print(
+                f"  server + PostgreSQL CPU per request (b)/(a): {tb / ta:.2f}  (the store's CPU counted too)"
             )
     stored = None
     if "a" in results:
@@ -769,7 +809,12 @@ def main() -> int:
                     "server": gunicorn_desc,
                     "store": "postgresql" if args.postgres else "sqlite",
                     "results": {
-                        k: dict(vars(r), rps=r.rps, cpu_ms_per_req=r.cpu_ms_per_req)
+                        k: dict(
+                            vars(r),
+                            rps=r.rps,
+                            cpu_ms_per_req=r.cpu_ms_per_req,
+                            total_cpu_ms_per_req=r.total_cpu_ms_per_req,
+                        )
                         for k, r in results.items()
                     },
                     "ratio": ratio,

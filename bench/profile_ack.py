@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,15 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from ack import DEFAULT_PAYLOAD, SECRET, SECRET_ENV, create_database, drop_database  # noqa: E402
+from ack import (  # noqa: E402
+    DEFAULT_PAYLOAD,
+    SECRET,
+    SECRET_ENV,
+    cpu_by_pid,
+    create_database,
+    database_pids,
+    drop_database,
+)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -48,6 +57,12 @@ def main() -> int:
         help="use a fresh database (created and dropped) on this PostgreSQL server",
     )
     ap.add_argument("--profile", action="store_true", help="print a cProfile listing of Loopline's path")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="callers at once, as in a gthread worker (1); concurrent acknowledgements share commits",
+    )
     args = ap.parse_args()
 
     body = DEFAULT_PAYLOAD.read_bytes()
@@ -111,28 +126,47 @@ def main() -> int:
         def start_response(s: str, _headers: Any, _exc: Any = None) -> None:
             status.append(s)
 
+        def call_all(wsgi: WSGIApp, batch: list[dict[str, Any]]) -> None:
+            def some(part: list[dict[str, Any]]) -> None:
+                for environ in part:
+                    b"".join(wsgi(environ, start_response))
+
+            parts = [batch[i :: args.threads] for i in range(args.threads)]
+            with ThreadPoolExecutor(args.threads) as pool:
+                list(pool.map(some, parts))
+
+        store_ms: list[float] = []
+
         def cpu_per_request(wsgi: WSGIApp, profiler: cProfile.Profile | None = None) -> float:
-            for environ in environs(300):  # warm-up
-                b"".join(wsgi(environ, start_response))
+            call_all(wsgi, environs(300))  # warm-up, and the store's connections opened
             batch = environs(args.n)
             status.clear()
+            pids = database_pids(os.environ["LOOPLINE_DATABASE_URL"]) if args.postgres else []
+            db0 = cpu_by_pid(pids)
             if profiler:
                 profiler.enable()
             t0 = time.process_time()
-            for environ in batch:
-                b"".join(wsgi(environ, start_response))
+            call_all(wsgi, batch)
             spent = time.process_time() - t0
             if profiler:
                 profiler.disable()
+            db1 = cpu_by_pid(pids)
+            ticks = sum(db1[pid] - db0[pid] for pid in db1.keys() & db0.keys())
+            store_ms.append(ticks / os.sysconf("SC_CLK_TCK") / args.n * 1000)
             bad = [s for s in status if not s.startswith("202")]
             if bad:
                 raise SystemExit(f"unexpected answers: {bad[:3]}")
             return spent / args.n * 1000
 
         store = "PostgreSQL" if args.postgres else "SQLite"
-        print(f"CPU per request, in-process, {args.n} requests each, store {store}:")
+        print(
+            f"CPU per request, in-process, {args.n} requests each "
+            f"from {args.threads} thread(s), store {store}:"
+        )
         print(f"  bare HMAC endpoint                      {cpu_per_request(bare_app.app.wsgi_app):.3f} ms")
         print(f"  loopline POST /hooks/github             {cpu_per_request(app.wsgi_app):.3f} ms")
+        if args.postgres:
+            print(f"    and PostgreSQL's CPU for it           {store_ms[-1]:.3f} ms")
         real = hooks.record_delivery
         hooks.record_delivery = lambda db, **kw: Recorded(uuid.uuid4().hex, "accepted")  # type: ignore[assignment]
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pipelines.errors import LooplineError
 from pipelines.retry import retrying
+from store.groupcommit import GroupInsert
 from store.models import Probe, utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -52,6 +54,8 @@ class Database:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._groups: dict[str, GroupInsert] = {}
+        self._groups_lock = threading.Lock()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -87,10 +91,25 @@ class Database:
 
     def execute_raw(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one ``?``-placeholder statement on the DBAPI connection, bypassing the ORM
-        (measured by ``bench/ack.py`` at a third of its CPU); returns the row count.
+        (measured by ``bench/ack.py`` at a third of its CPU); returns the row count."""
+        count, _ = self._raw(sql, params, fetch=False)
+        return count
 
-        A connection the server closed meanwhile is replaced once; then :class:`StoreUnavailable`.
-        """
+    def fetch_raw(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Like :meth:`execute_raw`, returning the statement's rows (``INSERT … RETURNING``)."""
+        _, rows = self._raw(sql, params, fetch=True)
+        return rows
+
+    def grouped(self, statement: str, row: str) -> GroupInsert:
+        """This process's shared writer of ``statement`` (see :mod:`store.groupcommit`)."""
+        with self._groups_lock:
+            writer = self._groups.get(statement)
+            if writer is None:
+                writer = self._groups[statement] = GroupInsert(self.fetch_raw, statement, row)
+            return writer
+
+    def _raw(self, sql: str, params: tuple[Any, ...], *, fetch: bool) -> tuple[int, list[tuple[Any, ...]]]:
+        """A connection the server closed meanwhile is replaced once; then :class:`StoreUnavailable`."""
         if self.engine.dialect.paramstyle != "qmark":
             sql = sql.replace("?", "%s")
         dbapi = self.engine.dialect.loaded_dbapi
@@ -99,9 +118,10 @@ class Database:
             try:
                 cursor = conn.cursor()
                 cursor.execute(sql, params)
+                rows = [tuple(r) for r in cursor.fetchall()] if fetch else []
                 count = int(cursor.rowcount)
                 cursor.close()
-                return count
+                return count, rows
             except (dbapi.OperationalError, dbapi.InterfaceError) as exc:
                 conn.invalidate()  # a dropped connection: retry once on a fresh one
                 if attempt == 2:

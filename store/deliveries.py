@@ -28,8 +28,9 @@ class Recorded:
 
 _INSERT = (
     "INSERT INTO deliveries (id, provider, delivery_id, body_sha256, repository, event, status, received_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (provider, delivery_id) DO NOTHING"
+    " VALUES {values} ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING id"
 )
+_ROW = "(?, ?, ?, ?, ?, ?, 'pending', ?)"
 
 
 def record_delivery(
@@ -37,8 +38,9 @@ def record_delivery(
 ) -> Recorded:
     """Store a delivery as pending, exactly once per ``(provider, delivery_id)``.
 
-    This is the write every acknowledgement waits for, so it is one raw ``INSERT … ON CONFLICT
-    DO NOTHING`` in autocommit; only a conflict (a redelivery) takes the slower ORM path.
+    This is the write every acknowledgement waits for, so it is a raw ``INSERT … ON CONFLICT
+    DO NOTHING`` in autocommit, shared with the process's concurrent acknowledgements (group
+    commit, :mod:`store.groupcommit`); only a conflict (a redelivery) takes the slower ORM path.
     """
     digest = hashlib.sha256(body).hexdigest()
     event_id, delivery_id = uuid.uuid4().hex, delivery_id[:200]
@@ -46,7 +48,7 @@ def record_delivery(
     # SQLite stores datetimes as text in SQLAlchemy's format; PostgreSQL takes the object.
     received = now.replace(tzinfo=None).isoformat(" ", "microseconds") if db.dialect == "sqlite" else now
     params = (event_id, provider, delivery_id, digest, repository, json.dumps(event.to_dict()), received)
-    if db.execute_raw(_INSERT, params) == 1:
+    if db.grouped(_INSERT, _ROW)(params):
         return Recorded(event_id, "accepted")
     with db.session() as session:
         existing = session.scalars(
