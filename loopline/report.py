@@ -117,8 +117,10 @@ def list_models(settings: Settings, as_json: bool) -> str:
 
 
 def show_model(settings: Settings, name: str, as_json: bool) -> str:
-    """``loopline models show NAME``: its versions, newest first."""
-    with open_store(settings).session() as s:
+    """``loopline models show NAME``: its versions, newest first, then its aliases and live
+    releases (where each runs, and its latest move to another host)."""
+    db = open_store(settings)
+    with db.session() as s:
         rows = views.model_versions(s, name)
         current = registry.current_deployment(s, name)
     if not rows:
@@ -139,7 +141,7 @@ def show_model(settings: Settings, name: str, as_json: bool) -> str:
         for mv in rows
     ]
     head = ["VERSION", "COMMIT", "BRANCH", "RUN", "GATE METRIC", "GATE", "SHA256", "REGISTERED"]
-    return _table(head, table) + "\n(* serving now)"
+    return _table(head, table) + "\n(* serving now)\n\n" + show_releases(db, name)
 
 
 def format_lineage(record: dict[str, Any]) -> str:
@@ -221,8 +223,11 @@ def show_releases(db: Database, name: str) -> str:
         state = releases.state(s, name)
     lines = [f"{name}: " + ", ".join(f"{a} v{v}" for a, v in state["aliases"].items() if v is not None)]
     for rel in state["releases"]:
+        where = f"  on {rel['host']}" if rel.get("host") else ""
         lines.append(
             f"   release #{rel['id']}  v{rel['version']}  {rel['status']:<8} {rel['traffic_percent']:>3}%  "
-            f"{rel['url'] or '(deploy command)'}"
+            f"{rel['url'] or '(deploy command)'}{where}"
         )
+        if rel.get("moved"):
+            lines.append(f"      {rel['moved']}")
     return "\n".join(lines)

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from store.clock import as_utc, utcnow  # noqa: F401 (as_utc: where callers found it before store.clock)
@@ -201,6 +212,8 @@ class Deployment(Base):
     #: Share of the gateway's requests for this model (``/serve/<model>/…``) this release gets.
     traffic_percent: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Its latest move to another host, in one line ("moved from host a to host b: …"), if any.
+    moved: Mapped[str | None] = mapped_column(Text)
 
 
 class ModelAlias(Base):
@@ -344,6 +357,19 @@ class ModelSampling(Base):
     model_name: Mapped[str] = mapped_column(String(64), primary_key=True)
     rate: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Host(Base):
+    """A host whose workers run (``LOOPLINE_HOST``), renewed by their heartbeat
+    (``store/hosts.py``): a host silent for a lease is lost, and the releases it served are
+    started again on a host that ``serves`` (takes the queue the ``deploy`` stage goes to)."""
+
+    __tablename__ = "hosts"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    serves: Mapped[bool] = mapped_column(default=False, server_default=false())
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Probe(Base):

@@ -9,16 +9,18 @@ The caller stops the processes of the releases a transition returns (after it co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from pipelines.errors import LooplineError
-from store import aliases, telemetry
+from store import aliases, hosts, telemetry
+from store.clock import as_utc
 from store.lifecycle import TERMINAL
-from store.models import LIVE_RELEASES, Deployment, Run, Stage
-from store.views import deployment_dict
+from store.models import LIVE_RELEASES, Deployment, Host, Run, Stage
+from store.views import deployment_dict, iso
 
 
 class ReleaseError(LooplineError, RuntimeError):
@@ -109,6 +111,16 @@ def promote(session: Session, dep: Deployment, *, actor: str, reason: str | None
     return stop
 
 
+def interrupted(session: Session, dep: Deployment) -> bool:
+    """The one rule for a canary whose trial was interrupted (Loopline started again, or its
+    host was lost): no one watched it to the end, so it fails and the stable release gets all
+    the traffic. Returns whether ``dep`` was such a canary."""
+    if dep.status != "canary":
+        return False
+    abort_canary(session, dep)
+    return True
+
+
 def abort_canary(session: Session, dep: Deployment) -> None:
     """The canary gets nothing again and is marked failed; the stable release gets everything."""
     dep.status, dep.traffic_percent = "failed", 0
@@ -164,7 +176,11 @@ def state(session: Session, model: str) -> dict[str, Any]:
 
 
 def release_dict(dep: Deployment, stats: telemetry.ReleaseStats | None = None) -> dict[str, Any]:
-    data = deployment_dict(dep) | {"traffic_percent": dep.traffic_percent, "release_dir": dep.release_dir}
+    data = deployment_dict(dep) | {
+        "traffic_percent": dep.traffic_percent,
+        "release_dir": dep.release_dir,
+        "host": dep.host,
+    }
     if stats is not None:
         data["telemetry"] = stats.to_dict()
     return data
@@ -239,13 +255,89 @@ def local_releases(session: Session, model: str, version: int) -> list[Deploymen
     return list(session.scalars(query))
 
 
+def lock(session: Session, release_id: int) -> Deployment | None:
+    """Take the release's row for the rest of the transaction, then read it (a no-op write, as
+    ``runs.lock_run``: PostgreSQL locks the row, SQLite opens its write transaction)."""
+    session.execute(update(Deployment).where(Deployment.id == release_id).values(id=Deployment.id))
+    return session.get(Deployment, release_id, populate_existing=True)
+
+
 def record_process(
-    session: Session, release_id: int, *, url: str, pid: int, host: str, release_dir: str
-) -> None:
-    """Where the process just (re)started for release ``release_id`` runs."""
-    row = session.get(Deployment, release_id)
+    session: Session,
+    release_id: int,
+    *,
+    url: str,
+    pid: int,
+    host: str,
+    release_dir: str,
+    owner: str | None,
+) -> bool:
+    """Where the process just (re)started for release ``release_id`` runs; only if its host is
+    still ``owner`` (the one its starter read): False if another host took it meanwhile."""
+    row = lock(session, release_id)
     assert row is not None
+    if row.host not in (None, owner):
+        return False
     row.url, row.pid, row.host, row.release_dir = url, pid, host, release_dir
+    return True
+
+
+def on_silent_hosts(session: Session, since: datetime) -> list[tuple[int, str]]:
+    """``(release, host)`` of the live releases Loopline runs itself whose host has not beaten
+    since ``since``, or never registered (the caller checks those do not answer either)."""
+    query = (
+        select(Deployment.id, Deployment.host)
+        .outerjoin(Host, Host.name == Deployment.host)
+        .where(
+            Deployment.status.in_(LIVE_RELEASES),
+            Deployment.target == "local",
+            Deployment.host.is_not(None),
+            or_(Host.name.is_(None), Host.seen_at < since),
+        )
+        .order_by(Deployment.id)
+    )
+    return [(dep_id, host or "") for dep_id, host in session.execute(query)]
+
+
+@dataclass(frozen=True)
+class TakeOver:
+    """What :func:`take_over` did: ``moved`` (start it now), ``aborted`` (a canary) or
+    ``refused``, and why, in one line."""
+
+    outcome: Literal["moved", "aborted", "refused"]
+    why: str
+
+
+def take_over(session: Session, release_id: int, *, lost: str, host: str, since: datetime) -> TakeOver:
+    """Hand release ``release_id`` from the lost host ``lost`` to ``host``, under its row lock:
+    only if it still names ``lost`` (so of several takers one wins) and ``lost`` has not beaten
+    since ``since`` (an alive host keeps its releases). Its pid is forgotten: it meant
+    something on ``lost`` only, whose processes went with it. A canary on trial fails instead
+    (:func:`interrupted`)."""
+    dep = lock(session, release_id)
+    if dep is None or dep.status not in LIVE_RELEASES or dep.target != "local":
+        return TakeOver("refused", f"release #{release_id} is not live")
+    if dep.host != lost:
+        return TakeOver("refused", f"release #{release_id} runs on {dep.host}, not on {lost}")
+    seen = hosts.seen_at(session, lost)
+    if seen is not None and as_utc(seen) >= since:
+        return TakeOver("refused", f"host {lost} is alive (seen {iso(seen)})")
+    silence = f"silent since {as_utc(seen):%Y-%m-%d %H:%M:%S} UTC" if seen else "never registered"
+    dep.pid = None
+    if interrupted(session, dep):
+        dep.moved = f"canary trial interrupted: host {lost} {silence}; failed"
+        return TakeOver("aborted", f"release #{dep.id} (canary of v{dep.version}): {dep.moved}")
+    dep.host = host
+    dep.moved = f"moved from host {lost} to host {host}: host {lost} {silence}"
+    return TakeOver("moved", f"release #{dep.id} ({dep.model_name} v{dep.version}) {dep.moved}")
+
+
+def give_back(session: Session, release_id: int, *, lost: str, host: str) -> None:
+    """``host`` could not start the release it took over: it goes back to ``lost``, so the
+    reconciler's next pass hands it out again."""
+    dep = lock(session, release_id)
+    if dep is not None and dep.host == host and dep.pid is None:
+        dep.host = lost
 
 
 def started(

@@ -159,6 +159,7 @@ def deployment_dict(dep: Deployment) -> dict[str, Any]:
         "url": dep.url,
         "status": dep.status,
         "created_at": iso(dep.created_at),
+        "moved": dep.moved,
     }
 
 

@@ -1,13 +1,14 @@
-"""Loopline on "hosts" that share no directory: the web process, two default workers and a trainer,
-each with its own ``LOOPLINE_HOME`` and ``LOOPLINE_HOST``, over PostgreSQL, Redis and S3 (moto's
-real server) for artifacts, dataset objects, finished logs and release bundles; the data lake is
-an S3 bucket too. Deploys go to the ``serving`` queue, which the trainer takes. The only directory
-the processes share is the session's cache of built project environments
-(``LOOPLINE_ENVIRONMENTS``), standing in for a pre-built image.
+"""Loopline on "hosts" that share no directory: the web process, two default workers, a trainer
+and a serving host, each with its own ``LOOPLINE_HOME`` and ``LOOPLINE_HOST``, over PostgreSQL,
+Redis and S3 (moto's real server) for artifacts, dataset objects, finished logs and release
+bundles; the data lake is an S3 bucket too. Deploys go to the ``serving`` queue, which the trainer
+and the serving host take. The only directory the processes share is the session's cache of built
+project environments (``LOOPLINE_ENVIRONMENTS``), standing in for a pre-built image.
 
-One cluster, two tests in order: a push deploys, a data drop retrains, logs and lineage are served
-by the web process, a rollback switches the gateway back; then a worker host is lost mid-stage
-(its processes killed, its disk wiped) and the other worker takes the stage over.
+One cluster, three tests in order: a push deploys, a data drop retrains, logs and lineage are
+served by the web process, a rollback switches the gateway back; then a worker host is lost
+mid-stage (its processes killed, its disk wiped) and the other worker takes the stage over; then
+the host serving production is lost, and the other serving host starts its releases again.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ HOSTS: dict[str, tuple[str, bool] | None] = {
     "web": None,
     "worker-a": ("default", True),
     "worker-b": ("default", True),
-    "trainer": ("training,serving", False),  # the serving host too: deploys are pinned here
+    "trainer": ("training,serving", False),  # a serving host too: deploys are pinned to these two
+    "server": ("serving", False),
 }
+SERVING_HOSTS = ("trainer", "server")
 
 
 @dataclass
@@ -94,7 +97,7 @@ class Cluster:
 
     def check(self) -> None:
         for name, proc in self.procs.items():
-            if proc.poll() is not None and name != "lost":
+            if proc.poll() is not None and not name.startswith("lost"):
                 raise AssertionError(f"{name} exited with {proc.returncode}; see {self.root / name}.log")
 
     def runs(self) -> list[dict[str, Any]]:
@@ -252,7 +255,7 @@ def test_push_deploys_data_retrains_logs_lineage_and_rollback_across_hosts(clust
     with c.db.session() as s:
         dep = s.scalars(select(Deployment).where(Deployment.run_id == run["id"])).one()
         first_host, bundle = dep.host, dep.bundle_sha256
-    assert c.ran_on(run["id"], "deploy") == [first_host] == ["trainer"] and bundle  # the serving queue
+    assert c.ran_on(run["id"], "deploy") == [first_host] and first_host in SERVING_HOSTS and bundle
     answer = requests.post(f"{c.url}/serve/churn/predict", json={"instances": [[14.0] * 30]}, timeout=10)
     assert answer.ok and answer.headers["X-Loopline-Model-Version"] == "1"
 
@@ -317,3 +320,63 @@ def test_a_lost_worker_hosts_stage_is_taken_over_by_the_other(cluster: Cluster) 
     log = requests.get(f"{c.url}/api/runs/{run['id']}/stages/unit_tests/log", timeout=5).text
     assert "attempt 2" in log and "app checks passed" in log
     print(f"\nlost worker host: run #{run['id']} ended {took:.1f}s after {lost} was lost")
+
+
+def _servers(directory: str) -> list[int]:
+    """The release processes started in ``directory``: each leads a session of its own (started
+    with ``start_new_session``, sandboxed or not), whose leader's working directory it is."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == int(entry.name) and os.readlink(entry / "cwd") == directory:
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+    return found
+
+
+def test_a_lost_serving_hosts_releases_start_again_on_the_other(cluster: Cluster) -> None:
+    c = cluster
+    with c.db.session() as s:
+        live = s.scalars(select(Deployment).where(Deployment.status.in_(("active", "standby")))).all()
+        active = next(d for d in live if d.status == "active")
+        lost = active.host or ""
+        moving = {d.id: (d.version, d.url) for d in live if d.host == lost}
+        pids = [d.pid for d in live if d.host == lost and d.pid]
+    survivor = next(h for h in SERVING_HOSTS if h != lost)
+    assert lost in SERVING_HOSTS and pids
+    started = time.monotonic()
+    for pid in pids:  # the host's release processes (each in its own session), then the rest of it
+        os.killpg(pid, signal.SIGKILL)
+    c.lose(lost)
+    c.procs["lost-serving"] = c.procs.pop(lost)
+    version = str(active.version)
+    with pytest.raises(requests.RequestException):
+        requests.get(f"{active.url}/healthz", timeout=2)
+
+    _until(lambda: _serves(c, version), 90, f"the gateway does not serve v{version} again; logs in {c.root}")
+    took = time.monotonic() - started
+
+    def moved() -> list[Deployment]:
+        with c.db.session() as s:
+            return [
+                d for d in s.scalars(select(Deployment).where(Deployment.id.in_(moving))) if d.host != lost
+            ]
+
+    _until(lambda: len(moved()) == len(moving), 60, f"not every release of {lost} moved; logs in {c.root}")
+    for dep in moved():
+        assert (dep.host, dep.status) == (survivor, "active" if dep.id == active.id else "standby")
+        assert dep.url != moving[dep.id][1] and dep.release_dir
+        assert dep.release_dir.startswith(str(c.home(survivor)))  # unpacked there from its bundle
+        assert dep.moved and dep.moved.startswith(
+            f"moved from host {lost} to host {survivor}: host {lost} silent"
+        )
+        assert _servers(dep.release_dir) == [dep.pid]  # exactly one process runs it
+        assert requests.get(f"{dep.url}/healthz", timeout=5).ok
+    state = requests.get(f"{c.url}/api/models/churn", headers=ADMIN, timeout=5).json()
+    assert {r["id"]: r["host"] for r in state["releases"] if r["id"] in moving} == dict.fromkeys(
+        moving, survivor
+    )
+    print(f"\nlost serving host: {lost}'s {len(moving)} release(s) served by {survivor} {took:.1f}s after")

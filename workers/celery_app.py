@@ -81,7 +81,28 @@ class RelayStep(bootsteps.StartStopStep):
             terminate(self.proc)
 
 
+class HostStep(bootsteps.StartStopStep):
+    """Keeps this host alive in the store (:func:`workers.hosts.keep_alive`) for the worker's
+    lifetime, saying whether it serves (takes the deploy stage's queue): a serving host that
+    goes silent is lost, and its releases start again on another. A separate process, like the
+    relay's, for the same reason; in the worker's process group, so it dies with the host."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, parent: Any) -> None:
+        serves = settings.serving_queue in parent.app.amqp.queues.consume_from
+        argv = [sys.executable, "-m", "workers.hosts", "--parent", str(os.getpid())]
+        self.proc = subprocess.Popen([*argv, "--serves"] if serves else argv, stdin=subprocess.DEVNULL)
+
+    def stop(self, parent: Any) -> None:
+        if self.proc:
+            terminate(self.proc)
+
+
 app.user_options["worker"].add(
     click.Option(["--relay/--no-relay"], default=True, help="Publish Loopline's outbox from this worker.")
 )
 app.steps["worker"].add(RelayStep)
+app.steps["worker"].add(HostStep)

@@ -7,7 +7,9 @@
 - a reproduction whose lease ran out fails (its worker died: it is not rebuilt again), one whose
   message the broker lost is published again;
 - approvals that waited too long expire, worktrees of runs that ended without a worker go, and a
-  canary whose run ended without a verdict is rolled back.
+  canary whose run ended without a verdict is rolled back;
+- a live release whose host is lost (silent for a lease, and the release does not answer) is
+  handed to a serving host, which starts it again (a canary fails instead).
 
 Each step is idempotent and takes the run's row lock, so several reconcilers may run at once.
 """
@@ -29,8 +31,8 @@ from store import deliveries, reproductions, runs, schedule
 from store.clock import utcnow
 from store.db import Database, StoreUnavailable
 from store.releases import unjudged_canaries
+from workers import hosts, runner
 from workers import reproduce as rebuild
-from workers import runner
 from workers.heartbeat import beating
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,33 @@ def reconcile(settings: Settings, db: Database, waiting: set[str] | None, now: d
     for run_id in _unjudged_canaries(db):
         runner.recover_release(settings, db, run_id)
     _reap(settings, db)
+    if waiting is not None:
+        _take_over_lost(settings, db, waiting)
     return moved
+
+
+def _take_over_lost(settings: Settings, db: Database, waiting: set[str]) -> None:
+    """A lost host's releases go to the serving queue, one message each, with an id of its own
+    (:func:`workers.hosts.take_over_id`): sent again only when neither waiting nor done."""
+    from workers import releases
+
+    try:
+        found = releases.lost(settings, db)
+    except StoreUnavailable as exc:
+        log.warning("reconcile: lost hosts' releases not looked for: %s", exc)
+        return
+    for release_id, host in found:
+        if hosts.take_over_id(release_id, host) in waiting:
+            continue
+        log.warning(
+            "reconcile: release #%d's host %s is lost (silent for a lease, its release does not answer); "
+            "asking a serving host (queue %s) to start it again",
+            release_id, host, settings.serving_queue,
+        )  # fmt: skip
+        try:
+            hosts.ask_to_take_over(settings, release_id, host)
+        except Exception as exc:  # kombu raises its own errors and the socket's: next pass
+            log.warning("reconcile: could not publish the take-over of release #%d: %s", release_id, exc)
 
 
 def _reap(settings: Settings, db: Database) -> None:

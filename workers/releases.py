@@ -12,15 +12,18 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import requests
 
 from config.settings import Settings
+from pipelines.errors import LooplineError
 from store import registry
 from store import releases as states
 from store.blobs import BlobError
+from store.clock import utcnow
 from store.db import Database
 from store.releases import ReleaseError
 from workers import artifacts, hosts, serving
@@ -85,13 +88,21 @@ def healthy(dep: Deployment, sha256: str) -> bool:
     return answer.status_code == 200 and body.get("model_sha256", sha256) == sha256
 
 
-def ensure_running(settings: Settings, db: Database, dep_id: int, say: Say) -> None:
-    """Restart a live release from its release directory if its process is gone."""
+def ensure_running(settings: Settings, db: Database, dep_id: int, say: Say, *, mine: bool = False) -> None:
+    """Restart a live release from its release directory if its process is gone (``mine``:
+    only if it runs on this host; a release another host took meanwhile is left to it).
+
+    The process is recorded only if the release still names the host it named when this
+    started (``record_process``): if another host took it meanwhile, this one is stopped.
+    """
     with db.session() as s:
         dep = states.get(s, dep_id)
         assert dep is not None
         states.switchable(dep)
         mv = _version(s, dep.model_name, dep.version)
+    if mine and not _here(dep, settings.host):
+        say(f"release #{dep.id} runs on {dep.host} now: not restarted here")
+        return
     if healthy(dep, mv.sha256):
         return
     directory = local_dir(settings, dep)
@@ -106,10 +117,57 @@ def ensure_running(settings: Settings, db: Database, dep_id: int, say: Say) -> N
         address=settings.serving_address,
     )
     with db.session() as s:
-        states.record_process(
-            s, dep_id, url=server.url, pid=server.pid, host=settings.host, release_dir=str(directory)
-        )
+        recorded = states.record_process(
+            s, dep_id, url=server.url, pid=server.pid, host=settings.host, release_dir=str(directory),
+            owner=dep.host,
+        )  # fmt: skip
+    if not recorded:
+        serving.stop(server.pid, grace=2)
+        raise ReleaseError(f"release #{dep.id} was taken by another host while it started here; stopped it")
     say(f"release #{dep.id} healthy at {server.url} on {settings.host}")
+
+
+def lost(settings: Settings, db: Database) -> list[tuple[int, str]]:
+    """``(release, host)`` of the live releases whose host is lost: silent for a lease (or never
+    registered) and the release does not answer. A release that answers stays where it is,
+    whatever its host's heartbeat says; so does every release of this host (it is alive)."""
+    since = utcnow() - timedelta(seconds=settings.lease_seconds)
+    with db.session() as s:
+        silent = [(i, h) for i, h in states.on_silent_hosts(s, since) if h != settings.host]
+        found = [(dep, h, _sha(s, dep)) for i, h in silent if (dep := states.get(s, i))]
+    return [(dep.id, h) for dep, h, sha in found if not healthy(dep, sha)]
+
+
+def _sha(session: Session, dep: Deployment) -> str:
+    """The registered sha256 of the release's model (the health check compares it)."""
+    mv = registry.model_version(session, dep.model_name, dep.version)
+    return mv.sha256 if mv else ""
+
+
+def take_over(settings: Settings, db: Database, dep_id: int, lost_host: str, say: Say) -> str:
+    """Start release ``dep_id`` of the lost host ``lost_host`` here (the ``take_over`` task, on a
+    serving host). Of several hosts asked at once one takes it (``store.releases.take_over``,
+    under the row lock), then starts it as a restart would: unpacked from its bundle, recorded
+    with this host's URL. Returns the outcome (``moved``, ``aborted``, ``refused``)."""
+    since = utcnow() - timedelta(seconds=settings.lease_seconds)
+    with db.session() as s:
+        dep = states.get(s, dep_id)
+        sha = _sha(s, dep) if dep is not None else ""
+    if dep is not None and healthy(dep, sha):  # it answers: its host is not lost after all
+        say(f"release #{dep_id} answers at {dep.url}: left on {dep.host}")
+        return "refused"
+    with db.session() as s:
+        taken = states.take_over(s, dep_id, lost=lost_host, host=settings.host, since=since)
+    say(taken.why)
+    if taken.outcome == "moved":
+        try:
+            ensure_running(settings, db, dep_id, say, mine=True)
+        except LooplineError as exc:  # the next reconcile pass hands it out again
+            with db.session() as s:
+                states.give_back(s, dep_id, lost=lost_host, host=settings.host)
+            say(f"release #{dep_id} could not start on {settings.host}: {exc}; handed back")
+            return "refused"
+    return taken.outcome
 
 
 def local_dir(settings: Settings, dep: Deployment) -> Path:
@@ -213,15 +271,15 @@ def abort_canary_of(db: Database, run_id: int) -> bool:
 
 
 def restore(settings: Settings, db: Database, say: Say) -> None:
-    """At start: a canary whose trial was interrupted fails; the rest of the live releases run again."""
+    """At start: a canary whose trial was interrupted fails (``store.releases.interrupted``,
+    the rule for a lost host's canary too); the rest of this host's live releases run again."""
     with db.session() as s:
         for dep in states.all_live(s):
-            if dep.status == "canary":
-                states.abort_canary(s, dep)
+            states.interrupted(s, dep)
         ids = [d.id for d in states.all_live(s) if d.target == "local" and _here(d, settings.host)]
     for dep_id in ids:
         try:
-            ensure_running(settings, db, dep_id, say)
+            ensure_running(settings, db, dep_id, say, mine=True)
         except (ReleaseError, serving.ServeError) as exc:
             say(f"release #{dep_id} could not be restarted: {exc}")
     reap(db, settings)

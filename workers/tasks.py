@@ -115,6 +115,17 @@ def reap() -> None:
     releases.reap(db, settings)
 
 
+# Sent to the serving queue by the reconciler when a release's host is lost. Acked early, no
+# retries: a message lost before the take-over leaves the release on the lost host, and the
+# reconciler publishes it again (its id is not waiting); once taken, the release names this host,
+# and if this host dies while starting it, it is lost like any other. A duplicate is refused by
+# the take-over's compare-and-set under the release's row lock, so it never starts twice.
+@app.task(name=hosts.TAKE_OVER)
+def take_over(release_id: int, lost: str) -> str:
+    settings, db = current()
+    return releases.take_over(settings, db, release_id, lost, log.warning)
+
+
 # Periodic and idempotent: acks early is fine, a lost tick is redone 10 s later. The relay beside
 # each default worker reconciles too, so a default queue full of slow intakes never delays it.
 @app.task(name="loopline.reconcile")

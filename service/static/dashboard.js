@@ -555,7 +555,8 @@ function renderLineage(lin) {
     lineageNode("Deployment", "n-deploy",
       h("p", {}, depHref ? h("a", { href: depHref, rel: "noopener noreferrer", target: "_blank" }, depHref)
         : code(String(dep.url ?? "no URL"))),
-      h("p", { class: "muted small" }, `${dep.target ?? ""} · ${dep.status ?? ""} · since `, time(dep.created_at)))));
+      h("p", { class: "muted small" }, `${dep.target ?? ""} · ${dep.status ?? ""} · since `, time(dep.created_at)),
+      dep.moved ? h("p", { class: "muted small" }, String(dep.moved)) : null)));
 }
 
 /** What the release buttons need: the user's rights and a way to act, then refresh. */
