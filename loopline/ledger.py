@@ -146,6 +146,7 @@ def reproduce(name: str, version: int, as_json: bool, remote: str | None) -> Non
         record = _ask(remote, name, version)
         click.echo(json.dumps(record, indent=2) if as_json else _format_record(record))
         if record["status"] != "succeeded":
+            click.echo(f"whole log: {remote.rstrip('/')}{record['url']}/log", err=True)
             raise SystemExit(1)
         return
     from loopline.report import open_store

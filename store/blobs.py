@@ -289,11 +289,14 @@ class S3BlobStore(BlobStore):
             answer = self.client.get_object(
                 Bucket=self.bucket, Key=self.prefix + "named/" + _checked_name(name)
             )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            return bytes(answer["Body"].read())
+        except self._errors() as exc:  # the storage unreachable too: a BlobError, not a crash
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in (
+                "404",
+                "NoSuchKey",
+            ):
                 return None
             raise BlobError(f"named object {name}: {exc}") from exc
-        return bytes(answer["Body"].read())
 
     def materialize(self, sha256: str, dest: Path) -> None:
         part = dest.with_name(dest.name + ".loopline-part")

@@ -241,6 +241,9 @@ def test_reproduce_rebuilds_a_version_on_the_trainer(stack: tuple[Stack, Project
     assert result["matches"] and result["sha256"]["got"] == result["sha256"]["expected"] == mv["sha256"]
     assert result["metrics"]["got"] == mv["metrics"] and result["dataset_version"] == mv["dataset"]["version"]
     assert record["seconds"] > 0 and "retraining" in record["log"]
+    assert result["log"] == f"logs/reproductions/{record['id']}.log"  # the trainer stored it
+    whole = requests.get(f"{s.url}{record['url']}/log", timeout=5)  # the web process serves it
+    assert whole.ok and "[loopline] retraining" in whole.text and whole.text.endswith(record["log"])
     listed = requests.get(f"{s.url}/api/models/churn/versions/2/reproductions", timeout=5).json()
     assert [r["id"] for r in listed["reproductions"]] == [record["id"]]
 

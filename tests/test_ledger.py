@@ -145,6 +145,7 @@ def test_data_stays_landed_and_models_are_reproducible(
     report = reproduce(lake.settings, db, "churn", model["version"])
     assert report["reproduced"], report
     assert report["sha256"] == model["sha256"] and report["metrics"] == model["metrics"]
+    assert report["log"].startswith("logs/reproductions/churn-") and "log_file" not in report
 
 
 @pytest.fixture

@@ -1,11 +1,13 @@
 """``POST /api/models/<name>/versions/<v>/reproduce`` on both databases: who may ask, what a bad
 request gets, idempotency, and the record's life without a rebuild: published once by the relay,
 started under a lease, ended by its worker, by a redelivery after its worker died, or by the
-reconciler when its lease ran out. The rebuild itself through a real Celery worker is in
-``tests/test_e2e.py``; ``reproduce`` against the store in ``tests/test_ledger.py``."""
+reconciler when its lease ran out; a real (tiny) rebuild's whole log served from the object
+storage. The rebuild itself through a real Celery worker is in ``tests/test_e2e.py``;
+``reproduce`` of the sample project against the store in ``tests/test_ledger.py``."""
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -19,14 +21,16 @@ from flask.testing import FlaskClient
 from pipelines.config import RepoConfig
 from service import create_app
 from service.state import loopline
-from store import reproductions, users
+from store import reproductions, stagelogs, users
+from store.datasets import EMPTY_SHA256
 from store.db import Database
 from store.lifecycle import IllegalMove, move_reproduction
 from store.models import ModelVersion, Reproduction, Run, utcnow
-from tests.conftest import make_settings
+from tests.conftest import git, make_settings
 from tests.test_actions_relay import Recorder
 from workers import reconcile, relay
-from workers.reproduce import run_requested, workdir
+from workers.reproduce import RebuildLog, run_requested, workdir
+from workers.serving import free_port
 
 TOKEN = {"Authorization": "Bearer boot", "X-Loopline-User": "ada"}
 
@@ -46,9 +50,17 @@ def client(tmp_path: Path, db_url: str) -> Iterator[FlaskClient]:
         loopline().db.dispose()
 
 
-def _register(db: Database, version: int, *, repository: str, dataset: dict[str, Any] | None) -> None:
+def _register(
+    db: Database,
+    version: int,
+    *,
+    repository: str,
+    dataset: dict[str, Any] | None,
+    commit: str = "c" * 40,
+    sha256: str = "a" * 64,
+) -> None:
     with db.session() as s:
-        run = Run(repository=repository, commit="c" * 40, trigger="push", dedupe_key=f"r{version}")
+        run = Run(repository=repository, commit=commit, trigger="push", dedupe_key=f"r{version}")
         s.add(run)
         s.flush()
         s.add(
@@ -57,12 +69,12 @@ def _register(db: Database, version: int, *, repository: str, dataset: dict[str,
                 version=version,
                 run_id=run.id,
                 repository=repository,
-                commit="c" * 40,
+                commit=commit,
                 data_version={},
                 params={},
                 metrics={"accuracy": 0.9},
                 artifact_path="-",
-                sha256="a" * 64,
+                sha256=sha256,
                 dataset=dataset,
             )
         )
@@ -209,6 +221,9 @@ def test_the_relay_publishes_it_and_every_reproduction_ends(client: FlaskClient)
     reproductions.record_pgid(db, claimed, orphan.pid)
     with db.session() as s:
         s.get(Reproduction, other).lease_owner = f"{claimed.owner.rpartition(':')[0]}:{2**22 + 7}"
+    left = RebuildLog(settings, other).path  # the log it was writing, on this host
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_text("[loopline] retraining: python train.py\n")
     try:
         assert run_requested(settings, db, other, other_task) == "failed"
         assert orphan.wait(timeout=10) == -signal.SIGKILL
@@ -216,6 +231,10 @@ def test_the_relay_publishes_it_and_every_reproduction_ends(client: FlaskClient)
         orphan.kill()
     record = client.get(f"/api/reproductions/{other}").json
     assert "worker died" in record["reason"] and record["finished_at"]
+    assert not left.exists()  # stored, with why it ended
+    assert client.get(f"/api/reproductions/{other}/log").get_data(as_text=True) == (
+        "[loopline] retraining: python train.py\n[loopline] its worker died: the reproduction failed\n"
+    )
 
     # Its repository unregistered meanwhile: the worker records why it cannot rebuild it.
     third = client.post("/api/models/churn/versions/1/reproduce", headers=TOKEN).json["id"]
@@ -224,6 +243,107 @@ def test_the_relay_publishes_it_and_every_reproduction_ends(client: FlaskClient)
     record = client.get(f"/api/reproductions/{third}").json
     assert record["status"] == "failed" and "no longer registered" in record["reason"]
     assert record["result"] is None
+
+
+# A project whose retrain is cheap: a log longer than the store keeps, an artifact and metrics,
+# on Loopline's own interpreter (no environment to build); EXIT is its exit code.
+TRAIN = """\
+import json, sys
+for epoch in range(400):
+    print(f"epoch {epoch:03}: " + "x" * 40)
+open("model.bin", "wb").write(b"model")
+json.dump({"accuracy": 0.9}, open("metrics.json", "w"))
+sys.exit(EXIT)
+"""
+PROJECT = """\
+environment: inherit
+model: {name: churn, artifact: model.bin, metrics: metrics.json}
+stages: {retrain: "python train.py"}
+"""
+
+
+def _tiny_project(remote: Path, *exits: int) -> list[str]:
+    """The bare repository the fixture's ``churn`` names, a commit per exit code."""
+    work = remote.parent / "tiny"
+    work.mkdir()
+    git("init", "-q", "-b", "main", cwd=work)
+    commits = []
+    for code in exits:
+        (work / "loopline.yml").write_text(PROJECT)
+        (work / "train.py").write_text(TRAIN.replace("EXIT", str(code)))
+        git("add", "-A", cwd=work)
+        git("commit", "-qm", f"exit {code}", cwd=work)
+        commits.append(git("rev-parse", "HEAD", cwd=work))
+    git("clone", "-q", "--bare", str(work), str(remote), cwd=work.parent)
+    return commits
+
+
+def test_a_rebuilds_whole_log_is_served_from_the_object_storage(
+    client: FlaskClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer stores the whole log as an object when the rebuild ends and keeps no file: the
+    web process, which shares no disk with it, serves it; the record keeps only its tail."""
+    db, settings = _db(client), _settings(client)
+    ok, failing = _tiny_project(tmp_path / "remote.git", 0, 3)
+    empty = {"version": 0, "manifest_sha256": EMPTY_SHA256, "files": []}
+    model = hashlib.sha256(b"model").hexdigest()
+    _register(db, 4, repository="churn", dataset=empty, commit=ok, sha256=model)
+    _register(db, 5, repository="churn", dataset=empty, commit=failing, sha256=model)
+
+    asked = client.post("/api/models/churn/versions/4/reproduce", headers=TOKEN).json
+    log_url = f"{asked['url']}/log"
+    queued = client.get(log_url)
+    assert queued.status_code == 404 and queued.json["error"] == "not_found"  # none yet
+    assert run_requested(settings, db, asked["id"]) == "succeeded"
+    record = client.get(asked["url"]).json
+    assert record["result"]["matches"] and record["result"]["log"] == stagelogs.reproduction(asked["id"])
+    whole = client.get(log_url)
+    assert whole.status_code == 200 and whole.mimetype == "text/plain"
+    text = whole.get_data(as_text=True)
+    assert text.startswith("[loopline] worktree at ") and "[loopline] retraining: python train.py" in text
+    assert all(f"epoch {n:03}: " in text for n in range(400))
+    assert len(record["log"]) == reproductions.LOG_TAIL < len(text) and text.endswith(record["log"])
+
+    # A failing command: its log too, all of it.
+    asked = client.post("/api/models/churn/versions/5/reproduce", headers=TOKEN).json
+    assert run_requested(settings, db, asked["id"]) == "failed"
+    record = client.get(asked["url"]).json
+    assert record["reason"] == "the retrain command exited 3" and record["result"]["exit_code"] == 3
+    text = client.get(f"{asked['url']}/log").get_data(as_text=True)
+    assert "epoch 000: " in text and "epoch 399: " in text and text.endswith(record["log"])
+
+    # Running: no log yet. Ended without rebuilding (nothing written): none at all.
+    running = client.post("/api/models/churn/versions/4/reproduce", headers=TOKEN).json["id"]
+    assert isinstance(reproductions.start(db, running, None, settings.lease_seconds), reproductions.Claim)
+    assert client.get(f"/api/reproductions/{running}/log").status_code == 404
+    gone = client.post("/api/models/churn/versions/4/reproduce", headers=TOKEN).json["id"]
+    assert run_requested(make_settings(tmp_path, (), db_url=db.url), db, gone) == "failed"
+    for missing in (gone, 999, 2**63):
+        answer = client.get(f"/api/reproductions/{missing}/log")
+        assert answer.status_code == 404 and answer.json["error"] == "not_found", missing
+
+    # The trainer kept no log, and no worktree.
+    assert list((settings.home / "logs" / "reproduce").iterdir()) == []
+    assert list((settings.home / "reproduce").iterdir()) == []
+
+    # The object storage unreachable (an S3 endpoint nothing listens on): the store's tail, as
+    # for a stage's log, or 503 when the store has none; never a 500.
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    down = make_settings(tmp_path / "down", db_url=db.url, storage_url="s3://nowhere/loopline")
+    other = create_app({"settings": down, "TESTING": True}).test_client()
+    try:
+        tail = other.get(f"/api/reproductions/{asked['id']}/log")
+        assert tail.status_code == 200 and tail.get_data(as_text=True) == record["log"]
+        nothing = other.get(f"/api/reproductions/{gone}/log")
+        assert nothing.status_code == 503 and nothing.json["error"] == "storage_unavailable"
+    finally:
+        _db(other).dispose()
 
 
 def test_the_lifecycle_is_declared_once() -> None:
@@ -242,7 +362,6 @@ def test_remote_reproduce_says_in_one_line_when_the_server_is_unreachable() -> N
     from click.testing import CliRunner
 
     from loopline.cli import main
-    from workers.serving import free_port
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     answer = CliRunner().invoke(main, ["models", "reproduce", "churn", "1", "--remote", url])

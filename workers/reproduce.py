@@ -4,6 +4,9 @@ A fresh worktree at the version's commit, its dataset version materialized into 
 (checked file by file against the lineage), the project's retrain command with an empty DVC
 cache (so nothing is restored from an earlier run: everything is recomputed), then the artifact's
 sha256 and the metrics compared with the registry's.
+
+The rebuild's log is a file on this host while it runs, then one object in object storage
+(:class:`RebuildLog`): the web process serves it from there, and the trainer keeps no logs.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from config.settings import Settings
 from pipelines.errors import LooplineError
-from store import reproductions
-from store.blobs import hash_file
+from store import reproductions, stagelogs
+from store.blobs import BlobError, hash_file
 from store.db import Database
 from store.registry import model_version
 from workers import datasets as ledger
@@ -38,6 +42,51 @@ class ReproduceError(LooplineError, RuntimeError):
     """The version cannot be rebuilt (unknown, or its lineage lacks what a rebuild needs)."""
 
 
+class RebuildLog:
+    """A rebuild's log: written to a file on this host while it runs, then stored as one object
+    (:func:`store.stagelogs.reproduction`) and the file removed. Hosts share no disk, so the web
+    process serves it from the object storage; and the trainer's scratch does not fill with logs."""
+
+    def __init__(self, settings: Settings, label: int | str) -> None:
+        self.settings = settings
+        self.key = stagelogs.reproduction(label)
+        self.path = settings.home / "logs" / "reproduce" / self.key.rpartition("/")[2]
+        #: The object's name once stored (None: not yet, or the object storage refused it).
+        self.stored: str | None = None
+        #: What the store keeps of it (:data:`store.reproductions.LOG_TAIL`).
+        self.tail = ""
+
+    @contextmanager
+    def writing(self) -> Iterator[IO[bytes]]:
+        """The file to write; stored when the block ends, also by an exception (said last)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.path.open("wb") as out:
+                try:
+                    yield out
+                except Exception as exc:
+                    out.write(f"[loopline] stopped: {exc}\n".encode(errors="replace"))
+                    raise
+        finally:
+            self.keep()
+
+    def keep(self, last: str = "") -> None:
+        """Store the file (and ``last``) as the object and remove it. If the object storage
+        refuses it the file stays, and a warning says where."""
+        try:
+            data = self.path.read_bytes() + last.encode()
+        except FileNotFoundError:  # never written on this host
+            return
+        self.tail = data[-reproductions.LOG_TAIL :].decode("utf-8", errors="replace")
+        try:
+            ledger.blobs(self.settings).put_named(self.key, data)
+        except (BlobError, OSError) as exc:
+            log.warning("the rebuild log stays at %s: the object storage refused it: %s", self.path, exc)
+            return
+        self.stored = self.key
+        self.path.unlink(missing_ok=True)
+
+
 def reproduce(
     settings: Settings,
     db: Database,
@@ -45,9 +94,11 @@ def reproduce(
     version: int,
     say: Callable[[str], None] = lambda _: None,
     work: Path | None = None,
+    rebuild_log: RebuildLog | None = None,
 ) -> dict[str, Any]:
-    """Rebuild ``name`` v``version`` (in ``work``, else a new directory); the report says what
-    matched."""
+    """Rebuild ``name`` v``version`` (in ``work``, else a new directory; its log in
+    ``rebuild_log``, else one named after ``work``); the report says what matched, and names the
+    log's object (``log_file``: where it stayed, when the object storage refused it)."""
     with db.session() as s:
         mv = model_version(s, name, version)
         if mv is None:
@@ -61,37 +112,42 @@ def reproduce(
         raise ReproduceError(f"{name} v{version} was registered before the data ledger: no dataset version")
     started = time.monotonic()
     work = work or settings.home / "reproduce" / f"{name}-{version}-{time.time_ns()}"
-    mirror_ = mirror(settings, repo)
-    with mirror_lock(settings.home, repo.name):
-        mirror_.update()
-    mirror_.add_worktree(work, commit)
-    log_path = settings.home / "logs" / "reproduce" / f"{work.name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        project = project_in(work)
-        into = work / project.data_into
-        say(f"worktree at {commit[:12]}, dataset version {dataset['version']}")
-        ledger.materialize(settings, db, repository, dataset["version"], into)
-        files = sorted(
-            (p.relative_to(into).as_posix(), hash_file(p).sha256) for p in into.rglob("*") if p.is_file()
-        )
-        recorded = sorted((f["path"], f["sha256"]) for f in dataset.get("files", []))
-        say(f"retraining: {project.stages['retrain']} (empty DVC cache)")
-        with log_path.open("wb") as log:  # in the project's environment and sandbox, as retrain runs
-            code = run_logged(
+    rebuild_log = rebuild_log or RebuildLog(settings, work.name)
+    with rebuild_log.writing() as out:
+
+        def note(line: str) -> None:
+            say(line)
+            out.write(f"[loopline] {line}\n".encode())
+
+        mirror_ = mirror(settings, repo)
+        with mirror_lock(settings.home, repo.name):
+            mirror_.update()
+        mirror_.add_worktree(work, commit)
+        try:
+            project = project_in(work)
+            into = work / project.data_into
+            note(f"worktree at {commit[:12]}, dataset version {dataset['version']}")
+            ledger.materialize(settings, db, repository, dataset["version"], into)
+            files = sorted(
+                (p.relative_to(into).as_posix(), hash_file(p).sha256) for p in into.rglob("*") if p.is_file()
+            )
+            recorded = sorted((f["path"], f["sha256"]) for f in dataset.get("files", []))
+            note(f"retraining: {project.stages['retrain']} (empty DVC cache)")
+            out.flush()
+            code = run_logged(  # in the project's environment and sandbox, as retrain runs
                 project.stages["retrain"],
                 cwd=work,
-                log=log,
+                log=out,
                 timeout=settings.stage_timeout,
                 env={"DVC_SITE_CACHE_DIR": str(work / ".dvc-site"), "DVC_NO_ANALYTICS": "1"},
-                box=box_for(settings.home, project, work, log),
+                box=box_for(settings.home, project, work, out),
             )
-        artifact = work / project.artifact
-        sha = hash_file(artifact).sha256 if code == 0 and artifact.is_file() else None
-        metrics = read_metrics(work / project.metrics) if code == 0 else {}
-    finally:
-        mirror_.remove_worktree(work)
-        shutil.rmtree(work, ignore_errors=True)
+            artifact = work / project.artifact
+            sha = hash_file(artifact).sha256 if code == 0 and artifact.is_file() else None
+            metrics = read_metrics(work / project.metrics) if code == 0 else {}
+        finally:
+            mirror_.remove_worktree(work)
+            shutil.rmtree(work, ignore_errors=True)
     same_metrics = expected_metrics == metrics
     report = {
         "model": name,
@@ -108,9 +164,11 @@ def reproduce(
         "metrics": metrics,
         "expected_metrics": expected_metrics,
         "metrics_match": same_metrics,
-        "log": str(log_path),
+        "log": rebuild_log.stored,
         "seconds": round(time.monotonic() - started, 2),
     }
+    if rebuild_log.stored is None:
+        report["log_file"] = str(rebuild_log.path)
     report["reproduced"] = bool(report["data_matches"] and report["sha256_matches"] and same_metrics)
     return report
 
@@ -130,7 +188,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"  artifact    sha256 {report['sha256']}: {mark(report['sha256_matches'])}",
             f"  metrics     {mark(report['metrics_match'])}"
             + ("" if report["metrics_match"] else f": {report['metrics']} vs {report['expected_metrics']}"),
-            f"  log         {report['log']}",
+            f"  log         {report['log']} in the object storage"
+            if report["log"]
+            else f"  log         {report.get('log_file')} (the object storage refused it)",
         ]
     )
 
@@ -145,26 +205,23 @@ def run_requested(settings: Settings, db: Database, reproduction_id: int, task_i
         return "failed"
     if isinstance(claim, str):
         return claim
-    said: list[str] = []
     report: dict[str, Any] | None = None
+    rebuild_log = RebuildLog(settings, claim.id)
     with (
         beating(settings.lease_seconds / 3, lambda: reproductions.renew(db, claim, settings.lease_seconds)),
         reporting(lambda pgid: reproductions.record_pgid(db, claim, pgid)),
     ):
         try:
-            report = reproduce(
-                settings, db, claim.name, claim.version, say=said.append, work=workdir(settings, claim)
-            )
+            work = workdir(settings, claim)  # its log, like its record, by the reproduction's id
+            report = reproduce(settings, db, claim.name, claim.version, work=work, rebuild_log=rebuild_log)
             status, reason = verdict(report)
         except LooplineError as exc:  # ReproduceError, a git or config error: one line
             status, reason = "failed", str(exc)
         except Exception as exc:  # recorded too, so it ends: a reproduction never stays running
             log.exception("reproduction %d of %s v%d", claim.id, claim.name, claim.version)
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
-    text = "".join(f"[loopline] {line}\n" for line in said)
-    if report is not None:
-        text += _tail(Path(report["log"]))
-    reproductions.finish(db, claim, status, reason=reason, result=report and result_of(report), log=text)
+    result = report and result_of(report)  # the store keeps the log's tail; the object, all of it
+    reproductions.finish(db, claim, status, reason=reason, result=result, log=rebuild_log.tail)
     return status
 
 
@@ -182,6 +239,7 @@ def end_dead(settings: Settings, ended: reproductions.Ended) -> None:
         kill_group(ended.orphan.pgid, signal.SIGKILL)
         wait_gone(ended.orphan.pgid)
     shutil.rmtree(workdir(settings, ended), ignore_errors=True)  # git prunes its entry next time
+    RebuildLog(settings, ended.id).keep("[loopline] its worker died: the reproduction failed\n")
 
 
 def verdict(report: dict[str, Any]) -> tuple[str, str]:
@@ -219,13 +277,5 @@ def result_of(report: dict[str, Any]) -> dict[str, Any]:
             "matches": report["metrics_match"],
         },
         "seconds": report["seconds"],
+        "log": report["log"],
     }
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(max(0, path.stat().st_size - reproductions.LOG_TAIL))
-            return fh.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
