@@ -81,11 +81,17 @@ def shared_storage_warning(settings: Settings, others: list[str]) -> str | None:
     )
 
 
-def keep_alive(settings: Settings, db: Database, *, serves: bool, parent: int | None = None) -> None:
-    """Announce this host, then renew it every third of a lease until SIGTERM or until the
+def keep_alive(
+    settings: Settings,
+    db: Database,
+    *,
+    serves: bool,
+    parent: int | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Announce this host, then renew it every third of a lease until ``stop`` is set or the
     worker ``parent`` is gone (the stages' heartbeat, :func:`workers.heartbeat.beating`)."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop or threading.Event()
     try:
         registry.announce(db, settings.host, serves=serves)
         warning = shared_storage_warning(settings, registry.others(db, settings.host, utcnow() - RECENT))
@@ -117,4 +123,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/Host] %(message)s")
     settings, db = current()
-    keep_alive(settings, db, serves=args.serves, parent=args.parent)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    keep_alive(settings, db, serves=args.serves, parent=args.parent, stop=stopping)
