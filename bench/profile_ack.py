@@ -131,11 +131,14 @@ def main() -> int:
                 for environ in part:
                     b"".join(wsgi(environ, start_response))
 
+            if args.threads == 1:  # on this thread: what --profile sees
+                return some(batch)
             parts = [batch[i :: args.threads] for i in range(args.threads)]
             with ThreadPoolExecutor(args.threads) as pool:
                 list(pool.map(some, parts))
 
         store_ms: list[float] = []
+        walls: list[float] = []
 
         def cpu_per_request(wsgi: WSGIApp, profiler: cProfile.Profile | None = None) -> float:
             call_all(wsgi, environs(300))  # warm-up, and the store's connections opened
@@ -145,9 +148,10 @@ def main() -> int:
             db0 = cpu_by_pid(pids)
             if profiler:
                 profiler.enable()
-            t0 = time.process_time()
+            t0, w0 = time.process_time(), time.perf_counter()
             call_all(wsgi, batch)
             spent = time.process_time() - t0
+            walls.append(time.perf_counter() - w0)
             if profiler:
                 profiler.disable()
             db1 = cpu_by_pid(pids)
@@ -165,6 +169,7 @@ def main() -> int:
         )
         print(f"  bare HMAC endpoint                      {cpu_per_request(bare_app.app.wsgi_app):.3f} ms")
         print(f"  loopline POST /hooks/github             {cpu_per_request(app.wsgi_app):.3f} ms")
+        print(f"    answered per second                   {args.n / walls[-1]:.0f}")
         if args.postgres:
             print(f"    and PostgreSQL's CPU for it           {store_ms[-1]:.3f} ms")
         real = hooks.record_delivery
