@@ -70,6 +70,8 @@ def test_two_projects_pinning_different_scikit_learn_versions_train_side_by_side
     assert found["p0"].prefix is not None and str(found["p0"].prefix).startswith(
         os.environ["LOOPLINE_ENVIRONMENTS"]
     )
+    # Compiled when built: stages see the environment read-only and could not cache bytecode.
+    assert list(found["p0"].prefix.glob("lib/python*/site-packages/sklearn/__pycache__/*.pyc"))
 
     started = time.monotonic()  # a cache hit: no uv at all
     with (tmp_path / "again.log").open("w+b") as log:

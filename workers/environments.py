@@ -33,6 +33,9 @@ from workers.process import run_logged
 #: Environments kept; older ones (by last use) are removed after a build, but never one used
 #: within :data:`IN_USE_SECONDS` (a running stage may have it mounted).
 KEEP = int(os.environ.get("LOOPLINE_ENVIRONMENTS_KEEP") or 8)
+#: How environments are built (part of their hash): raised when that changes, so environments
+#: built the old way are built again rather than reused. 2: bytecode compiled at build time.
+RECIPE = 2
 IN_USE_SECONDS = 24 * 3600.0
 READY = ".loopline-ready.json"
 BUILD_TIMEOUT = 1800.0
@@ -120,9 +123,9 @@ def _version_of(python: Path) -> str | None:
 
 
 def key_of(config: EnvironmentConfig, worktree: Path, python: Path, full_version: str) -> str:
-    """The environment's hash: its kind, file bytes, interpreter and uv's version."""
+    """The environment's hash: how it is built, its kind, file bytes, interpreter and uv's version."""
     digest = hashlib.sha256()
-    digest.update(f"{config.kind}\0{python}\0{full_version}\0{uv_version()}\0".encode())
+    digest.update(f"{RECIPE}\0{config.kind}\0{python}\0{full_version}\0{uv_version()}\0".encode())
     if config.file:
         path = worktree / config.file
         try:
@@ -227,6 +230,10 @@ def _build(
         # sandbox, and a link into a shared cache would let one build change another's files.
         "UV_LINK_MODE": "copy",
         "UV_PROJECT_ENVIRONMENT": str(prefix),
+        # Stages and model servers see the environment read-only, so Python cannot cache the
+        # bytecode it compiles: each process compiled every module it imported. Measured with
+        # the sample project's scikit-learn: `import sklearn.dummy` took 1.37 s, 0.63 s compiled.
+        "UV_COMPILE_BYTECODE": "1",
     }
     for var in ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL", "SSL_CERT_FILE"):
         if var in os.environ:

@@ -66,6 +66,12 @@ HOST = "127.0.0.1"
 SECRET = "peer-bench-secret"
 FULL_NAME = "bench/peer"
 STAMP = re.compile(r"PEER-STEP (\w+) ([\d.]+) ([\d.]+)")
+SKLEARN = next(
+    line
+    for line in (ROOT / "examples" / "requirements.txt").read_text().splitlines()
+    if line.startswith("scikit-learn")
+)
+ENVIRONMENTS = Path.home() / ".cache" / "loopline-bench" / "environments"  # built once, by the warm-up push
 TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "gate_failed"}
 LOOPLINE_YML = """\
 model: {name: peer, artifact: model.pkl, metrics: metrics.json}
@@ -108,6 +114,9 @@ def make_project(work: Path, remote: Path) -> None:
     (work / "app" / "__init__.py").write_text("")
     (work / "app" / "version.py").write_text("VERSION = 0\n")
     (work / "train" / "params.json").write_text('{"strategy": "most_frequent"}\n')
+    # The project's environment (Loopline runs every stage and the model server in it): ci.py
+    # train and unpickling the model need scikit-learn; the sample project's pin, so uv's cache has it.
+    (work / "requirements.txt").write_text(f"{SKLEARN}\n")
     git("init", "-q", "--bare", "-b", "main", str(remote), cwd=work.parent)
     git("init", "-q", "-b", "main", cwd=work)
     git("config", "user.email", "bench@loopline.invalid", cwd=work)
@@ -301,6 +310,7 @@ def loopline_env(root: Path, remote: Path) -> dict[str, str]:
     env.update(
         LOOPLINE_HOME=str(root / "home"),
         LOOPLINE_CONFIG=str(config),
+        LOOPLINE_ENVIRONMENTS=str(ENVIRONMENTS),
         PEER_HOOK_SECRET=SECRET,
         PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -434,7 +444,11 @@ def pipeline(
             git("commit", "-qam", f"app change {i}", cwd=work)
         git("push", "-q", "origin", "main", cwd=work)
         after = git("rev-parse", "HEAD", cwd=work)
-        files = ["app/version.py"] if i else ["ci.py", "loopline.yml", "app/version.py", "train/params.json"]
+        files = (
+            ["app/version.py"]
+            if i
+            else ["ci.py", "loopline.yml", "requirements.txt", "app/version.py", "train/params.json"]
+        )
         body = push_payload(before, after, f"push {i}", files, ref="refs/heads/main")
         before = after
         systems: dict[str, Loopline | Buildbot] = {"loopline": loopline, "buildbot": buildbot}
