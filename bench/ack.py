@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +141,7 @@ class Result:
     errors: int
     cpu_s: float | None = None  # server CPU seconds (master + workers) during the measured run
     db_cpu_s: float | None = None  # PostgreSQL's CPU seconds for this target (with --postgres)
+    spread: list[int] | None = None  # connections per gunicorn worker, seen half-way
 
     @property
     def cpu_ms_per_req(self) -> float | None:
@@ -303,6 +305,48 @@ def server_cpu_seconds(master: int) -> float | None:
         return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")  # utime, stime
     except (OSError, ValueError, IndexError):
         return None
+
+
+def connections_by_worker(master: int, port: int) -> list[int] | None:
+    """How many established connections to ``port`` each gunicorn worker of ``master`` holds,
+    most first (Linux /proc). With kept-alive connections this decides a round's fate: all of
+    them on one worker leave the other idle (see bench/README.md)."""
+    try:
+        inodes: set[str] = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # ESTABLISHED
+                    inodes.add(fields[9])
+        counts = []
+        for pid, fields in _stats().items():
+            if int(fields[1]) != master:
+                continue
+            held = 0
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                held += target.startswith("socket:[") and target[8:-1] in inodes
+            counts.append(held)
+        return sorted(counts, reverse=True)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def spread_later(master: int, port: int, after: float) -> Callable[[], list[int] | None]:
+    """Look at the connections per worker ``after`` seconds from now (mid-run); the function
+    returned waits for that look and gives it."""
+    seen: list[list[int] | None] = []
+    timer = threading.Timer(after, lambda: seen.append(connections_by_worker(master, port)))
+    timer.start()
+
+    def result() -> list[int] | None:
+        timer.join()
+        return seen[0] if seen else None
+
+    return result
 
 
 def database_pids(url: str) -> list[int]:
@@ -499,6 +543,11 @@ def run_python(
         other=counts["other"],
         errors=counts["errors"],
     )
+
+
+def _spread(result: Result) -> str:
+    """`` [4+4]``: the connections each worker held in that round."""
+    return f" [{'+'.join(map(str, result.spread))}]" if result.spread else ""
 
 
 def count_deliveries(database_url: str) -> int:
@@ -731,7 +780,9 @@ def main() -> int:
             proc = servers[key][0]
             pids = database_pids(database_url) if args.postgres and key == "a" else []
             cpu0, db0 = server_cpu_seconds(proc.pid), cpu_by_pid(pids)
+            spread = spread_later(proc.pid, servers[key][1], args.duration / 2)
             result = load(key, args.duration, f"bench-{run_tag}-{key}-run{n}")
+            result.spread = spread()
             cpu1, db1 = server_cpu_seconds(proc.pid), cpu_by_pid(pids)
             if cpu0 is not None and cpu1 is not None:
                 result.cpu_s = cpu1 - cpu0
@@ -748,7 +799,7 @@ def main() -> int:
     print()
     if args.rounds > 1:
         for key, *_ in targets:
-            print(f"  ({key}) req/s per round: " + ", ".join(f"{r.rps:.0f}" for r in rounds[key]))
+            print(f"  ({key}) req/s per round: " + ", ".join(f"{r.rps:.0f}{_spread(r)}" for r in rounds[key]))
         print("  median round:")
     print(
         f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} {'+store':>7} "
