@@ -299,6 +299,26 @@ def on_silent_hosts(session: Session, since: datetime) -> list[tuple[int, str]]:
     return [(dep_id, host or "") for dep_id, host in session.execute(query)]
 
 
+def process_died(
+    session: Session, release_id: int, *, host: str, pid: int
+) -> Literal["restart", "failed", "changed"]:
+    """Release ``release_id``'s process ``pid`` died on ``host``, which is alive (a crash, an
+    OOM kill, a kill by hand): under its row lock, ``restart`` it if it is still live there with
+    that pid; ``changed`` if a transition, a restart, a stop or a move came first. A canary on
+    trial ``failed`` instead, as one whose host was lost (:func:`interrupted`: its trial was
+    interrupted; it is not started again behind its judge's back)."""
+    dep = lock(session, release_id)
+    if dep is None or dep.status not in LIVE_RELEASES or dep.target != "local":
+        return "changed"
+    if dep.host != host or dep.pid != pid:
+        return "changed"
+    if interrupted(session, dep):
+        dep.pid = None
+        dep.moved = f"canary trial interrupted: its process {pid} died on host {host}; failed"
+        return "failed"
+    return "restart"
+
+
 @dataclass(frozen=True)
 class TakeOver:
     """What :func:`take_over` did: ``moved`` (start it now), ``aborted`` (a canary) or

@@ -27,7 +27,7 @@ from store.models import Deployment, Run
 from tests.conftest import SYSTEM_REDIS, make_settings
 from tests.release_helpers import ROWS, real_model, register
 from tests.test_releases import builtin_release
-from workers import artifacts, serving
+from workers import artifacts, asks, serving
 from workers import hosts as host_tasks
 from workers import releases as processes
 from workers.reconcile import reconcile, waiting_ids
@@ -229,7 +229,7 @@ def test_the_reconciler_asks_the_serving_queue_once_per_lost_release(tmp_path: P
         for _ in range(3):  # each pass sees the message still waiting: not sent again
             reconcile(settings, db, waiting_ids(app))
         messages = broker.lrange("serving", 0, -1)
-        assert len(messages) == 1 and host_tasks.take_over_id(dep_id, "gone").encode() in messages[0]
+        assert len(messages) == 1 and asks.take_over_id(dep_id, "gone").encode() in messages[0]
         assert b"loopline.take_over" in messages[0]
     finally:
         broker.flushdb()

@@ -20,7 +20,7 @@ from store.db import Database
 from store.models import Deployment, Run, Stage
 from tests.conftest import ROOT, SYSTEM_REDIS, Project, git, make_settings
 from tests.release_helpers import ROWS, constant_model, register
-from workers import artifacts, hosts, livelog, releases, runner, serving
+from workers import artifacts, asks, livelog, releases, runner, serving
 
 
 def test_a_release_registered_under_another_address_listens_there(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_a_retired_release_is_stopped_only_by_its_own_host(tmp_path: Path, db: D
     """A pid means nothing on another host: ``reap`` there sends ``loopline.reap`` to the
     release's host queue and leaves the process alone; its own host stops it."""
     broker = redis.Redis.from_url(SYSTEM_REDIS)
-    broker.delete(hosts.queue("serving-1"))
+    broker.delete(asks.queue("serving-1"))
     mv = register(db, tmp_path / "home", "m", 1, constant_model(1))
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
@@ -98,11 +98,11 @@ def test_a_retired_release_is_stopped_only_by_its_own_host(tmp_path: Path, db: D
         elsewhere = dataclasses.replace(make_settings(tmp_path / "web", db_url=db.url, host="web-1"),
                                         broker_url=SYSTEM_REDIS)  # fmt: skip
         releases.reap(db, elsewhere, ask_others=False)  # the reconciler's periodic pass
-        assert proc.poll() is None and broker.llen(hosts.queue("serving-1")) == 0
+        assert proc.poll() is None and broker.llen(asks.queue("serving-1")) == 0
         releases.reap(db, elsewhere)
         assert proc.poll() is None  # not signalled from another host
-        (message,) = broker.lrange(hosts.queue("serving-1"), 0, -1)
-        assert json.loads(message)["headers"]["task"] == hosts.REAP
+        (message,) = broker.lrange(asks.queue("serving-1"), 0, -1)
+        assert json.loads(message)["headers"]["task"] == asks.REAP
         own = dataclasses.replace(elsewhere, host="serving-1")
         releases.reap(db, own)  # what the task does on that host
         assert proc.wait(timeout=10) is not None
@@ -111,7 +111,7 @@ def test_a_retired_release_is_stopped_only_by_its_own_host(tmp_path: Path, db: D
     finally:
         proc.kill()
         proc.wait()
-        broker.delete(hosts.queue("serving-1"))
+        broker.delete(asks.queue("serving-1"))
         broker.close()
 
 

@@ -20,7 +20,7 @@ from celery.signals import celeryd_after_setup
 from kombu import Queue
 
 from config.settings import Settings
-from workers import hosts
+from workers import asks
 from workers.process import terminate
 
 settings = Settings.from_env()
@@ -56,7 +56,7 @@ app.conf.update(
 @celeryd_after_setup.connect
 def _take_host_queue(sender: str, instance: Any, **_: Any) -> None:
     """Every worker also takes its host's queue (the ``worker_direct`` pattern, per host)."""
-    instance.app.amqp.queues.select_add(hosts.queue(settings.host))
+    instance.app.amqp.queues.select_add(asks.queue(settings.host))
 
 
 class RelayStep(bootsteps.StartStopStep):

@@ -2,12 +2,14 @@
 each takes its host's queue, ``host.<name>``.
 
 Only the host a release runs on may signal its process (a pid means nothing elsewhere), so a
-release another host retired is stopped by a task sent to its host's queue. Sent by a small
-send-only Celery app: the CLI, the web process and the reconciler never load the workers' app.
+release another host retired is stopped by a task sent to its host's queue (``workers/asks.py``).
 
 A host whose heartbeat stops for a lease is lost (``store/hosts.py``): the reconciler sends
-each release it served that no longer answers to the serving queue (:func:`ask_to_take_over`),
-where a serving host starts it again (``workers/releases.py`` ``take_over``).
+each release it served that no longer answers to the serving queue
+(:func:`workers.asks.ask_to_take_over`), where a serving host starts it again
+(``workers/releases.py`` ``take_over``). A host that stays alive tends its own releases: the
+keep-alive of a serving host starts again, about every heartbeat, those whose process died
+(``workers/releases.py`` ``revive``).
 """
 
 from __future__ import annotations
@@ -17,57 +19,21 @@ import logging
 import os
 import signal
 import threading
+import time
 from datetime import timedelta
-from functools import cache
 
-from celery import Celery
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
 from store import hosts as registry
 from store.clock import utcnow
 from store.db import Database, StoreUnavailable
+from workers import releases
 from workers.heartbeat import beating
 
 log = logging.getLogger(__name__)
-REAP = "loopline.reap"
-TAKE_OVER = "loopline.take_over"
 #: Other hosts seen this recently count as running beside this one (the storage warning).
 RECENT = timedelta(hours=1)
-
-
-def queue(host: str) -> str:
-    return f"host.{host}"
-
-
-@cache
-def _sender(broker_url: str) -> Celery:
-    return Celery("loopline-sender", broker=broker_url, set_as_current=False)
-
-
-def ask_to_reap(settings: Settings, host: str) -> None:
-    """Ask ``host`` to stop its retired releases; a broker that is down leaves it to that
-    host's next reconcile pass."""
-    try:
-        _sender(settings.broker_url).send_task(REAP, queue=queue(host))
-    except Exception as exc:  # kombu raises its own errors and the socket's
-        log.warning("could not ask %s to stop its retired releases: %s", host, exc)
-
-
-def take_over_id(release_id: int, lost: str) -> str:
-    """One message id per (release, lost host): the reconciler sends it again only when it is
-    neither waiting in the broker nor done (the release then names another host)."""
-    return f"take-over-{release_id}-{lost}"
-
-
-def ask_to_take_over(settings: Settings, release_id: int, lost: str) -> None:
-    """Ask a serving host to start release ``release_id`` of the lost host ``lost`` again."""
-    _sender(settings.broker_url).send_task(
-        TAKE_OVER,
-        args=[release_id, lost],
-        queue=settings.serving_queue,
-        task_id=take_over_id(release_id, lost),
-    )
 
 
 def shared_storage_warning(settings: Settings, others: list[str]) -> str | None:
@@ -90,7 +56,11 @@ def keep_alive(
     stop: threading.Event | None = None,
 ) -> None:
     """Announce this host, then renew it every third of a lease until ``stop`` is set or the
-    worker ``parent`` is gone (the stages' heartbeat, :func:`workers.heartbeat.beating`)."""
+    worker ``parent`` is gone (the stages' heartbeat, :func:`workers.heartbeat.beating`).
+
+    A host that ``serves`` also starts again, as often, its releases whose process died while
+    it stayed alive (:func:`workers.releases.revive`): here, on this loop, so a slow start
+    never delays the heartbeat, which renews from its own thread."""
     stop = stop or threading.Event()
     try:
         registry.announce(db, settings.host, serves=serves)
@@ -109,9 +79,13 @@ def keep_alive(
 
     every = settings.lease_seconds / 3
     log.info("host %s alive (serves: %s), renewed every %.1fs", settings.host, serves, every)
+    tended = -every  # at once, then every ``every`` seconds
     with beating(every, renew):
         while not stop.is_set() and (parent is None or os.getppid() == parent):
-            stop.wait(1)
+            if serves and time.monotonic() - tended >= every:
+                tended = time.monotonic()
+                releases.revive(settings, db, log.warning)
+            stop.wait(min(every, 1))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from store import deliveries, reproductions, runs, schedule
 from store.clock import utcnow
 from store.db import Database, StoreUnavailable
 from store.releases import unjudged_canaries
-from workers import hosts, runner
+from workers import asks, runner
 from workers import reproduce as rebuild
 from workers.heartbeat import beating
 
@@ -145,7 +145,7 @@ def reconcile(settings: Settings, db: Database, waiting: set[str] | None, now: d
 
 def _take_over_lost(settings: Settings, db: Database, waiting: set[str]) -> None:
     """A lost host's releases go to the serving queue, one message each, with an id of its own
-    (:func:`workers.hosts.take_over_id`): sent again only when neither waiting nor done."""
+    (:func:`workers.asks.take_over_id`): sent again only when neither waiting nor done."""
     from workers import releases
 
     try:
@@ -154,7 +154,7 @@ def _take_over_lost(settings: Settings, db: Database, waiting: set[str]) -> None
         log.warning("reconcile: lost hosts' releases not looked for: %s", exc)
         return
     for release_id, host in found:
-        if hosts.take_over_id(release_id, host) in waiting:
+        if asks.take_over_id(release_id, host) in waiting:
             continue
         log.warning(
             "reconcile: release #%d's host %s is lost (silent for a lease, its release does not answer); "
@@ -162,7 +162,7 @@ def _take_over_lost(settings: Settings, db: Database, waiting: set[str]) -> None
             release_id, host, settings.serving_queue,
         )  # fmt: skip
         try:
-            hosts.ask_to_take_over(settings, release_id, host)
+            asks.ask_to_take_over(settings, release_id, host)
         except Exception as exc:  # kombu raises its own errors and the socket's: next pass
             log.warning("reconcile: could not publish the take-over of release #%d: %s", release_id, exc)
 

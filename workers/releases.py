@@ -1,5 +1,6 @@
 """Release processes: start one from a release directory (sha-verified), restart one whose
-process is gone, stop the ones a transition retired; the CLI's promote and rollback; what
+process is gone (at start, on a host that took it over, or when it died on its alive host:
+:func:`revive`), stop the ones a transition retired; the CLI's promote and rollback; what
 ``loopline up`` restores at start and stops at exit.
 
 State transitions are :mod:`store.releases`; this module adds the processes around them.
@@ -20,13 +21,13 @@ import requests
 
 from config.settings import Settings
 from pipelines.errors import LooplineError
-from store import registry
+from store import locks, registry
 from store import releases as states
 from store.blobs import BlobError
 from store.clock import utcnow
 from store.db import Database
 from store.releases import ReleaseError
-from workers import artifacts, hosts, serving
+from workers import artifacts, asks, serving
 from workers.environments import EnvironmentBuildError, box_for
 from workers.projects import mirror, project_in
 
@@ -192,7 +193,7 @@ def reap(db: Database, settings: Settings, *, ask_others: bool = True) -> None:
     """Stop the processes of releases a transition retired or failed: this host's here, another
     host's by a task on that host's queue (a pid means nothing on another host). The periodic
     pass asks no one (``ask_others``): a host that is gone would get a message every pass."""
-    _stop(db, settings.host, ended_only=True, ask=settings if ask_others else None)
+    _stop_ended(db, settings.host, ask=settings if ask_others else None)
 
 
 def promote(
@@ -285,25 +286,102 @@ def restore(settings: Settings, db: Database, say: Say) -> None:
     reap(db, settings)
 
 
+def lock_name(release_id: int) -> str:
+    """The store lock (:func:`store.locks.held`) under which a release's process is started
+    again by :func:`revive` or stopped by :func:`stop_all`."""
+    return f"release-{release_id}"
+
+
+def revive(settings: Settings, db: Database, say: Say) -> list[int]:
+    """Start again this host's live releases whose recorded process died while the host stayed
+    alive (a crash, an OOM kill, a kill by hand): the gateway would answer errors for them until
+    the next ``loopline up``. Called about every heartbeat by a serving host's keep-alive.
+
+    Only a recorded pid counts: none is recorded while ``loopline up`` stops a release
+    (:func:`stop_all`) or while a take-over starts one. A canary fails instead, by the rule for
+    an interrupted trial (``store.releases.process_died``). Each release under its store lock,
+    skipped when another process holds it, so the processes of one host never start it twice
+    (:func:`ensure_running` checks its health again too). Returns the releases started again;
+    errors are said, never raised."""
+    try:
+        with db.session() as s:
+            recorded = [
+                (d.id, d.pid) for d in states.all_live(s)
+                if d.target == "local" and d.host == settings.host and d.pid
+            ]  # fmt: skip
+    except Exception as exc:  # the store is down, say: the next heartbeat looks again
+        say(f"releases of {settings.host} not looked at: {exc}")
+        return []
+    revived: list[int] = []
+    for dep_id, pid in recorded:
+        if serving.alive(pid):
+            continue
+        try:
+            with locks.held(db, lock_name(dep_id), wait=False) as mine:
+                if mine and _revive(settings, db, dep_id, pid, say):
+                    revived.append(dep_id)
+        except Exception as exc:  # one release that cannot start never keeps the others down
+            log.warning("release #%d: starting it again failed", dep_id, exc_info=True)
+            say(f"release #{dep_id} process {pid} died and could not be started again: {exc}")
+    return revived
+
+
+def _revive(settings: Settings, db: Database, dep_id: int, pid: int, say: Say) -> bool:
+    """Start release ``dep_id`` again if its process ``pid`` is still the one recorded (under
+    the release's lock). Returns whether it was."""
+    with db.session() as s:
+        outcome = states.process_died(s, dep_id, host=settings.host, pid=pid)
+        dep = states.get(s, dep_id)
+        assert dep is not None
+        name = f"release #{dep_id} ({dep.model_name} v{dep.version}) process {pid} died"
+        moved = dep.moved
+    if outcome == "changed":  # restarted, stopped, moved or ended meanwhile
+        return False
+    serving.stop(pid, grace=2)  # what is left of its process group (it led one)
+    if outcome == "failed":
+        say(f"{name}: {moved}; the stable release gets all the traffic")
+        return False
+    ensure_running(settings, db, dep_id, say, mine=True)
+    with db.session() as s:
+        dep = states.get(s, dep_id)
+        assert dep is not None
+        url, now, on = dep.url, dep.pid, dep.host
+    if on != settings.host or now in (pid, None):  # it answered after all, or moved: not started
+        return False
+    say(f"{name}: started again at {url}")
+    return True
+
+
 def stop_all(db: Database, host: str | None = None) -> None:
     """At exit: stop this host's release processes; their states stay, so the next start
-    restores them."""
-    _stop(db, host or socket.gethostname(), grace=2, ended_only=False)
-
-
-def _stop(
-    db: Database, host: str, grace: float = 5, *, ended_only: bool, ask: Settings | None = None
-) -> None:
-    """Stop the processes of the releases a transition ended (``ended_only``), else of all."""
+    restores them. Each under its lock, its pid read there: a :func:`revive` under way ends
+    first (and what it started is stopped), and none starts after (no pid is recorded)."""
+    host = host or socket.gethostname()
     with db.session() as s:
-        rows = states.processes(s, ended_only=ended_only)
+        ids = [i for i, pid, on in states.processes(s, ended_only=False) if pid and on in (None, host)]
+    for dep_id in ids:
+        with locks.held(db, lock_name(dep_id)):
+            with db.session() as s:
+                dep = states.get(s, dep_id)
+                pid = dep.pid if dep is not None and dep.host in (None, host) else None
+            if pid:
+                serving.stop(pid, grace=2)
+                with db.session() as s:
+                    states.forget_processes(s, {dep_id: pid})
+
+
+def _stop_ended(db: Database, host: str, *, ask: Settings | None) -> None:
+    """Stop this host's processes of the releases a transition ended; ask the other hosts
+    (``ask``) to stop theirs."""
+    with db.session() as s:
+        rows = states.processes(s, ended_only=True)
     pids = {dep_id: pid for dep_id, pid, on in rows if pid and on in (None, host)}
     elsewhere = {on for _dep_id, pid, on in rows if pid and on not in (None, host)}
     for other in sorted(elsewhere):
         if ask is not None:
-            hosts.ask_to_reap(ask, other)
+            asks.ask_to_reap(ask, other)
     for pid in pids.values():
-        serving.stop(pid, grace=grace)
+        serving.stop(pid)
     with db.session() as s:
         states.forget_processes(s, pids)
 

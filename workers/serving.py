@@ -136,6 +136,8 @@ def stop(pid: int, grace: float = 5) -> None:
 
 
 def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: a dead one that its parent (another process, which started
+    it) has not reaped yet is not (a zombie still answers signal 0)."""
     if pid in _started:
         return _started[pid].poll() is None
     try:
@@ -148,4 +150,13 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """``pid`` exited and waits for its parent to reap it (Linux's ``/proc``; elsewhere: no)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]

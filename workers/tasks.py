@@ -16,7 +16,7 @@ from celery.exceptions import Ignore
 from config.settings import Settings
 from pipelines.plan import CANONICAL
 from store import deliveries
-from workers import hosts, notify, relay, releases, runner, status, triggers
+from workers import asks, notify, relay, releases, runner, status, triggers
 from workers import publish as names
 from workers import reconcile as reconciler
 from workers import reproduce as rebuild
@@ -109,7 +109,7 @@ def reproduce(reproduction_id: int, task_id: str | None = None) -> str:
 
 # Sent to one host's queue (``host.<name>``): stops that host's releases a transition retired.
 # Idempotent; a lost one is redone by that host's next reconcile pass.
-@app.task(name=hosts.REAP)
+@app.task(name=asks.REAP)
 def reap() -> None:
     settings, db = current()
     releases.reap(db, settings)
@@ -120,7 +120,7 @@ def reap() -> None:
 # reconciler publishes it again (its id is not waiting); once taken, the release names this host,
 # and if this host dies while starting it, it is lost like any other. A duplicate is refused by
 # the take-over's compare-and-set under the release's row lock, so it never starts twice.
-@app.task(name=hosts.TAKE_OVER)
+@app.task(name=asks.TAKE_OVER)
 def take_over(release_id: int, lost: str) -> str:
     settings, db = current()
     return releases.take_over(settings, db, release_id, lost, log.warning)
