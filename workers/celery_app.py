@@ -84,7 +84,8 @@ class RelayStep(bootsteps.StartStopStep):
 class HostStep(bootsteps.StartStopStep):
     """Keeps this host alive in the store (:func:`workers.hosts.keep_alive`) for the worker's
     lifetime, saying whether it serves (takes the deploy stage's queue): a serving host that
-    goes silent is lost, and its releases start again on another. A separate process, like the
+    goes silent is lost, and its releases start again on another (an alive one starts again its
+    own releases whose process died, :func:`workers.releases.revive`). A separate process, like the
     relay's, for the same reason; in the worker's process group, so it dies with the host."""
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
