@@ -111,13 +111,19 @@ def promote(session: Session, dep: Deployment, *, actor: str, reason: str | None
     return stop
 
 
-def interrupted(session: Session, dep: Deployment) -> bool:
-    """The one rule for a canary whose trial was interrupted (Loopline started again, or its
-    host was lost): no one watched it to the end, so it fails and the stable release gets all
-    the traffic. Returns whether ``dep`` was such a canary."""
+#: How a canary failed by :func:`interrupted` begins its ``moved`` line (the trial reports it).
+INTERRUPTED = "canary trial interrupted"
+
+
+def interrupted(session: Session, dep: Deployment, why: str) -> bool:
+    """The one rule for a canary whose trial was interrupted (Loopline started again, its
+    process died, or its host was lost): no one watched it to the end, so it fails and the
+    stable release gets all the traffic; ``why`` is kept on it. Returns whether ``dep`` was
+    such a canary."""
     if dep.status != "canary":
         return False
     abort_canary(session, dep)
+    dep.moved = f"{INTERRUPTED}: {why}; failed"
     return True
 
 
@@ -312,9 +318,8 @@ def process_died(
         return "changed"
     if dep.host != host or dep.pid != pid:
         return "changed"
-    if interrupted(session, dep):
+    if interrupted(session, dep, f"its process {pid} died on host {host}"):
         dep.pid = None
-        dep.moved = f"canary trial interrupted: its process {pid} died on host {host}; failed"
         return "failed"
     return "restart"
 
@@ -344,8 +349,7 @@ def take_over(session: Session, release_id: int, *, lost: str, host: str, since:
         return TakeOver("refused", f"host {lost} is alive (seen {iso(seen)})")
     silence = f"silent since {as_utc(seen):%Y-%m-%d %H:%M:%S} UTC" if seen else "never registered"
     dep.pid = None
-    if interrupted(session, dep):
-        dep.moved = f"canary trial interrupted: host {lost} {silence}; failed"
+    if interrupted(session, dep, f"host {lost} {silence}"):
         return TakeOver("aborted", f"release #{dep.id} (canary of v{dep.version}): {dep.moved}")
     dep.host = host
     dep.moved = f"moved from host {lost} to host {host}: host {lost} {silence}"

@@ -5,6 +5,8 @@ command target."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from config.settings import Settings
 from service import create_app
@@ -342,3 +345,29 @@ def test_a_release_whose_artifact_changed_is_never_started(tmp_path: Path, db: D
         processes.start(
             settings, builtin_release(tmp_path), artifact=Path(mv.artifact_path), sha256=mv.sha256
         )
+
+
+def test_a_canary_whose_process_died_ends_its_trial_saying_so(deploys: Deploys) -> None:
+    """The host's keep-alive fails a canary whose process died (``revive``); the deploy stage
+    watching its trial reports why, not a rollback by hand."""
+    good = set_deploy(deploys.project, CANARY)
+    assert deploys.run(deploys.release(good)).status == "succeeded"
+    ctx = deploys.release(good)
+    result: list[StepResult] = []
+    worker = threading.Thread(target=lambda: result.append(deploys.run(ctx)))
+    worker.start()
+    pid, deadline = None, time.monotonic() + 60
+    while pid is None and time.monotonic() < deadline:
+        with deploys.db.session() as s:
+            pid = s.scalar(select(Deployment.pid).where(Deployment.status == "canary"))
+        time.sleep(0.05)
+    assert pid is not None, "no canary started"
+    os.kill(pid, signal.SIGKILL)
+    while serving.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes.revive(deploys.settings, deploys.db, lambda _line: None) == []
+    worker.join(60)
+    assert result and result[0].status == "failed"
+    why = f"canary trial interrupted: its process {pid} died on host {deploys.settings.host}; failed"
+    assert f"canary rolled back: {why}" in result[0].detail["error"]
+    assert production(deploys.db) == 1

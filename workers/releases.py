@@ -276,7 +276,7 @@ def restore(settings: Settings, db: Database, say: Say) -> None:
     the rule for a lost host's canary too); the rest of this host's live releases run again."""
     with db.session() as s:
         for dep in states.all_live(s):
-            states.interrupted(s, dep)
+            states.interrupted(s, dep, f"Loopline started again on host {settings.host}")
         ids = [d.id for d in states.all_live(s) if d.target == "local" and _here(d, settings.host)]
     for dep_id in ids:
         try:

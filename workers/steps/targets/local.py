@@ -91,7 +91,7 @@ def trial(ctx: StepContext, dep_id: int, detail: dict[str, Any]) -> StepResult:
             stable = states.live(s, dep.model_name).get("active")
             ids = [dep_id] + ([stable.id] if stable else [])
             numbers = telemetry.stats(s, ids)
-            status = dep.status
+            status, cut_short = dep.status, (dep.moved or "").startswith(states.INTERRUPTED)
             if status == "canary":
                 canary = numbers[dep_id]
                 verdict = judge(
@@ -111,10 +111,9 @@ def trial(ctx: StepContext, dep_id: int, detail: dict[str, Any]) -> StepResult:
             before = baseline.setdefault(stable.id, numbers[stable.id])
             series.append(telemetry.trial_point(elapsed, numbers[dep_id], numbers[stable.id].minus(before)))
             detail["series"] = series
-        if status != "canary":  # a human promoted or rolled it back meanwhile
-            verdict = Verdict(
-                "promote" if status == "active" else "rollback", f"by hand (release is {status})"
-            )
+        if status != "canary":  # a human promoted or rolled it back meanwhile, or its trial was cut short
+            why = dep.moved if cut_short and dep.moved else f"by hand (release is {status})"
+            verdict = Verdict("promote" if status == "active" else "rollback", why)
         elif verdict.decision == "wait":
             if time.monotonic() - reported >= REPORT_SECONDS:
                 reported = time.monotonic()
