@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,6 +34,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def lock_row(session: Session, model: type[Any], row_id: int) -> None:
+    """Take a row for the rest of the transaction before reading it: a no-op write, so
+    PostgreSQL locks the row (later statements see what others committed) and SQLite's driver
+    opens the write transaction (nobody else writes until commit)."""
+    session.execute(update(model).where(model.id == row_id).values(id=model.id))
 
 
 class Database:
@@ -102,11 +109,11 @@ class Database:
 
     def grouped(self, statement: str, row: str) -> GroupInsert:
         """This process's shared writer of ``statement`` (see :mod:`store.groupcommit`)."""
-        with self._groups_lock:
-            writer = self._groups.get(statement)
-            if writer is None:
-                writer = self._groups[statement] = GroupInsert(self.fetch_raw, statement, row)
-            return writer
+        writer = self._groups.get(statement)  # the acknowledgement's path: no lock once made
+        if writer is None:
+            with self._groups_lock:
+                writer = self._groups.setdefault(statement, GroupInsert(self.fetch_raw, statement, row))
+        return writer
 
     def _raw(self, sql: str, params: tuple[Any, ...], *, fetch: bool) -> tuple[int, list[tuple[Any, ...]]]:
         """A connection the server closed meanwhile is replaced once; then :class:`StoreUnavailable`."""

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from pipelines.errors import LooplineError
 from store import aliases, hosts, telemetry
 from store.clock import as_utc
+from store.db import lock_row
 from store.lifecycle import TERMINAL
 from store.models import LIVE_RELEASES, Deployment, Host, Run, Stage
 from store.views import deployment_dict, iso
@@ -262,9 +263,8 @@ def local_releases(session: Session, model: str, version: int) -> list[Deploymen
 
 
 def lock(session: Session, release_id: int) -> Deployment | None:
-    """Take the release's row for the rest of the transaction, then read it (a no-op write, as
-    ``runs.lock_run``: PostgreSQL locks the row, SQLite opens its write transaction)."""
-    session.execute(update(Deployment).where(Deployment.id == release_id).values(id=Deployment.id))
+    """Take the release's row for the rest of the transaction (:func:`lock_row`), then read it."""
+    lock_row(session, Deployment, release_id)
     return session.get(Deployment, release_id, populate_existing=True)
 
 

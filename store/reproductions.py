@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pipelines.errors import LooplineError
-from store.db import Database
+from store.db import Database, lock_row
 from store.lifecycle import REPRODUCTION_TERMINAL, move_reproduction
 from store.models import ModelVersion, Reproduction, as_utc, utcnow
 from store.registry import model_version
@@ -226,8 +226,8 @@ def published_before(db: Database, cutoff: datetime) -> list[str]:
 def _locked(session: Session, reproduction_id: int) -> Reproduction | None:
     """The row, locked for the transaction (a no-op write: PostgreSQL's row lock, SQLite's write
     transaction), so a worker and the reconciler never both act on the same old state."""
-    session.execute(update(Reproduction).where(Reproduction.id == reproduction_id).values(id=Reproduction.id))
-    return session.get(Reproduction, reproduction_id)
+    lock_row(session, Reproduction, reproduction_id)
+    return session.get(Reproduction, reproduction_id, populate_existing=True)
 
 
 def _lease_alive(rep: Reproduction, now: datetime) -> bool:

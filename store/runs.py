@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pipelines.errors import LooplineError
-from store.db import Database
+from store.db import Database, lock_row
 from store.lifecycle import ACTIVE, RETRYABLE, TERMINAL, end_run, listed, move_run, move_stage
 from store.models import Delivery, Run, Stage, as_utc, utcnow
 
@@ -48,12 +48,8 @@ def cancelled_because(db: Database, run_id: int) -> str | None:
 
 
 def lock_run(session: Session, run_id: int) -> None:
-    """Take the run's row for the rest of the transaction before reading it.
-
-    A no-op write: PostgreSQL locks the row and later statements see what others committed;
-    SQLite's driver opens the write transaction here, so nobody else writes until commit.
-    """
-    session.execute(update(Run).where(Run.id == run_id).values(id=Run.id))
+    """Take the run's row for the rest of the transaction before reading it (:func:`lock_row`)."""
+    lock_row(session, Run, run_id)
 
 
 def _load(session: Session, run_id: int) -> Run:

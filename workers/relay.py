@@ -88,9 +88,13 @@ def relay_once(settings: Settings, db: Database, publish: Publisher, now: dateti
         max_wait = max(debounce * 10, 60.0)
         if now - newest >= timedelta(seconds=debounce) or now - oldest >= timedelta(seconds=max_wait):
             batches.append(rows)
+    busy: dict[str, bool] = {}  # one look per repository and pass: each is a store round trip
     for batch in batches:
         ids = [r.id for r in batch]
-        if intake_busy(db, batch[0].repository):  # one intake per repository at a time
+        repository = batch[0].repository
+        if repository not in busy:
+            busy[repository] = intake_busy(db, repository)
+        if busy[repository]:  # one intake per repository at a time
             continue
         if not deliveries.claim(db, ids):
             continue
